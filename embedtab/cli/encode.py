@@ -1,0 +1,142 @@
+"""`embedtab encode text|image`: maps options onto embedtab.encode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, open_store, report_result, reporter
+
+app = typer.Typer(
+    help="Encode item texts (sentence-transformers) or images (OpenCLIP) into an embeddings artifact.",
+    no_args_is_help=True,
+)
+
+InputsArg = Annotated[List[str], typer.Argument(help="Input table(s): parquet/csv file, glob or directory.", show_default=False)]
+NameOpt = Annotated[str, typer.Option("--name", "-n", help="Name of the embeddings artifact to write.")]
+IdOpt = Annotated[str, typer.Option("--id-column", help="Column holding the raw item id (kept with its dtype).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda when present), cpu, cuda or cuda:N.")]
+PrecisionOpt = Annotated[
+    str, typer.Option("--precision", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16 (GPU autocast).")
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Items per model forward pass.")]
+NormalizeOpt = Annotated[
+    bool,
+    typer.Option("--normalize/--no-normalize", help="L2-normalize every embedding (on by default)."),
+]
+ShardOpt = Annotated[int, typer.Option("--shard-size", help="Rows per output parquet part.")]
+OnErrorOpt = Annotated[
+    str, typer.Option("--on-error", help="skip: record unusable items in errors.parquet; fail: stop at the first.")
+]
+MaxErrorsOpt = Annotated[
+    Optional[int], typer.Option("--max-errors", help="Stop (nothing written) when more items than this fail.")
+]
+
+
+def _summary(record) -> list[str]:
+    s, m = record.summary, record.metadata
+    lines = [
+        f"{s['encoded']} of {s['items']} items encoded, {s['skipped']} skipped "
+        f"({s.get('items_per_s') or 0:.1f} items/s); dim {m['dim']}, model {m['model']['model']}",
+    ]
+    if s["skipped"]:
+        lines.append(f"skipped items and reasons: {record.kind}/{record.name}/errors.parquet")
+    return lines
+
+
+@app.command("text")
+def text(
+    inputs: InputsArg,
+    name: NameOpt = "text",
+    template: Annotated[
+        Optional[str], typer.Option("--template", "-t", help="Python format string over columns, e.g. '{title}. {description}'.")
+    ] = None,
+    text_column: Annotated[
+        Optional[List[str]], typer.Option("--text-column", "-c", help="Column(s) to encode, joined with '. ' (instead of --template).")
+    ] = None,
+    id_column: IdOpt = "item_id",
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", "-m", help="sentence-transformers name or local path (default: the packaged all-MiniLM-L6-v2, works offline)."),
+    ] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    batch_size: BatchOpt = 64,
+    normalize: NormalizeOpt = True,
+    shard_size: ShardOpt = 10_000,
+    on_error: OnErrorOpt = "skip",
+    max_errors: MaxErrorsOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+    artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
+) -> None:
+    """Encode item texts with sentence-transformers.
+
+    Empty texts are skipped and recorded in errors.parquet.
+
+    [bold]Examples[/bold]
+
+      embedtab encode text sample_data/items.parquet --template '{title}. {description}' --name text
+
+      embedtab encode text 'catalog/*.parquet' -c title -c description -m ./my-sbert-model --name text
+    """
+    from embedtab.encode import TextOptions, run_text
+
+    options = TextOptions(
+        inputs=inputs, name=name, template=template, text_columns=tuple(text_column or ()),
+        id_column=id_column, model=model, device=device, precision=precision, batch_size=batch_size,
+        normalize=normalize, shard_size=shard_size, on_error=on_error, max_errors=max_errors, force=force,
+    )
+    result = run_text(open_store(artifacts), options, reporter())
+    report_result(result.record, result.up_to_date, as_json, _summary(result.record))
+
+
+@app.command("image")
+def image(
+    inputs: InputsArg,
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="OpenCLIP model: a built-in name (ViT-B-32), 'local-dir:/path', 'hf-hub:org/repo', or embedtab-smoke-clip."),
+    ],
+    pretrained: Annotated[
+        Optional[str], typer.Option("--pretrained", "-p", help="Pretrained tag (laion2b_s34b_b79k) or checkpoint file, for built-in names.")
+    ] = None,
+    name: NameOpt = "image",
+    image_column: Annotated[str, typer.Option("--image-column", help="Column with image paths.")] = "image_path",
+    image_root: Annotated[
+        Optional[Path], typer.Option("--image-root", help="Image paths are relative to this (default: the folder of the input file).")
+    ] = None,
+    id_column: IdOpt = "item_id",
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    batch_size: BatchOpt = 64,
+    normalize: NormalizeOpt = True,
+    shard_size: ShardOpt = 10_000,
+    on_error: OnErrorOpt = "skip",
+    max_errors: MaxErrorsOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+    artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
+) -> None:
+    """Encode item images with an OpenCLIP image tower.
+
+    Missing, empty, corrupt or oversized images are skipped and recorded in errors.parquet.
+
+    [bold]Examples[/bold]
+
+      embedtab encode image sample_data/items.parquet --model embedtab-smoke-clip --name image
+
+      embedtab encode image items.parquet -m ViT-B-32 -p ./open_clip_vit_b32.pt --image-root /data/img
+    """
+    from embedtab.encode import ImageOptions, run_image
+
+    options = ImageOptions(
+        inputs=inputs, name=name, model=model, pretrained=pretrained, image_column=image_column,
+        image_root=str(image_root) if image_root else None, id_column=id_column, device=device,
+        precision=precision, batch_size=batch_size, normalize=normalize, shard_size=shard_size,
+        on_error=on_error, max_errors=max_errors, force=force,
+    )
+    result = run_image(open_store(artifacts), options, reporter())
+    report_result(result.record, result.up_to_date, as_json, _summary(result.record))

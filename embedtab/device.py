@@ -1,0 +1,69 @@
+"""Device selection, decided once per stage so GPU and CPU share every other line of code."""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from embedtab.errors import UsageError
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def torch_device(requested: str = "auto") -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'. An explicit cuda without one is an error."""
+    if not _DEVICE.match(requested):
+        raise UsageError(f"invalid device {requested!r}: use auto, cpu, cuda or cuda:N")
+    if requested == "cpu":
+        return "cpu"
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise UsageError(f"device {requested!r} requested but torch sees no CUDA device; use --device cpu")
+    index = int(requested.split(":")[1]) if ":" in requested else 0
+    if index >= torch.cuda.device_count():
+        raise UsageError(f"device {requested!r} requested but only {torch.cuda.device_count()} CUDA devices exist")
+    return requested
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_arrays_available() -> bool:
+    """True when CuPy imports and sees a CUDA device."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # ImportError, or CUDA driver errors on machines without a GPU
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_dataframes_available() -> bool:
+    """True when cuDF imports and a GPU is present (NVTabular then runs on cuDF)."""
+    if not gpu_arrays_available():
+        return False
+    try:
+        import cudf  # noqa: F401
+
+        return True
+    except Exception:
+        return False
+
+
+def array_module(use_gpu: bool) -> Any:
+    """numpy or cupy: the module every array operation of a stage goes through."""
+    if use_gpu:
+        import cupy
+
+        return cupy
+    import numpy
+
+    return numpy
+
+
+def to_numpy(array: Any) -> Any:
+    """Host copy of a numpy or cupy array."""
+    return array.get() if hasattr(array, "get") and not hasattr(array, "__array_interface__") else array

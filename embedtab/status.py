@@ -1,0 +1,57 @@
+"""Health of an artifact directory: what is there, whether its files are intact, what is stale."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from embedtab.artifacts import ArtifactRecord, ArtifactStore
+from embedtab.errors import IntegrityError
+
+
+def row_count(record: ArtifactRecord) -> int | None:
+    if record.kind == "embeddings":
+        return record.rows(prefix="part-")
+    if record.kind == "datasets":
+        return record.rows()
+    if record.kind == "lookups":
+        return record.metadata.get("cardinality")
+    return None
+
+
+def health(store: ArtifactStore, record: ArtifactRecord, verify: bool = False) -> tuple[str, list[str]]:
+    """('ok' | 'damaged' | 'stale', reasons). Damaged files outrank staleness."""
+    problems = store.missing_outputs(record)
+    if not problems and verify:
+        try:
+            store.verify(record)
+        except IntegrityError as exc:
+            problems = [str(exc)]
+    if problems:
+        return "damaged", problems
+    reasons = store.upstream_changes(record)
+    if reasons:
+        return "stale", reasons
+    return "ok", []
+
+
+def collect(store: ArtifactStore, verify: bool = False) -> dict[str, Any]:
+    manifest = store.read_manifest()
+    artifacts = []
+    for record in sorted(manifest.artifacts.values(), key=lambda r: (r.kind, r.name)):
+        state, reasons = health(store, record, verify)
+        artifacts.append(
+            {
+                "kind": record.kind,
+                "name": record.name,
+                "rows": row_count(record),
+                "health": state if not reasons else f"{state}: {'; '.join(reasons)}",
+                "reasons": reasons,
+                **record.model_dump(exclude={"kind", "name"}),
+            }
+        )
+    return {
+        "root": str(store.root),
+        "format_version": manifest.format_version,
+        "artifacts": artifacts,
+        "pending": sorted(manifest.pending),
+    }

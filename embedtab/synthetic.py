@@ -1,0 +1,186 @@
+"""Seeded synthetic recommender data: the committed sample_data/ and larger benchmark scales.
+
+    python -m embedtab.synthetic sample_data                      # the committed sample (~200 items)
+    python -m embedtab.synthetic /tmp/big --items 5000 --users 20000 --rows-per-day 200000
+
+Layout written:
+    items.parquet          item_id, title, description, category, brand, price, image_path
+    users.parquet          user_id, age (some null), gender
+    interactions/day_N.parquet   user_id, item_id, timestamp (unix s), device_type, click
+    images/<item_id>.jpg   small JPEGs (one missing, one corrupt, on purpose)
+
+Deliberate defects, so every stage meets them: null ages, one empty description, one item whose
+image file is missing, one corrupt JPEG, and "new" items that appear only on the last day.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CATEGORIES = ["shoes", "shirts", "bags", "watches", "hats", "jackets", "lamps", "mugs"]
+_COLOURS = {
+    "shoes": (180, 60, 40), "shirts": (40, 90, 180), "bags": (120, 80, 40), "watches": (160, 160, 170),
+    "hats": (200, 170, 50), "jackets": (30, 110, 70), "lamps": (230, 210, 120), "mugs": (150, 40, 120),
+}
+_ADJECTIVES = ["classic", "modern", "vintage", "compact", "premium", "everyday", "rugged", "elegant",
+               "lightweight", "handmade", "minimal", "bold", "soft", "sturdy", "sleek", "cosy"]
+_MATERIALS = ["leather", "cotton", "steel", "ceramic", "wool", "canvas", "linen", "bamboo", "denim", "glass"]
+_PHRASES = [
+    "Designed for daily use and built to last.",
+    "A favourite among customers who value comfort.",
+    "Pairs well with the rest of the collection.",
+    "Easy to clean and simple to care for.",
+    "Made in small batches with careful attention to detail.",
+    "A thoughtful gift for friends and family.",
+    "Tested in demanding conditions before release.",
+    "Available while stocks last.",
+]
+DAY0 = 1709510400  # 2024-03-04 00:00:00 UTC, a Monday
+DEVICES = ["mobile", "desktop", "tablet"]
+
+
+def _items(rng: np.random.Generator, n_items: int, repeat_fraction: float) -> dict[str, list]:
+    ids = np.sort(rng.choice(np.arange(100_000, 1_000_000), size=n_items, replace=False)).astype(np.int64)
+    brands = [f"brand_{i:02d}" for i in range(max(4, n_items // 10))]
+    cats = rng.choice(CATEGORIES, size=n_items)
+    titles, descriptions = [], []
+    pool: list[str] = []
+    for i in range(n_items):
+        adjective, material = rng.choice(_ADJECTIVES), rng.choice(_MATERIALS)
+        noun = cats[i][:-2] if cats[i].endswith("hes") else cats[i][:-1]
+        article = "An" if adjective[0] in "aeiou" else "A"
+        titles.append(f"{adjective.title()} {material} {noun}")
+        if pool and rng.random() < repeat_fraction:
+            descriptions.append(pool[int(rng.integers(len(pool)))])
+            continue
+        sentences = rng.choice(_PHRASES, size=int(rng.integers(1, 4)), replace=False)
+        text = f"{article} {adjective} {noun} made of {material}. " + " ".join(sentences)
+        descriptions.append(text)
+        pool.append(text)
+    return {
+        "item_id": ids.tolist(),
+        "title": titles,
+        "description": descriptions,
+        "category": cats.tolist(),
+        "brand": rng.choice(brands, size=n_items).tolist(),
+        "price": np.round(rng.lognormal(3.2, 0.8, size=n_items), 2).tolist(),
+        "image_path": [f"images/{i}.jpg" for i in ids],
+    }
+
+
+def _image(rng: np.random.Generator, category: str, size: int) -> bytes:
+    from PIL import Image, ImageDraw
+
+    base = np.array(_COLOURS[category], dtype=np.float64)
+    grad = np.linspace(0.6, 1.2, size)[None, :, None]
+    pixels = np.clip(base[None, None, :] * grad + rng.normal(0, 12, (size, size, 3)), 0, 255)
+    img = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+    for _ in range(3):
+        x0, y0 = rng.integers(0, size - 8, size=2)
+        x1, y1 = x0 + rng.integers(6, size // 2), y0 + rng.integers(6, size // 2)
+        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        draw.ellipse([int(x0), int(y0), int(x1), int(y1)], fill=colour)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def _write(table: dict[str, list], path: Path, schema: pa.Schema | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(table, schema=schema), path)
+
+
+def generate(
+    out: str | Path,
+    n_items: int = 200,
+    n_users: int = 500,
+    days: int = 3,
+    rows_per_day: int = 1000,
+    new_items: int = 15,
+    image_size: int = 48,
+    images: bool = True,
+    repeat_fraction: float = 0.0,
+    seed: int = 7,
+) -> Path:
+    """Write the data set under `out`; same arguments, same data."""
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    items = _items(rng, n_items, repeat_fraction)
+    items["description"][3] = ""  # an empty description
+    _write(items, out / "items.parquet")
+
+    if images:
+        image_dir = out / "images"
+        image_dir.mkdir(parents=True, exist_ok=True)
+        for idx, (item_id, cat) in enumerate(zip(items["item_id"], items["category"])):
+            if idx == 5:
+                continue  # this item's image file is missing
+            data = _image(rng, cat, image_size)
+            if idx == 9:
+                data = data[: len(data) // 3]  # a truncated, corrupt JPEG
+            (image_dir / f"{item_id}.jpg").write_bytes(data)
+
+    user_ids = np.sort(rng.choice(np.arange(1, 10 * n_users), size=n_users, replace=False)).astype(np.int64)
+    ages = rng.integers(16, 80, size=n_users).astype(object)
+    ages[rng.random(n_users) < 0.06] = None  # some users never told their age
+    users = {
+        "user_id": user_ids.tolist(),
+        "age": ages.tolist(),
+        "gender": rng.choice(["F", "M", "X"], p=[0.48, 0.48, 0.04], size=n_users).tolist(),
+    }
+    _write(users, out / "users.parquet", pa.schema([("user_id", pa.int64()), ("age", pa.int64()), ("gender", pa.string())]))
+
+    # Older items are more popular (Zipf-like); the last `new_items` appear only on the last day.
+    old = n_items - new_items
+    weights = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    for day in range(days):
+        last = day == days - 1
+        pool = n_items if last else old
+        p = weights[:pool] / weights[:pool].sum()
+        item_idx = rng.choice(pool, size=rows_per_day, p=p)
+        if last and new_items:
+            item_idx[: new_items] = np.arange(old, n_items)  # every new item shows up at least once
+        ts = DAY0 + day * 86_400 + np.sort(rng.integers(0, 86_400, size=rows_per_day))
+        rows = {
+            "user_id": rng.choice(user_ids, size=rows_per_day).tolist(),
+            "item_id": np.asarray(items["item_id"])[item_idx].tolist(),
+            "timestamp": ts.astype(np.int64).tolist(),
+            "device_type": rng.choice(DEVICES, p=[0.6, 0.3, 0.1], size=rows_per_day).tolist(),
+            "click": (rng.random(rows_per_day) < 0.3).astype(np.int8).tolist(),
+        }
+        _write(rows, out / "interactions" / f"day_{day + 1}.parquet",
+               pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("timestamp", pa.int64()),
+                          ("device_type", pa.string()), ("click", pa.int8())]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", help="output directory")
+    parser.add_argument("--items", type=int, default=200)
+    parser.add_argument("--users", type=int, default=500)
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--rows-per-day", type=int, default=1000)
+    parser.add_argument("--new-items", type=int, default=15)
+    parser.add_argument("--image-size", type=int, default=48)
+    parser.add_argument("--no-images", action="store_true")
+    parser.add_argument("--repeat-fraction", type=float, default=0.0,
+                        help="share of items whose description repeats an earlier one")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    path = generate(args.out, args.items, args.users, args.days, args.rows_per_day, args.new_items,
+                    args.image_size, not args.no_images, args.repeat_fraction, args.seed)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""YAML workflow configs, validated with pydantic.
+
+A config is a list of feature groups; each group selects columns and applies ops in order:
+
+    name: item
+    features:
+      - columns: [item_id]
+        ops:
+          - categorify: {dtype: int32}
+          - tags: [item_id, item]
+      - columns: [price]
+        ops: [log, normalize, {rename: {postfix: _log_norm}}, {tags: [item, continuous]}]
+
+An op is a bare name (`log`), or a one-key mapping to its parameters (`categorify: {...}`), or,
+for ops with one list parameter, to that list (`tags: [...]`, `bucketize: [...]`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from embedtab.errors import ConfigError
+
+# merlin.schema.Tags values accepted under `tags:` (kept here so validation needs no merlin import).
+TAGS = (
+    "user_id", "item_id", "session_id", "id", "user", "item", "session", "context",
+    "categorical", "continuous", "list", "sequence", "text", "time", "embedding",
+    "target", "regression", "classification", "binary_classification", "multi_class_classification",
+)
+TIME_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos")
+
+
+class _Op(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Categorify(_Op):
+    op: Literal["categorify"]
+    freq_threshold: int = Field(0, ge=0)
+    max_size: int = Field(0, ge=0)
+    num_buckets: Optional[int] = Field(None, ge=1)
+    dtype: Optional[Literal["int32", "int64"]] = None
+
+
+class Normalize(_Op):
+    op: Literal["normalize"]
+    out_dtype: Literal["float32", "float64"] = "float32"
+
+
+class FillMissing(_Op):
+    op: Literal["fill_missing"]
+    fill_val: Union[int, float, str] = 0
+    add_binary_cols: bool = False
+
+
+class Log(_Op):
+    op: Literal["log"]
+
+
+class Bucketize(_Op):
+    op: Literal["bucketize"]
+    boundaries: list[float] = Field(min_length=1)
+
+    @field_validator("boundaries")
+    @classmethod
+    def _sorted(cls, value: list[float]) -> list[float]:
+        if value != sorted(value):
+            raise ValueError("boundaries must be increasing")
+        return value
+
+
+class Rename(_Op):
+    op: Literal["rename"]
+    postfix: Optional[str] = None
+    prefix: Optional[str] = None
+    name: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "Rename":
+        given = [k for k in ("postfix", "prefix", "name") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of postfix, prefix or name")
+        return self
+
+
+class AddTags(_Op):
+    op: Literal["tags"]
+    tags: list[Literal[TAGS]] = Field(min_length=1)  # type: ignore[valid-type]
+
+
+class TimeFeatures(_Op):
+    """hour-of-day / day-of-week as sin and cos, from unix seconds or datetimes."""
+
+    op: Literal["time_features"]
+    features: list[Literal[TIME_FEATURES]] = Field(default_factory=lambda: list(TIME_FEATURES))  # type: ignore[valid-type]
+
+
+Op = Annotated[
+    Union[Categorify, Normalize, FillMissing, Log, Bucketize, Rename, AddTags, TimeFeatures],
+    Field(discriminator="op"),
+]
+OP_NAMES = ("categorify", "normalize", "fill_missing", "log", "bucketize", "rename", "tags", "time_features")
+_LIST_PARAM = {"tags": "tags", "bucketize": "boundaries", "time_features": "features"}
+
+
+def _expand(entry: Any) -> Any:
+    """YAML shorthand -> {"op": name, **params}."""
+    if isinstance(entry, str):
+        return {"op": entry}
+    if isinstance(entry, dict) and len(entry) == 1:
+        (name, params), = entry.items()
+        if params is None:
+            return {"op": name}
+        if isinstance(params, list) and name in _LIST_PARAM:
+            return {"op": name, _LIST_PARAM[name]: params}
+        if isinstance(params, dict):
+            return {"op": name, **params}
+        return {"op": name, "__invalid__": params}
+    return entry
+
+
+class FeatureGroup(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    columns: list[str] = Field(min_length=1)
+    ops: list[Op] = Field(default_factory=list)
+
+    @field_validator("ops", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return [_expand(v) for v in value] if isinstance(value, list) else value
+
+
+class WorkflowConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Optional[str] = None
+    description: Optional[str] = None
+    features: list[FeatureGroup] = Field(min_length=1)
+
+    def input_columns(self) -> list[str]:
+        seen: list[str] = []
+        for group in self.features:
+            seen.extend(c for c in group.columns if c not in seen)
+        return seen
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _message(error: dict[str, Any]) -> str:
+    if error["type"] == "union_tag_invalid":
+        tag = error.get("ctx", {}).get("tag")
+        return f"unknown op {tag!r} (allowed: {', '.join(OP_NAMES)})"
+    if error["type"] == "union_tag_not_found":
+        return "each op is a name or a one-key mapping, e.g. `- categorify: {dtype: int32}`"
+    if error["loc"] and error["loc"][-1] == "__invalid__":
+        return "op parameters must be a mapping (or a list, for tags, bucketize and time_features)"
+    if error["type"] == "extra_forbidden":
+        return f"unknown parameter {error['loc'][-1]!r}"
+    if error["type"] == "literal_error" and error["loc"] and error["loc"][-2:-1] == ("tags",):
+        return f"unknown tag {error['input']!r} (allowed: {', '.join(TAGS)})"
+    return error["msg"]
+
+
+def parse_config(raw: Any, source: str) -> WorkflowConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with a `features:` list at the top level")
+    try:
+        return WorkflowConfig.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = tuple(p for p in error["loc"] if p != "__invalid__")
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {_where(loc) or 'top level'}: {_message(error)}{more}") from None
+
+
+def load_config(path: str | Path) -> WorkflowConfig:
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"workflow config {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read workflow config {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_config(raw, str(path))

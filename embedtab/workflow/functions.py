@@ -1,0 +1,49 @@
+"""Named functions used by LambdaOps in compiled workflows.
+
+They live in an importable module (never lambdas or __main__ functions) so a saved workflow's
+pickle refers to them by name and loads wherever embedtab is installed. Each takes one column
+(pandas or cuDF Series) and uses only operations both support, so CPU and GPU share them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_DAY = 86_400
+_TWO_PI = 2.0 * np.pi
+
+
+def _unix_seconds(col):
+    """Unix seconds from an integer column (seconds) or a datetime64 column."""
+    if np.issubdtype(col.dtype, np.datetime64):
+        return col.astype("datetime64[s]").astype("int64")
+    return col.astype("int64")
+
+
+def _hour(col):
+    """Hour of day 0..23 (UTC)."""
+    return (_unix_seconds(col) % _DAY) // 3600
+
+
+def _weekday(col):
+    """Day of week 0..6, Monday = 0 (1970-01-01 was a Thursday, hence the +3)."""
+    return (_unix_seconds(col) // _DAY + 3) % 7
+
+
+def hour_sin(col):
+    return np.sin(_TWO_PI * _hour(col) / 24.0).astype("float32")
+
+
+def hour_cos(col):
+    return np.cos(_TWO_PI * _hour(col) / 24.0).astype("float32")
+
+
+def weekday_sin(col):
+    return np.sin(_TWO_PI * _weekday(col) / 7.0).astype("float32")
+
+
+def weekday_cos(col):
+    return np.cos(_TWO_PI * _weekday(col) / 7.0).astype("float32")
+
+
+TIME_FUNCTIONS = {f.__name__: f for f in (hour_sin, hour_cos, weekday_sin, weekday_cos)}
