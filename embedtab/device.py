@@ -11,10 +11,16 @@ from embedtab.errors import UsageError
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
-def torch_device(requested: str = "auto") -> str:
-    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'. An explicit cuda without one is an error."""
+def check_device(requested: str) -> str:
+    """Syntax only (no torch import), so bad options fail before any work."""
     if not _DEVICE.match(requested):
         raise UsageError(f"invalid device {requested!r}: use auto, cpu, cuda or cuda:N")
+    return requested
+
+
+def torch_device(requested: str = "auto") -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'. An explicit cuda without one is an error."""
+    check_device(requested)
     if requested == "cpu":
         return "cpu"
     import torch

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from embedtab import tables
 from embedtab.artifacts import ArtifactRecord, ArtifactStore
@@ -178,7 +179,7 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
     ids, x, id_name = read_embeddings(store, source)
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
-        first = ids.filter(bad).to_pylist()[:5]
+        first = ids.filter(pa.array(bad)).to_pylist()[:5]
         raise DataError(f"embeddings {options.source!r}: {int(bad.sum())} rows hold NaN or inf (ids {first})")
     reporter.info(f"fitting PCA {in_dim} -> {options.dims} on {len(x):,} rows with {backend}")
     started = time.time()

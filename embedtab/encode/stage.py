@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from embedtab import tables
+from embedtab.device import check_device
+from embedtab.encode.backends import PRECISIONS
 from embedtab.encode.images import ImageLoadError, load_rgb
 from embedtab.artifacts import ArtifactRecord, ArtifactStore, Plan
 from embedtab.errors import DataError, UsageError
@@ -61,6 +63,9 @@ class EncodeOptions:
             raise UsageError(f"invalid --on-error {self.on_error!r}: use skip or fail")
         if self.max_errors is not None and self.max_errors < 0:
             raise UsageError("--max-errors must be 0 or more")
+        check_device(self.device)
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"invalid --precision {self.precision!r}: use {', '.join(PRECISIONS)}")
 
 
 @dataclass

@@ -174,10 +174,12 @@ def parse_config(raw: Any, source: str) -> WorkflowConfig:
     try:
         return WorkflowConfig.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = tuple(p for p in error["loc"] if p != "__invalid__")
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{source}: {_where(loc) or 'top level'}: {_message(error)}{more}") from None
+        problems = []
+        for error in exc.errors()[:3]:
+            loc = tuple(p for p in error["loc"] if p != "__invalid__")
+            problems.append(f"{_where(loc) or 'top level'}: {_message(error)}")
+        more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+        raise ConfigError(f"{source}: {'; '.join(problems)}{more}") from None
 
 
 def load_config(path: str | Path) -> WorkflowConfig:

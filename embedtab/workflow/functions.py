@@ -11,12 +11,14 @@ import numpy as np
 
 _DAY = 86_400
 _TWO_PI = 2.0 * np.pi
+_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 
 
 def _unix_seconds(col):
     """Unix seconds from an integer column (seconds) or a datetime64 column."""
-    if np.issubdtype(col.dtype, np.datetime64):
-        return col.astype("datetime64[s]").astype("int64")
+    if getattr(col.dtype, "kind", "") == "M":  # datetime64[unit], tz-aware or not
+        unit = getattr(col.dtype, "unit", None) or np.datetime_data(col.dtype)[0]
+        return col.astype("int64") // _PER_SECOND[unit]
     return col.astype("int64")
 
 

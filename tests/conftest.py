@@ -1,0 +1,82 @@
+"""Shared fixtures. Everything runs on CPU, offline, from data built here or the committed sample."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_data"
+CONFIGS = REPO / "configs"
+
+# Never reach for a model hub from the tests; keep model caches inside the test session.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _gpu_present() -> bool:
+    from embedtab.device import gpu_arrays_available
+
+    return gpu_arrays_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    if _gpu_present():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device with CuPy/cuML/cuDF")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("embedtab-cache")
+    os.environ["EMBEDTAB_CACHE"] = str(cache)
+    yield cache
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory) -> Path:
+    """A private copy of sample_data/ (tests may not touch the committed files)."""
+    target = tmp_path_factory.mktemp("sample") / "sample_data"
+    shutil.copytree(SAMPLE, target)
+    return target
+
+
+@pytest.fixture
+def store(tmp_path):
+    from embedtab.artifacts import ArtifactStore
+
+    return ArtifactStore(tmp_path / "artifacts", lock_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def text_backend():
+    from embedtab.encode.backends import TextBackend
+
+    return TextBackend("all-MiniLM-L6-v2", "cpu", "fp32", batch_size=16, normalize=True)
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory, sample):
+    """The sample pipeline run once through the core API; read-only for the tests that use it."""
+    from embedtab import lookup, reduce
+    from embedtab.artifacts import ArtifactStore
+    from embedtab.encode import ImageOptions, TextOptions, run_image, run_text
+    from embedtab.workflow import stage
+
+    store = ArtifactStore(tmp_path_factory.mktemp("chain") / "artifacts", lock_timeout=5)
+    items = str(sample / "items.parquet")
+    run_text(store, TextOptions(inputs=[items], name="text", template="{title}. {description}", batch_size=32))
+    run_image(store, ImageOptions(inputs=[items], name="image", model="embedtab-smoke-clip", batch_size=32))
+    reduce.run(store, reduce.ReduceOptions("text", 16))
+    train = [str(sample / "interactions" / "day_1.parquet"), str(sample / "interactions" / "day_2.parquet")]
+    stage.fit(store, stage.FitOptions(str(CONFIGS / "interactions.yaml"), train))
+    stage.transform(store, stage.TransformOptions("interactions", train, name="train"))
+    lookup.run(store, lookup.LookupOptions("text", "interactions", "item_id", name="text-train"))
+    lookup.run(store, lookup.LookupOptions("image", "interactions", "item_id", name="image-train"))
+    return store

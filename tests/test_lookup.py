@@ -1,0 +1,126 @@
+"""lookup: tables indexed by Categorify ids, checked with Merlin's own dataloader."""
+
+from __future__ import annotations
+
+import glob
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from embedtab import lookup, tables
+from embedtab.errors import DataError, UsageError
+from embedtab.workflow.stage import load_workflow, quiet_merlin
+
+
+def encoder_vectors(store, name) -> dict:
+    table = tables.read_parts(tables.part_files(store.path("embeddings", name)))
+    return dict(zip(table.column("item_id").to_pylist(), tables.vectors(table)))
+
+
+@pytest.mark.parametrize("name, source", [("text-train", "text"), ("image-train", "image")])
+def test_merlin_dataloader_gathers_the_encoders_vector_for_every_row(chain, sample, name, source):
+    from merlin.dataloader.ops.embeddings import EmbeddingOperator
+    from merlin.dataloader.torch import Loader
+    from merlin.io import Dataset
+
+    npy = chain.path("lookups", name) / "embeddings.npy"
+    parts = sorted(glob.glob(str(chain.path("datasets", "train") / "*.parquet")))
+    with quiet_merlin():
+        loader = Loader(Dataset(parts, cpu=True), batch_size=128, shuffle=False,
+                        transforms=[EmbeddingOperator(str(npy), lookup_key="item_id", embedding_name="item_vec")])
+        gathered = [(batch[0]["item_id"].numpy().ravel(), batch[0]["item_vec"].numpy()) for batch in loader]
+    cat_ids = np.concatenate([g[0] for g in gathered])
+    vectors = np.concatenate([g[1] for g in gathered])
+
+    raw = pd.concat([pd.read_parquet(sample / "interactions" / f"day_{d}.parquet") for d in (1, 2)], ignore_index=True)
+    assert len(vectors) == len(raw) == 2000
+    encoded = encoder_vectors(chain, source)
+    dim = next(iter(encoded.values())).shape[0]
+    expected = np.stack([encoded.get(i, np.zeros(dim, np.float32)) for i in raw["item_id"]])
+    np.testing.assert_array_equal(vectors, expected)
+    assert (cat_ids >= 3).all()  # every training item is in the vocabulary
+    if source == "image":  # the items whose image was missing/corrupt gather zeros
+        failed = set(pq.read_table(chain.path("embeddings", "image") / "errors.parquet").column("item_id").to_pylist())
+        assert not np.any(vectors[raw["item_id"].isin(failed).to_numpy()])
+
+
+def test_table_layout_reserved_rows_and_present_flags(chain):
+    record = chain.get("lookups", "image-train")
+    directory = chain.path("lookups", "image-train")
+    table = pq.read_table(directory / "table.parquet")
+    matrix = np.load(directory / "embeddings.npy")
+    with quiet_merlin():
+        import nvtabular as nvt
+
+        workflow, _ = load_workflow(chain, "interactions")
+        cardinality = nvt.ops.get_embedding_sizes(workflow)["item_id"][0]
+    assert matrix.shape == (cardinality, 32) and matrix.dtype == np.float32
+    assert table.num_rows == cardinality
+    assert table.column("cat_id").to_pylist() == list(range(cardinality))
+    np.testing.assert_array_equal(tables.vectors(table), matrix)
+    present = np.array(table.column("present").to_pylist())
+    raw_ids = table.column("item_id").to_pylist()
+    assert raw_ids[:3] == [None, None, None] and not present[:3].any()  # pad, null, OOV
+    assert not matrix[:3].any()
+    encoded = encoder_vectors(chain, "image")
+    for cat_id, raw in enumerate(raw_ids[3:], start=3):
+        if raw in encoded:
+            assert present[cat_id]
+            np.testing.assert_array_equal(matrix[cat_id], encoded[raw])
+        else:
+            assert not present[cat_id] and not matrix[cat_id].any()
+    assert record.metadata["cardinality"] == cardinality
+    assert record.metadata["with_embedding"] == int(present.sum())
+    assert record.metadata["vocabulary"] == cardinality - 3
+
+
+def put_embeddings(store, name, ids, vectors):
+    plan = store.plan("embeddings", name, "test", {"v": vectors.tolist()}, force=True)
+    with store.staging(plan) as staging:
+        tables.write_parquet(tables.embeddings_table("item_id", ids, vectors), staging / tables.part_name(0))
+        return store.publish(plan, staging, metadata={"id_column": "item_id", "dim": vectors.shape[1]})
+
+
+def test_up_to_date_then_stale_after_upstream_change_then_rebuilt(store, sample):
+    from embedtab.status import health
+    from embedtab.workflow import stage
+    from tests.conftest import CONFIGS
+
+    stage.fit(store, stage.FitOptions(str(CONFIGS / "item.yaml"), [str(sample / "items.parquet")]))
+    ids = pa.array(pq.read_table(sample / "items.parquet").column("item_id").to_pylist()[:50])
+    put_embeddings(store, "e", ids, np.ones((50, 4), np.float32))
+    first = lookup.run(store, lookup.LookupOptions("e", "item"))
+    assert lookup.run(store, lookup.LookupOptions("e", "item")).up_to_date
+    assert health(store, first.record) == ("ok", [])
+
+    put_embeddings(store, "e", ids, np.full((50, 4), 2.0, np.float32))
+    assert health(store, store.get("lookups", "e")) == ("stale", ["embeddings/e changed"])
+    rebuilt = lookup.run(store, lookup.LookupOptions("e", "item"))  # same recipe: rebuilt without --force
+    assert not rebuilt.up_to_date
+    matrix = np.load(store.path("lookups", "e") / "embeddings.npy")
+    assert set(np.unique(matrix)) == {0.0, 2.0}
+    assert health(store, rebuilt.record) == ("ok", [])
+    assert rebuilt.record.metadata["coverage"] == 0.25  # 50 of 200 catalog items
+
+
+def test_column_without_categorify_and_unmatched_ids(store, sample, tmp_path):
+    from embedtab.workflow import stage
+    from tests.conftest import CONFIGS
+
+    stage.fit(store, stage.FitOptions(str(CONFIGS / "item.yaml"), [str(sample / "items.parquet")]))
+    put_embeddings(store, "strs", pa.array(["a", "b"]), np.ones((2, 4), np.float32))
+    with pytest.raises(UsageError, match=r"no Categorify for column 'price' \(categorified columns: brand, category, item_id\)"):
+        lookup.run(store, lookup.LookupOptions("strs", "item", "price"))
+    with pytest.raises(DataError, match="the workflow's vocabulary is int64 and the embeddings' ids are string"):
+        lookup.run(store, lookup.LookupOptions("strs", "item", "item_id"))
+    assert store.get("lookups", "strs") is None
+
+
+def test_align_ids_is_lossless_only():
+    vocab, emb = lookup.align_ids(pa.array([1.0, 2.0]), pa.array([1, 2], type=pa.int32()), "item_id")
+    assert vocab.type == emb.type == pa.int64()
+    with pytest.raises(DataError):
+        lookup.align_ids(pa.array([1.5]), pa.array([1]), "item_id")
