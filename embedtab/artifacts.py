@@ -4,6 +4,7 @@
       manifest.json            every artifact: kind, name, params, inputs, outputs (sha256, rows), ...
       .lock                    flock-ed by a writer while it changes manifest.json or publishes
       .staging/                work in progress; a stage writes here and renames into place at the end
+      work/<kind>/<name>/<key>/  resumable, shard-by-shard work of a long stage (see encode/work.py)
       embeddings/<name>/       part-*.parquet (id, embedding), errors.parquet, embeddings.json
       projections/<name>/      projection.npz (mean, components, ...) + projection.json
       workflows/<name>/        an NVTabular workflow directory (metadata.json, workflow.pkl, categories/)
@@ -164,6 +165,11 @@ class ArtifactStore:
     def staging_root(self) -> Path:
         return self.root / STAGING
 
+    def work_path(self, kind: str, name: str, key: str | None = None) -> Path:
+        """Where a long stage keeps its resumable shards (kept across runs and machines)."""
+        base = self.root / "work" / kind / check_name(name)
+        return base / key if key else base
+
     # ------------------------------------------------------------------- lock
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -321,12 +327,13 @@ class ArtifactStore:
         packages: tuple[str, ...] = (),
         content: Any = None,
         refresh: bool = False,
+        refresh_ignore: tuple[str, ...] = (),
     ) -> Plan:
         """Decide whether work is needed. `content` is anything else that identifies the inputs.
 
         Unchanged inputs and intact outputs: up to date. Changed inputs: ArtifactExists unless
         force -- or, for derived artifacts (`refresh`), a rebuild when only upstream data changed
-        and the parameters are the same.
+        and the parameters (except `refresh_ignore`) are the same.
         """
         self.path(kind, name)  # validates kind and name
         files = input_files or []
@@ -347,7 +354,7 @@ class ArtifactStore:
         if existing is not None and not self.missing_outputs(existing):
             if existing.input_fingerprint == fingerprint and not force:
                 up_to_date = True
-            elif not force and not (refresh and existing.params == params):
+            elif not force and not (refresh and _same_recipe(existing.params, params, refresh_ignore)):
                 raise ArtifactExists(
                     f"{kind} {name!r} already exists and was made from other inputs or options; "
                     "pass --force to replace it, or choose another --name"
@@ -461,6 +468,11 @@ class ArtifactStore:
             del manifest.artifacts[key]
             self._write_manifest(manifest)
             shutil.rmtree(trash, ignore_errors=True)
+
+
+def _same_recipe(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...]) -> bool:
+    strip = lambda params: {k: v for k, v in params.items() if k not in ignore}  # noqa: E731
+    return strip(old) == strip(new)
 
 
 def _describe(root: Path, rel: Path) -> OutputFile:

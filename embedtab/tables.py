@@ -9,7 +9,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from embedtab.errors import DataError, UsageError
@@ -43,34 +42,6 @@ def resolve_inputs(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
         if path.suffix not in TABLE_SUFFIXES:
             raise UsageError(f"{path}: unsupported input format (use .parquet or .csv)")
     return found
-
-
-def read_table(paths: Sequence[Path], columns: Sequence[str] | None = None) -> pa.Table:
-    """Concatenate the given parquet/csv files, keeping only `columns` (all must exist)."""
-    tables = []
-    for path in paths:
-        try:
-            if path.suffix == ".csv":
-                table = pacsv.read_csv(path)
-            else:
-                table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
-        if columns is not None:
-            missing = [c for c in columns if c not in table.column_names]
-            if missing:
-                raise DataError(
-                    f"{path}: missing column(s) {', '.join(missing)} "
-                    f"(it has {', '.join(table.column_names)})"
-                )
-            table = table.select(list(columns))
-        tables.append(table)
-    if not tables:
-        raise DataError("no input files")
-    try:
-        return pa.concat_tables(tables, promote_options="permissive")
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"input files disagree on column types: {exc}") from None
 
 
 def embedding_column(vectors: np.ndarray) -> pa.FixedSizeListArray:

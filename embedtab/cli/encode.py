@@ -26,7 +26,17 @@ NormalizeOpt = Annotated[
     bool,
     typer.Option("--normalize/--no-normalize", help="L2-normalize every embedding (on by default)."),
 ]
-ShardOpt = Annotated[int, typer.Option("--shard-size", help="Rows per output parquet part.")]
+ShardSizeOpt = Annotated[
+    int, typer.Option("--shard-size", help="Items per work shard (the unit of resume) and per output parquet part.")
+]
+DedupeOpt = Annotated[
+    bool, typer.Option("--dedupe", help="Keep the first row of each duplicate id (others recorded as skipped) instead of failing.")
+]
+ShardOpt = Annotated[
+    Optional[str],
+    typer.Option("--shard", help="i/n: this job encodes its 1/n of the work into a shared work folder; the job that completes the set seals the artifact."),
+]
+SealOpt = Annotated[bool, typer.Option("--seal", help="Only assemble and publish the shards that --shard jobs made.")]
 OnErrorOpt = Annotated[
     str, typer.Option("--on-error", help="skip: record unusable items in errors.parquet; fail: stop at the first.")
 ]
@@ -65,7 +75,10 @@ def text(
     precision: PrecisionOpt = "auto",
     batch_size: BatchOpt = 64,
     normalize: NormalizeOpt = True,
-    shard_size: ShardOpt = 10_000,
+    shard_size: ShardSizeOpt = 4096,
+    dedupe: DedupeOpt = False,
+    shard: ShardOpt = None,
+    seal: SealOpt = False,
     on_error: OnErrorOpt = "skip",
     max_errors: MaxErrorsOpt = None,
     force: ForceOpt = False,
@@ -88,6 +101,7 @@ def text(
         inputs=inputs, name=name, template=template, text_columns=tuple(text_column or ()),
         id_column=id_column, model=model, device=device, precision=precision, batch_size=batch_size,
         normalize=normalize, shard_size=shard_size, on_error=on_error, max_errors=max_errors, force=force,
+        dedupe=dedupe, shard=shard, seal=seal,
     )
     result = run_text(open_store(artifacts), options, reporter())
     report_result(result.record, result.up_to_date, as_json, _summary(result.record))
@@ -113,7 +127,14 @@ def image(
     precision: PrecisionOpt = "auto",
     batch_size: BatchOpt = 64,
     normalize: NormalizeOpt = True,
-    shard_size: ShardOpt = 10_000,
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", help="Image decoding processes (default: one per spare core, at most 4).")
+    ] = None,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Larger images are skipped (decompression-bomb guard).")] = 50_000_000,
+    shard_size: ShardSizeOpt = 4096,
+    dedupe: DedupeOpt = False,
+    shard: ShardOpt = None,
+    seal: SealOpt = False,
     on_error: OnErrorOpt = "skip",
     max_errors: MaxErrorsOpt = None,
     force: ForceOpt = False,
@@ -136,7 +157,8 @@ def image(
         inputs=inputs, name=name, model=model, pretrained=pretrained, image_column=image_column,
         image_root=str(image_root) if image_root else None, id_column=id_column, device=device,
         precision=precision, batch_size=batch_size, normalize=normalize, shard_size=shard_size,
-        on_error=on_error, max_errors=max_errors, force=force,
+        on_error=on_error, max_errors=max_errors, force=force, dedupe=dedupe, shard=shard, seal=seal,
+        workers=workers, max_pixels=max_pixels,
     )
     result = run_image(open_store(artifacts), options, reporter())
     report_result(result.record, result.up_to_date, as_json, _summary(result.record))

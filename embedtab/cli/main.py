@@ -62,6 +62,9 @@ app.command("lookup")(lookup)
 app.command("status")(status)
 
 
+_INTERRUPTED = "interrupted; nothing was published for the interrupted stage (finished work shards are kept: rerun to resume)"
+
+
 def _fail(message: str, code: int) -> int:
     common.stderr.print(f"Error: {message}", markup=False, highlight=False)
     return code
@@ -74,6 +77,8 @@ def run(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="embedtab", standalone_mode=False)
+        if result == 130:  # typer turns Ctrl-C into a silent exit code 130
+            return _fail(_INTERRUPTED, 130)
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:
         return exc.exit_code
@@ -94,7 +99,7 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        return _fail("interrupted; nothing was published for the interrupted stage", 130)
+        return _fail(_INTERRUPTED, 130)
     except Exception as exc:  # an embedtab bug or an unexpected library failure
         if debug:
             raise

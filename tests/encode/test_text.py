@@ -9,7 +9,7 @@ import pytest
 
 from embedtab import tables
 from embedtab.encode import TextOptions, run_text
-from embedtab.encode.stage import render_texts, template_fields
+from embedtab.encode.sources import render_texts, template_fields
 from embedtab.errors import ArtifactExists, DataError, ModelError, UsageError
 
 
@@ -71,7 +71,7 @@ def test_empty_texts_are_skipped_and_recorded(store, tmp_path):
 
 def test_on_error_fail_and_max_errors_stop_without_writing(store, tmp_path):
     path = write_items(tmp_path / "items.parquet", [1, 2, 3], ["a shoe", "", ""])
-    with pytest.raises(DataError, match="item_id=2: : empty text"):
+    with pytest.raises(DataError, match="item_id=2: empty text"):
         run_text(store, TextOptions(inputs=[path], name="t", text_columns=["title"], on_error="fail"))
     with pytest.raises(DataError, match="more than --max-errors 1"):
         run_text(store, TextOptions(inputs=[path], name="t", text_columns=["title"], max_errors=1))
@@ -88,18 +88,19 @@ def test_null_and_duplicate_ids_are_refused_with_names(store, tmp_path):
         run_text(store, TextOptions(inputs=[nulls], name="t", text_columns=["title"]))
 
 
-def test_rerun_is_up_to_date_and_changed_input_needs_force(store, tmp_path):
-    path = write_items(tmp_path / "items.parquet", [1, 2], ["red shoe", "blue hat"])
+def test_rerun_is_up_to_date_and_changed_recipe_needs_force(store, tmp_path):
+    path = write_items(tmp_path / "items.parquet", [1, 2], ["red shoe", "blue hat"], ["x", "y"])
     options = TextOptions(inputs=[path], name="t", text_columns=["title"])
     first = run_text(store, options)
     again = run_text(store, options)
     assert again.up_to_date and again.record.fingerprint == first.record.fingerprint
-    write_items(tmp_path / "items.parquet", [1, 2], ["red shoe", "green hat"])
-    with pytest.raises(ArtifactExists):
-        run_text(store, options)
-    options.force = True
-    forced = run_text(store, options)
-    assert not forced.up_to_date and forced.record.fingerprint != first.record.fingerprint
+    changed = TextOptions(inputs=[path], name="t", template="{title} {description}")
+    with pytest.raises(ArtifactExists, match="--force"):
+        run_text(store, changed)
+    changed.force = True
+    forced = run_text(store, changed)
+    assert not forced.up_to_date and forced.record.summary["reused"] == 0
+    assert forced.record.fingerprint != first.record.fingerprint
 
 
 def test_csv_input_and_string_ids(store, tmp_path):
