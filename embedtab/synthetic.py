@@ -61,7 +61,8 @@ def _items(rng: np.random.Generator, n_items: int, repeat_fraction: float) -> di
             descriptions.append(pool[int(rng.integers(len(pool)))])
             continue
         sentences = rng.choice(_PHRASES, size=int(rng.integers(1, 4)), replace=False)
-        text = f"{article} {adjective} {noun} made of {material}. " + " ".join(sentences)
+        code = "".join(rng.choice(list("ABCDEFGHJKLMNPQRSTUVWXYZ23456789"), size=6))
+        text = f"{article} {adjective} {noun} made of {material}. " + " ".join(sentences) + f" Reference {code}."
         descriptions.append(text)
         pool.append(text)
     return {

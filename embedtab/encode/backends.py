@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -80,6 +81,7 @@ class TextBackend:
                 f"packaged {DEFAULT_TEXT_MODEL} (works offline)"
             ) from None
         self.model.eval()
+        self.model_seconds = 0.0  # time spent in the model's forward pass (for the run summary)
         self.device, self.precision = device, precision
         self.batch_size, self.normalize = batch_size, normalize
         get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
@@ -97,10 +99,23 @@ class TextBackend:
             "precision": precision,
         }
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.model.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+    def count_truncated(self, texts: Sequence[str]) -> int:
+        """How many texts exceed the model's maximum length (and are cut by it)."""
+        # A token covers at least one character, so only long strings need the tokenizer.
+        long = [t for t in texts if len(t) + 2 > self.max_seq_length]
+        if not long:
+            return 0
+        ids = self.model.tokenizer(long, add_special_tokens=True, truncation=False)["input_ids"]
+        return sum(1 for tokens in ids if len(tokens) > self.max_seq_length)
 
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return self._embed(texts)
+        finally:
+            self.model_seconds += time.perf_counter() - started
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
         with autocast(self.device, self.precision):
             out = self.model.encode(
                 list(texts),
@@ -145,6 +160,7 @@ class ImageBackend:
                 f"'hf-hub:org/repo' where the hub is reachable, or {SMOKE_MODEL} for a smoke test"
             ) from None
         clip.eval()
+        self.model_seconds = 0.0
         self.model, self.preprocess, self.torch = clip, preprocess, torch
         self.device, self.precision = device, precision
         self.batch_size, self.normalize = batch_size, normalize
@@ -162,10 +178,17 @@ class ImageBackend:
         }
 
     def embed_batch(self, tensors: Sequence[Any]) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return self._embed(tensors)
+        finally:
+            self.model_seconds += time.perf_counter() - started
+
+    def _embed(self, tensors: Sequence[Any]) -> np.ndarray:
         torch = self.torch
         batch = torch.stack(list(tensors)) if not isinstance(tensors, torch.Tensor) else tensors
         batch = batch.to(self.device, non_blocking=True)
-        with torch.no_grad(), autocast(self.device, self.precision):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             features = self.model.encode_image(batch)
         features = features.float()
         if self.normalize:

@@ -309,7 +309,8 @@ def _work_list(scan: Scan, previous: Previous | None) -> WorkList:
     work_of_item = np.full(n, -1, np.int64)
     if len(need) == 0:
         return WorkList(reuse, work_of_item, np.zeros(0, np.int64))
-    # One encode per distinct content, ordered by where it first appears.
+    # One encode per distinct content, ordered by where it first appears. (Work stays in input
+    # order so shards fill while the input streams by; texts are sorted by length within a shard.)
     _, first, inverse = np.unique(scan.keys[need], return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)
@@ -394,9 +395,7 @@ def _encode_text_shard(backend: Any, texts: list[str], advance) -> tuple[np.ndar
         rows = order[start : start + chunk]
         out[rows] = backend.embed_batch([texts[i] for i in rows])
         advance(len(rows))
-    limit = backend.max_seq_length
-    truncated = sum(1 for t in texts if len(t) + 2 > limit and backend.count_tokens(t) > limit)
-    return out, [], truncated
+    return out, [], backend.count_truncated(texts)
 
 
 def _encode_image_shard(backend: Any, paths: list[str], options: ImageOptions, advance) -> tuple[np.ndarray, list[tuple[int, str]], int]:
@@ -442,7 +441,7 @@ def _check_budget(errors: int, options: EncodeOptions) -> None:
 
 
 # ----------------------------------------------------------------------------- seal
-def _seal(store, plan, source, options, scan, worklist, work, previous, identity, preprocess, device, started, reporter, truncated) -> ArtifactRecord:
+def _seal(store, plan, source, options, scan, worklist, work, previous, identity, preprocess, device, started, reporter, truncated, model_seconds) -> ArtifactRecord:
     dim = work.verify() or (previous.record.metadata["dim"] if previous else 0)
     decode = work.errors()  # work index -> reason
     n = len(scan.keys)
@@ -508,6 +507,7 @@ def _seal(store, plan, source, options, scan, worklist, work, previous, identity
             "reused": reused_items,
             "skipped": len(problems),
             "seconds": round(seconds, 3),
+            "model_seconds": round(model_seconds, 3),  # the rest is loading, decoding and writing
             "items_per_s": round(n / seconds, 1) if seconds > 0 else None,
         }
         metadata = {
@@ -672,7 +672,7 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
         if done is not None and done.input_fingerprint == plan.input_fingerprint and not store.missing_outputs(done):
             return EncodeResult(done, True, dict(done.summary))
         record = _seal(store, plan, source, options, scan, worklist, work, previous, identity, preprocess,
-                       device, started, reporter, truncated)
+                       device, started, reporter, truncated, backend.model_seconds if backend else 0.0)
         _clean_work(store, options.name)
     if truncated:
         reporter.warn(f"{truncated} text(s) exceed the model's maximum length and were truncated")
