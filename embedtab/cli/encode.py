@@ -7,7 +7,17 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, open_store, report_result, reporter
+from embedtab.cli.common import (
+    DEFAULT_ARTIFACTS,
+    ArtifactsOpt,
+    ForceOpt,
+    JsonOpt,
+    emit_json,
+    open_store,
+    report_result,
+    reporter,
+    stderr,
+)
 
 app = typer.Typer(
     help="Encode item texts (sentence-transformers) or images (OpenCLIP) into an embeddings artifact.",
@@ -45,15 +55,29 @@ MaxErrorsOpt = Annotated[
 ]
 
 
-def _summary(record) -> list[str]:
+def _finish(result, as_json: bool) -> None:
+    """Closing report: the artifact, or (a --shard job that left work to others) what is left."""
+    if not result.sealed:
+        if as_json:
+            emit_json({"sealed": False, "missing_shards": result.missing_shards, "summary": result.summary})
+            return
+        s = result.summary
+        stderr.print(
+            f"this job's shards are done: {s['done_shards']} of {s['work_shards']} work shards complete; "
+            "the job that completes the set publishes the artifact (or run the same command with --seal)",
+            markup=False,
+        )
+        return
+    record = result.record
     s, m = record.summary, record.metadata
     lines = [
-        f"{s['encoded']} of {s['items']} items encoded, {s['skipped']} skipped "
-        f"({s.get('items_per_s') or 0:.1f} items/s); dim {m['dim']}, model {m['model']['model']}",
+        f"{s['items']} items: {s['encoded']} encoded ({s.get('distinct_encoded', s['encoded'])} distinct), "
+        f"{s.get('reused', 0)} reused, {s['skipped']} skipped; {s.get('items_per_s') or 0:.1f} items/s; "
+        f"dim {m['dim']}, model {m['model']['model']}",
     ]
     if s["skipped"]:
         lines.append(f"skipped items and reasons: {record.kind}/{record.name}/errors.parquet")
-    return lines
+    report_result(record, result.up_to_date, as_json, lines)
 
 
 @app.command("text")
@@ -87,7 +111,9 @@ def text(
 ) -> None:
     """Encode item texts with sentence-transformers.
 
-    Empty texts are skipped and recorded in errors.parquet.
+    Each distinct text is encoded once. A rerun with the same inputs and options does nothing; after
+    the catalog changed only new or changed texts are encoded, the rest reused, removed ids dropped.
+    A killed run resumes where it stopped. Empty texts are skipped and listed in errors.parquet.
 
     [bold]Examples[/bold]
 
@@ -103,8 +129,7 @@ def text(
         normalize=normalize, shard_size=shard_size, on_error=on_error, max_errors=max_errors, force=force,
         dedupe=dedupe, shard=shard, seal=seal,
     )
-    result = run_text(open_store(artifacts), options, reporter())
-    report_result(result.record, result.up_to_date, as_json, _summary(result.record))
+    _finish(run_text(open_store(artifacts), options, reporter()), as_json)
 
 
 @app.command("image")
@@ -143,11 +168,18 @@ def image(
 ) -> None:
     """Encode item images with an OpenCLIP image tower.
 
-    Missing, empty, corrupt or oversized images are skipped and recorded in errors.parquet.
+    Input: a table with an image-path column, or a folder of images (id = file stem). Missing,
+    empty, corrupt or oversized images are skipped and listed in errors.parquet; CMYK, grayscale,
+    palette, alpha, 16-bit and EXIF-rotated images are converted and encoded. Reruns reuse
+    unchanged images (by content hash) and a killed run resumes.
 
     [bold]Examples[/bold]
 
       embedtab encode image sample_data/items.parquet --model embedtab-smoke-clip --name image
+
+      embedtab encode image ./photos/ --model local-dir:/models/clip --name photos
+
+      embedtab encode image items.parquet -m ViT-B-32 -p vit.pt --shard 2/4   # job 2 of 4 in CI
 
       embedtab encode image items.parquet -m ViT-B-32 -p ./open_clip_vit_b32.pt --image-root /data/img
     """
@@ -160,5 +192,4 @@ def image(
         on_error=on_error, max_errors=max_errors, force=force, dedupe=dedupe, shard=shard, seal=seal,
         workers=workers, max_pixels=max_pixels,
     )
-    result = run_image(open_store(artifacts), options, reporter())
-    report_result(result.record, result.up_to_date, as_json, _summary(result.record))
+    _finish(run_image(open_store(artifacts), options, reporter()), as_json)

@@ -126,3 +126,18 @@ def test_encode_fit_lookup_through_the_cli_with_json(tmp_path, sample, capsys):
     assert out["metadata"]["cardinality"] == 203 and out["metadata"]["with_embedding"] == 200
     assert run(["encode", "text", items, "-c", "description", "--name", "titles", "-A", root]) == 2
     assert "pass --force to replace it" in capsys.readouterr().err
+
+
+def test_sharded_encode_through_the_cli(tmp_path, sample, capsys):
+    root = str(tmp_path / "a")
+    args = ["encode", "text", str(sample / "items.parquet"), "-t", "{title}. {description}", "--shard-size", "64", "-A", root]
+    assert run([*args, "--shard", "1/2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["sealed"] is False and out["missing_shards"] == [1, 3]
+    assert run([*args, "--shard", "2/2"]) == 0
+    err = capsys.readouterr().err
+    assert "wrote embeddings/text" in err and "200 items: 200 encoded (200 distinct), 0 reused, 0 skipped" in err
+    assert run([*args, "--seal"]) == 0
+    assert "is up to date" in capsys.readouterr().err
+    assert run([*args, "--shard", "0/2"]) == 2
+    assert "invalid --shard '0/2'" in capsys.readouterr().err
