@@ -39,6 +39,7 @@ class LookupOptions:
     column: str = "item_id"
     name: str | None = None
     force: bool = False
+    trust_workflow: bool = False
 
     @property
     def output_name(self) -> str:
@@ -124,7 +125,7 @@ def run(store: ArtifactStore, options: LookupOptions, reporter: Reporter = SILEN
     if plan.up_to_date:
         return LookupResult(plan.existing, True)
     started = time.time()
-    workflow, _ = load_workflow(store, options.workflow)
+    workflow, _ = load_workflow(store, options.workflow, trust=options.trust_workflow)
     with quiet_merlin():
         vocab, cat_ids, cardinality = vocabulary(workflow, options.column)
     emb_ids, vectors, _ = read_embeddings(store, emb_record)

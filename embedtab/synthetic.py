@@ -5,7 +5,7 @@
 
 Layout written:
     items.parquet          item_id, title, description, category, brand, price, image_path
-    users.parquet          user_id, age (some null), gender
+    users.parquet          user_id, age (some null), gender, top_category (some null)
     interactions/day_N.parquet   user_id, item_id, timestamp (unix s), device_type, click
     images/<item_id>.jpg   small JPEGs (one missing, one corrupt, on purpose)
 
@@ -132,12 +132,16 @@ def generate(
     user_ids = np.sort(rng.choice(np.arange(1, 10 * n_users), size=n_users, replace=False)).astype(np.int64)
     ages = rng.integers(16, 80, size=n_users).astype(object)
     ages[rng.random(n_users) < 0.06] = None  # some users never told their age
+    top = rng.choice(CATEGORIES, size=n_users).astype(object)
+    top[rng.random(n_users) < 0.1] = None  # users without a history have no top category
     users = {
         "user_id": user_ids.tolist(),
         "age": ages.tolist(),
         "gender": rng.choice(["F", "M", "X"], p=[0.48, 0.48, 0.04], size=n_users).tolist(),
+        "top_category": top.tolist(),
     }
-    _write(users, out / "users.parquet", pa.schema([("user_id", pa.int64()), ("age", pa.int64()), ("gender", pa.string())]))
+    _write(users, out / "users.parquet", pa.schema([("user_id", pa.int64()), ("age", pa.int64()), ("gender", pa.string()),
+                                                    ("top_category", pa.string())]))
 
     # Older items are more popular (Zipf-like); the last `new_items` appear only on the last day.
     old = n_items - new_items

@@ -14,6 +14,9 @@ def lookup(
     workflow: Annotated[str, typer.Option("--workflow", "-w", help="Fitted workflow whose Categorify ids index the table.", show_default=False)],
     column: Annotated[str, typer.Option("--column", "-c", help="Categorified id column.")] = "item_id",
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Lookup artifact name (default: the embeddings' name).")] = None,
+    trust_workflow: Annotated[
+        bool, typer.Option("--trust-workflow", help="Load the workflow without checking its recorded sha256s.")
+    ] = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
@@ -30,7 +33,7 @@ def lookup(
     """
     from embedtab.lookup import LookupOptions, run
 
-    result = run(open_store(artifacts), LookupOptions(embeddings, workflow, column, name, force), reporter())
+    result = run(open_store(artifacts), LookupOptions(embeddings, workflow, column, name, force, trust_workflow), reporter())
     m = result.record.metadata
     report_result(
         result.record, result.up_to_date, as_json,

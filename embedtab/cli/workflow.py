@@ -9,6 +9,12 @@ from rich.table import Table
 
 from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, open_store, report_result, reporter, stderr
 
+SchedulerOpt = Annotated[
+    Optional[str],
+    typer.Option("--dask-scheduler", envvar="DASK_SCHEDULER_ADDRESS",
+                 help="Run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (env: DASK_SCHEDULER_ADDRESS). Default: local."),
+]
+PartSizeOpt = Annotated[Optional[str], typer.Option("--part-size", help="Dask partition size, e.g. 256MB (bounds memory).")]
 DataOpt = Annotated[
     List[str], typer.Option("--data", "-d", help="Input parquet/csv: file, glob or directory (repeatable).", show_default=False)
 ]
@@ -18,6 +24,8 @@ def fit_workflow(
     config: Annotated[str, typer.Argument(help="Workflow YAML (see configs/).", show_default=False)],
     data: DataOpt,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Workflow artifact name (default: the config's name).")] = None,
+    part_size: PartSizeOpt = None,
+    dask_scheduler: SchedulerOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
@@ -34,7 +42,7 @@ def fit_workflow(
     """
     from embedtab.workflow.stage import FitOptions, fit
 
-    result = fit(open_store(artifacts), FitOptions(config, data, name, force), reporter())
+    result = fit(open_store(artifacts), FitOptions(config, data, name, force, dask_scheduler, part_size), reporter())
     report_result(result.record, result.up_to_date, as_json)
     cards = result.record.metadata.get("cardinalities", {})
     if cards and not as_json and not result.up_to_date:
@@ -45,10 +53,15 @@ def fit_workflow(
 
 
 def transform(
-    workflow: Annotated[str, typer.Argument(help="Name of a fitted workflow artifact.", show_default=False)],
+    workflow: Annotated[str, typer.Argument(help="Name of a fitted workflow artifact (or, with --trust-workflow, a folder).", show_default=False)],
     data: DataOpt,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Dataset artifact name (default: the workflow's name).")] = None,
-    part_size: Annotated[Optional[str], typer.Option("--part-size", help="Dask partition size, e.g. 256MB (bounds memory).")] = None,
+    part_size: PartSizeOpt = None,
+    mask: Annotated[bool, typer.Option("--mask", help="Apply the config's cold-start masking (training data only; never the default).")] = False,
+    dask_scheduler: SchedulerOpt = None,
+    trust_workflow: Annotated[
+        bool, typer.Option("--trust-workflow", help="Load without checking the recorded sha256s (loading runs code from workflow.pkl).")
+    ] = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
@@ -56,12 +69,25 @@ def transform(
     """Apply a fitted workflow to data; write parquet parts plus the Merlin schema.
 
     The workflow's files are checked against the sha256 recorded at fit time before loading.
+    Unseen categories map to the out-of-vocabulary id and are counted in the summary.
 
     [bold]Examples[/bold]
 
-      embedtab transform interactions --data 'sample_data/interactions/*.parquet' --name train
+      embedtab transform interactions --data 'sample_data/interactions/day_[12].parquet' --name train --mask
+
+      embedtab transform interactions -d sample_data/interactions/day_3.parquet --name valid
+
+      embedtab transform interactions -d 'big/*.parquet' --part-size 256MB --dask-scheduler tcp://127.0.0.1:8786
     """
     from embedtab.workflow.stage import TransformOptions, transform as run_transform
 
-    result = run_transform(open_store(artifacts), TransformOptions(workflow, data, name, force, part_size), reporter())
-    report_result(result.record, result.up_to_date, as_json, [f"{result.record.metadata.get('rows', 0):,} rows"])
+    options = TransformOptions(workflow, data, name, force, part_size, mask, dask_scheduler, trust_workflow)
+    result = run_transform(open_store(artifacts), options, reporter())
+    summary = result.record.summary
+    lines = [f"{summary.get('rows', 0):,} rows"]
+    oov = {k: v for k, v in summary.get("oov", {}).items() if v}
+    if oov:
+        lines.append("unseen categories (mapped to OOV): " + ", ".join(f"{k} {v:,}" for k, v in oov.items()))
+    if summary.get("masked_rows") is not None:
+        lines.append("masked rows per masking group: " + ", ".join(f"{v:,}" for v in summary["masked_rows"]))
+    report_result(result.record, result.up_to_date, as_json, lines)

@@ -2,21 +2,58 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embedtab.errors import ConfigError
 from embedtab.workflow import config as cfg
 from embedtab.workflow.functions import TIME_FUNCTIONS
 
 
-def _apply(node: Any, op: Any, out_path: str) -> Any:
+@dataclass
+class Context:
+    out_path: str  # where stat ops (Categorify, TargetEncoding) write during fit
+    base_dir: Path  # relative side-table paths are relative to the config file
+    use_gpu: bool = False
+    side_tables: list[Path] = field(default_factory=list)  # fingerprinted as inputs of the fit
+
+
+def side_table_path(op: cfg.Join, base_dir: Path) -> Path:
+    path = Path(op.path)
+    return path if path.is_absolute() else base_dir / path
+
+
+def _side_table(op: cfg.Join, ctx: Context) -> Any:
+    """The side table as a dataframe, so it is saved inside the workflow (loads anywhere)."""
+    import pandas as pd
+
+    path = side_table_path(op, ctx.base_dir)
+    if not path.is_file():
+        raise ConfigError(f"joins: side table {path} does not exist")
+    keys = op.keys
+    columns = list(dict.fromkeys(keys + op.columns))
+    try:
+        frame = pd.read_parquet(path, columns=columns)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ConfigError(f"joins: cannot read {path} ({str(exc).splitlines()[0]})") from None
+    ctx.side_tables.append(path)
+    if ctx.use_gpu:
+        import cudf
+
+        return cudf.from_pandas(frame)
+    return frame
+
+
+def _apply(node: Any, op: Any, ctx: Context) -> Any:
     import numpy as np
     import nvtabular as nvt
     from merlin.schema import Tags
 
     ops = nvt.ops
     if isinstance(op, cfg.Categorify):
-        kwargs: dict[str, Any] = {"freq_threshold": op.freq_threshold, "max_size": op.max_size, "out_path": out_path}
+        kwargs: dict[str, Any] = {"freq_threshold": op.freq_threshold, "max_size": op.max_size,
+                                  "out_path": ctx.out_path, "encode_type": op.encode_type}
         if op.num_buckets is not None:
             kwargs["num_buckets"] = op.num_buckets
         if op.dtype is not None:
@@ -24,16 +61,27 @@ def _apply(node: Any, op: Any, out_path: str) -> Any:
         return node >> ops.Categorify(**kwargs)
     if isinstance(op, cfg.Normalize):
         return node >> ops.Normalize(out_dtype=np.dtype(op.out_dtype))
+    if isinstance(op, cfg.NormalizeMinMax):
+        return node >> ops.NormalizeMinMax(out_dtype=np.dtype(op.out_dtype))
     if isinstance(op, cfg.FillMissing):
         return node >> ops.FillMissing(fill_val=op.fill_val, add_binary_cols=op.add_binary_cols)
+    if isinstance(op, cfg.FillMedian):
+        return node >> ops.FillMedian(add_binary_cols=op.add_binary_cols)
     if isinstance(op, cfg.Log):
         return node >> ops.LogOp()
+    if isinstance(op, cfg.Clip):
+        return node >> ops.Clip(min_value=op.min_value, max_value=op.max_value)
     if isinstance(op, cfg.Bucketize):
         return node >> ops.Bucketize(op.boundaries)
+    if isinstance(op, cfg.HashBucket):
+        return node >> ops.HashBucket(op.num_buckets)
+    if isinstance(op, cfg.TargetEncoding):
+        return node >> ops.TargetEncoding(op.target, kfold=op.kfold, fold_seed=op.fold_seed, p_smooth=op.p_smooth,
+                                          out_dtype=op.out_dtype, out_path=ctx.out_path)
     if isinstance(op, cfg.Rename):
-        return node >> ops.Rename(postfix=op.postfix, name=op.name) if not op.prefix else node >> ops.Rename(
-            f=_Prefix(op.prefix)
-        )
+        if op.prefix:
+            return node >> ops.Rename(f=_Prefix(op.prefix))
+        return node >> ops.Rename(postfix=op.postfix, name=op.name)
     if isinstance(op, cfg.AddTags):
         return node >> ops.AddTags([Tags(t) for t in op.tags])
     if isinstance(op, cfg.TimeFeatures):
@@ -58,16 +106,33 @@ class _Prefix:
         return f"{self.prefix}{name}"
 
 
-def compile_workflow(config: cfg.WorkflowConfig, out_path: str | Path) -> Any:
-    """Build the nvtabular.Workflow; `out_path` is where stat ops write during fit."""
+def feature_graph(config: cfg.WorkflowConfig, ctx: Context) -> Any:
+    """The sum of all feature groups (before any groupby)."""
     import nvtabular as nvt
 
+    base = None
+    if config.joins:  # raw input columns >> JoinExternal >> ...; the groups select from the result
+        base = config.input_columns()
+        for join in config.joins:
+            base = base >> nvt.ops.JoinExternal(_side_table(join, ctx), on=join.key, how=join.how,
+                                                 columns_ext=list(dict.fromkeys(join.keys + join.columns)))
     output = None
     for group in config.features:
-        node: Any = list(group.columns)
+        node: Any = list(group.columns) if base is None else base[group.flat_columns()]
         for op in group.ops:
-            node = _apply(node, op, str(out_path))
+            node = _apply(node, op, ctx)
         if isinstance(node, list):
             node = nvt.ColumnSelector(node) >> nvt.ops.AddMetadata()  # a pass-through group
         output = node if output is None else output + node
+    return output
+
+
+def compile_workflow(config: cfg.WorkflowConfig, ctx: Context) -> Any:
+    import nvtabular as nvt
+
+    output = feature_graph(config, ctx)
+    if config.groupby is not None:
+        spec = config.groupby
+        output = output >> nvt.ops.Groupby(groupby_cols=spec.by, sort_cols=spec.sort, aggs=dict(spec.aggs),
+                                          name_sep=spec.name_sep, ascending=spec.ascending)
     return nvt.Workflow(output)

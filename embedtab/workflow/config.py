@@ -12,7 +12,12 @@ A config is a list of feature groups; each group selects columns and applies ops
         ops: [log, normalize, {rename: {postfix: _log_norm}}, {tags: [item, continuous]}]
 
 An op is a bare name (`log`), or a one-key mapping to its parameters (`categorify: {...}`), or,
-for ops with one list parameter, to that list (`tags: [...]`, `bucketize: [...]`).
+for ops with one list parameter, to that list (`tags: [...]`, `bucketize: [...]`). A column entry
+may itself be a list, a column group encoded together (`categorify: {encode_type: combo}`).
+
+Optional top-level blocks: `joins` (parquet side tables joined onto the input first), `groupby`
+(rows -> one row per group, e.g. sessions, applied to the output of all feature groups) and
+`masking` (cold-start masking applied by `transform --mask`).
 """
 
 from __future__ import annotations
@@ -43,6 +48,45 @@ class Categorify(_Op):
     max_size: int = Field(0, ge=0)
     num_buckets: Optional[int] = Field(None, ge=1)
     dtype: Optional[Literal["int32", "int64"]] = None
+    encode_type: Literal["joint", "combo"] = "joint"
+
+
+class NormalizeMinMax(_Op):
+    op: Literal["normalize_minmax"]
+    out_dtype: Literal["float32", "float64"] = "float32"
+
+
+class FillMedian(_Op):
+    op: Literal["fill_median"]
+    add_binary_cols: bool = False
+
+
+class Clip(_Op):
+    op: Literal["clip"]
+    min_value: Optional[float] = None
+    max_value: Optional[float] = None
+
+    @model_validator(mode="after")
+    def _bound(self) -> "Clip":
+        if self.min_value is None and self.max_value is None:
+            raise ValueError("give min_value, max_value or both")
+        if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
+            raise ValueError("min_value is above max_value")
+        return self
+
+
+class HashBucket(_Op):
+    op: Literal["hash_bucket"]
+    num_buckets: int = Field(ge=1)
+
+
+class TargetEncoding(_Op):
+    op: Literal["target_encoding"]
+    target: Union[str, list[str]]
+    kfold: Optional[int] = Field(None, ge=2)
+    fold_seed: int = 42
+    p_smooth: float = Field(20, ge=0)
+    out_dtype: Literal["float32", "float64"] = "float32"
 
 
 class Normalize(_Op):
@@ -99,10 +143,14 @@ class TimeFeatures(_Op):
 
 
 Op = Annotated[
-    Union[Categorify, Normalize, FillMissing, Log, Bucketize, Rename, AddTags, TimeFeatures],
+    Union[Categorify, Normalize, NormalizeMinMax, FillMissing, FillMedian, Log, Clip, Bucketize, HashBucket,
+          TargetEncoding, Rename, AddTags, TimeFeatures],
     Field(discriminator="op"),
 ]
-OP_NAMES = ("categorify", "normalize", "fill_missing", "log", "bucketize", "rename", "tags", "time_features")
+OP_NAMES = ("categorify", "normalize", "normalize_minmax", "fill_missing", "fill_median", "log", "clip",
+            "bucketize", "hash_bucket", "target_encoding", "rename", "tags", "time_features")
+# Ops that need numeric input columns (checked against the data at fit time).
+NUMERIC_OPS = ("normalize", "normalize_minmax", "fill_median", "log", "clip", "bucketize", "time_features")
 _LIST_PARAM = {"tags": "tags", "bucketize": "boundaries", "time_features": "features"}
 
 
@@ -124,7 +172,7 @@ def _expand(entry: Any) -> Any:
 
 class FeatureGroup(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    columns: list[str] = Field(min_length=1)
+    columns: list[Union[str, list[str]]] = Field(min_length=1)
     ops: list[Op] = Field(default_factory=list)
 
     @field_validator("ops", mode="before")
@@ -132,18 +180,92 @@ class FeatureGroup(BaseModel):
     def _shorthand(cls, value: Any) -> Any:
         return [_expand(v) for v in value] if isinstance(value, list) else value
 
+    def flat_columns(self) -> list[str]:
+        out: list[str] = []
+        for entry in self.columns:
+            out.extend([entry] if isinstance(entry, str) else entry)
+        return out
+
+
+class Join(BaseModel):
+    """A parquet side table joined onto the input rows (NVTabular JoinExternal) before the feature
+    groups, which can then use its columns. `path` is relative to the config file."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    key: Union[str, list[str]]
+    columns: list[str] = Field(min_length=1)
+    how: Literal["left", "inner"] = "left"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, value: Any) -> Any:
+        if isinstance(value, dict) and True in value:
+            raise ValueError("write `key:` for the join column (YAML reads a bare `on:` as true)")
+        return value
+
+    @property
+    def keys(self) -> list[str]:
+        return [self.key] if isinstance(self.key, str) else list(self.key)
+
+
+AGGREGATIONS = ("list", "count", "first", "last", "min", "max", "sum", "mean", "std", "var")
+
+
+class GroupBy(BaseModel):
+    """Rows -> one row per group (e.g. a session), sorted inside the group, with aggregations."""
+
+    model_config = ConfigDict(extra="forbid")
+    by: list[str] = Field(min_length=1)
+    sort: list[str] = Field(default_factory=list)
+    aggs: dict[str, list[Literal[AGGREGATIONS]]] = Field(min_length=1)  # type: ignore[valid-type]
+    ascending: bool = True
+    name_sep: str = "-"
+
+
+class MaskGroup(BaseModel):
+    """Columns set to their sentinels together, for a share `rate` of rows (or of entities)."""
+
+    model_config = ConfigDict(extra="forbid")
+    columns: dict[str, Union[int, float, str]] = Field(min_length=1)  # column -> sentinel value
+    rate: float = Field(gt=0, le=1)
+    by: Optional[str] = None  # an entity column: all rows of a chosen entity are masked alike
+
+
+class Masking(BaseModel):
+    """Cold-start masking: applied before transform, only with `embedtab transform --mask`."""
+
+    model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+    groups: list[MaskGroup] = Field(min_length=1)
+
 
 class WorkflowConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Optional[str] = None
     description: Optional[str] = None
+    joins: list[Join] = Field(default_factory=list)
     features: list[FeatureGroup] = Field(min_length=1)
+    groupby: Optional[GroupBy] = None
+    masking: Optional[Masking] = None
+
+    def joined_columns(self) -> list[str]:
+        return [c for join in self.joins for c in join.columns]
 
     def input_columns(self) -> list[str]:
+        """Columns the input data must have: what the groups use, minus what joins add, plus join keys."""
+        joined = set(self.joined_columns())
         seen: list[str] = []
-        for group in self.features:
-            seen.extend(c for c in group.columns if c not in seen)
+        for column in [k for join in self.joins for k in join.keys] + [c for g in self.features for c in g.flat_columns()]:
+            if column not in joined and column not in seen:
+                seen.append(column)
         return seen
+
+    @model_validator(mode="after")
+    def _groups_with_joins(self) -> "WorkflowConfig":
+        if self.joins and any(not isinstance(c, str) for g in self.features for c in g.columns):
+            raise ValueError("column groups (nested lists) cannot be combined with joins")
+        return self
 
 
 def _where(loc: tuple[Any, ...]) -> str:
@@ -163,6 +285,8 @@ def _message(error: dict[str, Any]) -> str:
         return "op parameters must be a mapping (or a list, for tags, bucketize and time_features)"
     if error["type"] == "extra_forbidden":
         return f"unknown parameter {error['loc'][-1]!r}"
+    if error["type"] == "literal_error" and "aggs" in error["loc"]:
+        return f"unknown aggregation {error['input']!r} (allowed: {', '.join(AGGREGATIONS)})"
     if error["type"] == "literal_error" and error["loc"] and error["loc"][-2:-1] == ("tags",):
         return f"unknown tag {error['input']!r} (allowed: {', '.join(TAGS)})"
     return error["msg"]
@@ -172,7 +296,7 @@ def parse_config(raw: Any, source: str) -> WorkflowConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with a `features:` list at the top level")
     try:
-        return WorkflowConfig.model_validate(raw)
+        config = WorkflowConfig.model_validate(raw)
     except ValidationError as exc:
         problems = []
         for error in exc.errors()[:3]:
@@ -180,6 +304,7 @@ def parse_config(raw: Any, source: str) -> WorkflowConfig:
             problems.append(f"{_where(loc) or 'top level'}: {_message(error)}")
         more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
         raise ConfigError(f"{source}: {'; '.join(problems)}{more}") from None
+    return config
 
 
 def load_config(path: str | Path) -> WorkflowConfig:

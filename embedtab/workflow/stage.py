@@ -1,9 +1,12 @@
 """`embedtab fit-workflow` and `embedtab transform`.
 
 fit-workflow writes workflows/<name>/: exactly what `nvtabular.Workflow.save` writes (metadata.json,
-workflow.pkl, categories/), so plain `nvtabular.Workflow.load` opens it. Because loading unpickles
-(CVE-2025-33214 in nvtabular 23.8), embedtab records every file's sha256 at fit time and
-`load_workflow` verifies them before it lets nvtabular unpickle anything.
+workflow.pkl, categories/), so plain `nvtabular.Workflow.load` opens it.
+
+Trust model: `Workflow.load` unpickles (CVE-2025-33214 in nvtabular 23.8), i.e. runs code from
+workflow.pkl. embedtab records every file's sha256 when it saves a workflow and `load_workflow`
+verifies them -- no changed, missing or extra file -- before NVTabular unpickles anything. A
+workflow folder embedtab did not write is refused unless the caller passes `trust=True`.
 
 transform writes datasets/<name>/: NVTabular's parquet parts plus the Merlin schema.
 """
@@ -11,6 +14,7 @@ transform writes datasets/<name>/: NVTabular's parquet parts plus the Merlin sch
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import time
 import warnings
@@ -22,11 +26,12 @@ from embedtab import tables
 from embedtab.artifacts import ArtifactRecord, ArtifactStore
 from embedtab.device import gpu_dataframes_available
 from embedtab.errors import ConfigError, DataError, UsageError
-from embedtab.fingerprint import files_fingerprint
+from embedtab.fingerprint import file_fingerprint, files_fingerprint, hash_value
 from embedtab.reporting import SILENT, Reporter
-from embedtab.workflow.config import WorkflowConfig, load_config
+from embedtab.workflow.config import NUMERIC_OPS, WorkflowConfig, load_config
 
-_PACKAGES = ("nvtabular", "merlin-core", "pandas", "dask", "pyarrow", "numpy")
+_PACKAGES = ("nvtabular", "merlin-core", "pandas", "dask", "distributed", "pyarrow", "numpy")
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"  # the variable Dask itself reads for `scheduler-address`
 
 
 @contextlib.contextmanager
@@ -34,10 +39,33 @@ def quiet_merlin() -> Iterator[None]:
     """Merlin warns on import about TensorFlow/Triton being absent and on CPU-only runs; not our users' concern."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module=r"merlin\..*|nvtabular\..*")
-        warnings.filterwarnings("ignore", category=UserWarning, message=r".*(Tensorflow|Triton|GPU|cudf|dask_cudf).*")
+        warnings.filterwarnings("ignore", category=UserWarning, message=r".*(Tensorflow|Triton|GPU|cudf|dask_cudf|num_buckets|hash-based).*")
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         yield
+
+
+@contextlib.contextmanager
+def dask_cluster(address: str | None, reporter: Reporter) -> Iterator[str]:
+    """Run on an existing Dask cluster when an address is given (option or DASK_SCHEDULER_ADDRESS)."""
+    address = address or os.environ.get(SCHEDULER_ENV)
+    if not address:
+        yield "local"
+        return
+    from distributed import Client
+    from merlin.core.utils import set_dask_client
+
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise UsageError(f"cannot reach the Dask scheduler at {address} ({exc}); start one or drop --dask-scheduler") from None
+    reporter.info(f"running on the Dask cluster at {address} ({len(client.scheduler_info()['workers'])} workers)")
+    set_dask_client(client)
+    try:
+        yield address
+    finally:
+        set_dask_client(None)
+        client.close()
 
 
 def _dataset(paths: Sequence[Path], use_gpu: bool, part_size: str | None = None) -> Any:
@@ -53,26 +81,89 @@ def _dataset(paths: Sequence[Path], use_gpu: bool, part_size: str | None = None)
     return Dataset([str(p) for p in paths], **kwargs)
 
 
-def _input_columns(paths: Sequence[Path]) -> list[str]:
+def input_schema(paths: Sequence[Path]) -> dict[str, Any]:
+    """Column -> numpy dtype of the first input file (all files must agree for NVTabular anyway)."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     first = paths[0]
-    if first.suffix == ".csv":
-        with pacsv.open_csv(first) as reader:
-            return list(reader.schema.names)
-    return list(pq.read_schema(first).names)
+    try:
+        if first.suffix == ".csv":
+            with pacsv.open_csv(first) as reader:
+                schema = reader.schema
+        else:
+            schema = pq.read_schema(first)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is "cannot read this file"
+        raise DataError(f"{first}: cannot read ({str(exc).splitlines()[0]})") from None
+    return {field.name: field.type.to_pandas_dtype() for field in schema}
 
 
-def _check_columns(config: WorkflowConfig, paths: Sequence[Path], config_path: str) -> None:
-    available = _input_columns(paths)
+def _count_rows(paths: Sequence[Path]) -> int | None:
+    if any(p.suffix != ".parquet" for p in paths):
+        return None
+    return sum(tables.parquet_rows(p) for p in paths)
+
+
+def check_config_against_data(config: WorkflowConfig, paths: Sequence[Path], config_path: str) -> None:
+    """Missing columns and numeric ops on non-numeric columns, named by place in the config."""
+    import numpy as np
+
+    dtypes = input_schema(paths)
+    raw_dtypes = dict(dtypes)
+    base_dir = Path(config_path).resolve().parent
+    for index, join in enumerate(config.joins):
+        from embedtab.workflow.compile import side_table_path
+
+        side = side_table_path(join, base_dir)
+        if not side.is_file():
+            raise ConfigError(f"{config_path}: joins[{index}].path: {side} does not exist")
+        side_types = input_schema([side])
+        missing = [c for c in join.keys + join.columns if c not in side_types]
+        if missing:
+            raise ConfigError(f"{config_path}: joins[{index}]: {', '.join(missing)} not in {side.name} (it has {', '.join(side_types)})")
+        absent = [k for k in join.keys if k not in dtypes]
+        if absent:
+            raise ConfigError(f"{config_path}: joins[{index}].on: {', '.join(absent)} not in the data")
+        dtypes.update({c: side_types[c] for c in join.columns})
     for index, group in enumerate(config.features):
-        missing = [c for c in group.columns if c not in available]
+        missing = [c for c in group.flat_columns() if c not in dtypes]
         if missing:
             raise ConfigError(
                 f"{config_path}: features[{index}].columns: {', '.join(missing)} not in the data "
-                f"({paths[0].name} has {', '.join(available)})"
+                f"({paths[0].name} has {', '.join(dtypes)})"
             )
+        first = group.ops[0].op if group.ops else None
+        if first in NUMERIC_OPS:
+
+            def usable(column: str) -> bool:
+                dtype = np.dtype(dtypes[column])
+                return np.issubdtype(dtype, np.number) or (first == "time_features" and np.issubdtype(dtype, np.datetime64))
+
+            wrong = [c for c in group.flat_columns() if not usable(c)]
+            if wrong:
+                raise ConfigError(
+                    f"{config_path}: features[{index}].ops[0]: {first} needs numeric columns; "
+                    + ", ".join(f"{c} is {np.dtype(dtypes[c])}" for c in wrong)
+                )
+    if config.masking is not None:
+        from embedtab.workflow.masking import check_sentinels
+
+        check_sentinels(config.masking.model_dump(), raw_dtypes, config_path)
+
+
+def _check_groupby(config: WorkflowConfig, workflow_features: Any, paths: Sequence[Path], config_path: str) -> None:
+    """Groupby columns must be outputs of the feature groups (checked on the schema, before fit)."""
+    if config.groupby is None:
+        return
+    import nvtabular as nvt
+    from merlin.io import Dataset
+
+    schema = Dataset([str(paths[0])], engine="parquet" if paths[0].suffix == ".parquet" else "csv", cpu=True).schema
+    outputs = nvt.Workflow(workflow_features).fit_schema(schema).output_schema.column_names
+    spec = config.groupby
+    missing = [c for c in [*spec.by, *spec.sort, *spec.aggs] if c not in outputs]
+    if missing:
+        raise ConfigError(f"{config_path}: groupby: {', '.join(missing)} not produced by the feature groups (they produce {', '.join(outputs)})")
 
 
 @dataclass
@@ -81,6 +172,8 @@ class FitOptions:
     data: Sequence[str]
     name: str | None = None
     force: bool = False
+    dask_scheduler: str | None = None
+    part_size: str | None = None
 
 
 @dataclass
@@ -90,44 +183,54 @@ class FitResult:
 
 
 def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) -> FitResult:
+    from embedtab.workflow.compile import Context, side_table_path
+
     config = load_config(options.config)
     name = options.name or config.name or Path(options.config).stem
     paths = tables.resolve_inputs(options.data)
-    _check_columns(config, paths, options.config)
+    check_config_against_data(config, paths, options.config)
+    if _count_rows(paths) == 0:
+        raise DataError(f"{', '.join(p.name for p in paths)}: no rows to fit on")
+    base_dir = Path(options.config).resolve().parent
+    side = [side_table_path(join, base_dir) for join in config.joins]
     use_gpu = gpu_dataframes_available()
     params = {"config": config.model_dump(mode="json"), "config_path": str(options.config), "data": [str(p) for p in paths]}
     plan = store.plan(
-        "workflows", name, "fit-workflow", params, input_files=files_fingerprint(paths),
+        "workflows", name, "fit-workflow", params,
+        input_files=files_fingerprint(paths) + files_fingerprint(p for p in side if p.is_file()),
         force=options.force, packages=_PACKAGES,
     )
     if plan.up_to_date:
         return FitResult(plan.existing, True)
 
-    with quiet_merlin():
+    with quiet_merlin(), dask_cluster(options.dask_scheduler, reporter) as cluster:
         import nvtabular as nvt
 
-        from embedtab.workflow.compile import compile_workflow
+        from embedtab.workflow.compile import compile_workflow, feature_graph
 
         store.staging_root().mkdir(parents=True, exist_ok=True)
         with store.staging(plan) as staging, tempfile.TemporaryDirectory(dir=store.staging_root(), prefix="fit-") as scratch:
-            workflow = compile_workflow(config, scratch)
-            reporter.info(f"fitting workflow {name!r} on {len(paths)} file(s) ({'GPU/cuDF' if use_gpu else 'CPU/pandas'})")
+            ctx = Context(out_path=scratch, base_dir=base_dir, use_gpu=use_gpu)
+            if config.groupby is not None:
+                _check_groupby(config, feature_graph(config, Context(scratch, base_dir, use_gpu)), paths, options.config)
+            workflow = compile_workflow(config, ctx)
+            reporter.info(f"fitting workflow {name!r} on {len(paths)} file(s) ({'GPU/cuDF' if use_gpu else 'CPU/pandas'}, {cluster} Dask)")
             started = time.time()
             try:
-                workflow.fit(_dataset(paths, use_gpu))
-            except (KeyError, ValueError, TypeError) as exc:
+                workflow.fit(_dataset(paths, use_gpu, options.part_size))
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 raise DataError(f"fitting {options.config} on {paths[0].name}: {type(exc).__name__}: {exc}") from None
             fit_seconds = time.time() - started
             workflow.save(str(staging))
-            cardinalities = {
-                col: {"cardinality": int(card), "embedding_dim": int(dim)}
-                for col, (card, dim) in sorted(nvt.ops.get_embedding_sizes(workflow).items())
-            }
+            cardinalities = embedding_sizes(workflow, derived_aggregates(params["config"]))
             metadata = {
                 "engine": "gpu" if use_gpu else "cpu",
+                "dask": cluster,
                 "input_columns": config.input_columns(),
                 "output_schema": _schema_summary(workflow.output_schema),
                 "cardinalities": cardinalities,
+                "masking": config.masking.model_dump() if config.masking else None,
+                "side_tables": [str(p) for p in ctx.side_tables],
             }
             record = store.publish(
                 plan, staging, metadata=metadata, summary={"fit_seconds": round(fit_seconds, 3)},
@@ -136,22 +239,52 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) 
     return FitResult(record, False)
 
 
+def embedding_sizes(workflow: Any, skip: set[str] = frozenset()) -> dict[str, dict[str, Any]]:
+    """Cardinality and NVTabular's default embedding dim per categorical output column."""
+    import nvtabular as nvt
+
+    sizes = nvt.ops.get_embedding_sizes(workflow)
+    # With list columns (after a groupby) NVTabular returns (single-hot, multi-hot) dicts.
+    single, multi = sizes if isinstance(sizes, tuple) else (sizes, {})
+    out = {col: {"cardinality": int(card), "embedding_dim": int(dim)} for col, (card, dim) in single.items()}
+    out.update({col: {"cardinality": int(card), "embedding_dim": int(dim), "multi_hot": True} for col, (card, dim) in multi.items()})
+    return dict(sorted((k, v) for k, v in out.items() if k not in skip))
+
+
 def _schema_summary(schema: Any) -> list[dict[str, Any]]:
-    return [
-        {"name": col.name, "dtype": str(col.dtype.to_numpy if hasattr(col.dtype, "to_numpy") else col.dtype),
-         "tags": sorted(str(getattr(t, "value", t)) for t in col.tags)}
-        for col in schema
-    ]
+    out = []
+    for col in schema:
+        dtype = col.dtype.to_numpy if hasattr(col.dtype, "to_numpy") else col.dtype
+        entry = {"name": col.name, "dtype": str(dtype), "tags": sorted(str(getattr(t, "value", t)) for t in col.tags)}
+        if col.is_list:
+            entry["list"] = True
+        out.append(entry)
+    return out
 
 
-def load_workflow(store: ArtifactStore, name: str, trust: bool = False) -> tuple[Any, ArtifactRecord]:
-    """Verify every file against the sha256 recorded at fit time, then let NVTabular unpickle."""
-    record = store.require("workflows", name)
-    path = store.path("workflows", name) if trust else store.verify(record)
+def load_workflow(store: ArtifactStore, name: str, trust: bool = False) -> tuple[Any, ArtifactRecord | None]:
+    """Verify every file against the sha256 recorded at fit time, then let NVTabular unpickle.
+
+    `name` may also be a path to a workflow folder embedtab did not write: refused unless trust.
+    """
+    external = Path(name)
+    if ("/" in name or os.sep in name) and external.is_dir():
+        if not trust:
+            raise UsageError(
+                f"{external} is a workflow folder embedtab did not write; loading it runs code from its "
+                "workflow.pkl. Pass --trust-workflow only if you trust whoever wrote it"
+            )
+        path, record = external, None
+    else:
+        record = store.require("workflows", name)
+        path = store.path("workflows", name) if trust else store.verify(record)
     with quiet_merlin():
         import nvtabular as nvt
 
-        return nvt.Workflow.load(str(path)), record
+        try:
+            return nvt.Workflow.load(str(path)), record
+        except Exception as exc:  # noqa: BLE001 - a trusted folder that is not a workflow
+            raise DataError(f"{path}: not a loadable NVTabular workflow ({type(exc).__name__}: {exc})") from None
 
 
 def categorify_paths(workflow: Any) -> dict[str, str]:
@@ -165,6 +298,38 @@ def categorify_paths(workflow: Any) -> dict[str, str]:
     return found
 
 
+def derived_aggregates(config: dict[str, Any] | None) -> set[str]:
+    """Groupby outputs such as `item_id-count` inherit Categorify's properties but hold no ids."""
+    groupby = (config or {}).get("groupby")
+    if not groupby:
+        return set()
+    return {f"{col}{groupby['name_sep']}{agg}" for col, aggs in groupby["aggs"].items()
+            for agg in aggs if agg not in ("list", "first", "last")}
+
+
+def oov_counts(directory: Path, schema: Any, skip: set[str]) -> dict[str, dict[str, int]]:
+    """Per Categorify output column: rows that fell into the OOV slot(s) and rows that were null."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    ranges = {}
+    for col in schema:
+        props = col.properties or {}
+        if col.name not in skip and ("cat_path" in props or "embedding_sizes" in props):
+            buckets = props.get("num_buckets") or 1
+            ranges[col.name] = (2, 2 + int(buckets))  # NVTabular 23.08: 1 null, 2.. OOV buckets
+    counts = {name: {"oov": 0, "null": 0} for name in ranges}
+    for part in sorted(directory.glob("*.parquet")):
+        table = pq.read_table(part, columns=list(ranges))
+        for name, (low, high) in ranges.items():
+            values = table.column(name).combine_chunks()
+            if hasattr(values.type, "value_type"):  # list columns after a groupby
+                values = pc.list_flatten(values)
+            counts[name]["oov"] += pc.sum(pc.and_(pc.greater_equal(values, low), pc.less(values, high))).as_py() or 0
+            counts[name]["null"] += pc.sum(pc.equal(values, 1)).as_py() or 0
+    return counts
+
+
 @dataclass
 class TransformOptions:
     workflow: str
@@ -172,33 +337,76 @@ class TransformOptions:
     name: str | None = None
     force: bool = False
     part_size: str | None = None
+    mask: bool = False
+    dask_scheduler: str | None = None
+    trust_workflow: bool = False
+
+
+def _workflow_identity(store: ArtifactStore, options: TransformOptions) -> tuple[ArtifactRecord | None, str, list[str], dict[str, Any] | None]:
+    """(record, fingerprint, input columns, masking spec) of the workflow to apply."""
+    external = Path(options.workflow)
+    if ("/" in options.workflow or os.sep in options.workflow) and external.is_dir():
+        if not options.trust_workflow:
+            load_workflow(store, options.workflow)  # raises the explanation
+        files = sorted(p for p in external.rglob("*") if p.is_file())
+        return None, hash_value([file_fingerprint(p)["sha256"] for p in files]), [], None
+    record = store.require("workflows", options.workflow)
+    return record, record.fingerprint, record.metadata.get("input_columns", []), record.metadata.get("masking")
 
 
 def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporter = SILENT) -> FitResult:
-    name = options.name or options.workflow
+    name = options.name or Path(options.workflow).name
     paths = tables.resolve_inputs(options.data)
-    record = store.require("workflows", options.workflow)
-    missing = [c for c in record.metadata.get("input_columns", []) if c not in _input_columns(paths)]
+    record, workflow_fp, needed, masking = _workflow_identity(store, options)
+    dtypes = input_schema(paths)
+    missing = [c for c in needed if c not in dtypes]
     if missing:
         raise DataError(f"{paths[0]}: missing column(s) {', '.join(missing)} that workflow {options.workflow!r} needs")
-    params = {"workflow": options.workflow, "data": [str(p) for p in paths]}
+    if _count_rows(paths) == 0:
+        raise DataError(f"{', '.join(p.name for p in paths)}: no rows to transform")
+    if options.mask and not masking:
+        raise UsageError(f"--mask: workflow {options.workflow!r} has no masking block in its config")
+    params = {"workflow": options.workflow, "data": [str(p) for p in paths], "mask": masking if options.mask else None}
     plan = store.plan(
         "datasets", name, "transform", params, input_files=files_fingerprint(paths),
-        input_artifacts=[record], force=options.force, packages=_PACKAGES, refresh=True,
+        input_artifacts=[record] if record else [], force=options.force, packages=_PACKAGES, refresh=True,
+        content=workflow_fp,
     )
     if plan.up_to_date:
         return FitResult(plan.existing, True)
-    workflow, _ = load_workflow(store, options.workflow)
+    workflow, _ = load_workflow(store, options.workflow, trust=options.trust_workflow)
     use_gpu = gpu_dataframes_available()
-    with quiet_merlin(), store.staging(plan) as staging:
-        reporter.info(f"transforming {len(paths)} file(s) with workflow {options.workflow!r}")
+    with quiet_merlin(), dask_cluster(options.dask_scheduler, reporter) as cluster, store.staging(plan) as staging:
+        reporter.info(f"transforming {len(paths)} file(s) with workflow {options.workflow!r} ({cluster} Dask)")
         started = time.time()
-        dataset = workflow.transform(_dataset(paths, use_gpu, options.part_size))
-        dataset.to_parquet(str(staging), out_files_per_proc=1)
+        dataset = _dataset(paths, use_gpu, options.part_size)
+        masked_rows = None
+        if options.mask:
+            dataset, masked_rows = _masked(dataset, masking, use_gpu)
+        try:
+            workflow.transform(dataset).to_parquet(str(staging), out_files_per_proc=1)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DataError(f"transforming {paths[0].name} with {options.workflow!r}: {type(exc).__name__}: {exc}") from None
         seconds = time.time() - started
         rows = sum(tables.parquet_rows(p) for p in sorted(staging.glob("*.parquet")))
-        metadata = {"engine": "gpu" if use_gpu else "cpu", "workflow": options.workflow,
-                    "output_schema": _schema_summary(workflow.output_schema), "rows": rows}
-        out = store.publish(plan, staging, metadata=metadata, summary={"rows": rows, "seconds": round(seconds, 3)},
-                            device="cuda" if use_gpu else "cpu")
+        oov = oov_counts(staging, workflow.output_schema, derived_aggregates(record.params.get("config") if record else None))
+        metadata = {"engine": "gpu" if use_gpu else "cpu", "dask": cluster, "workflow": options.workflow,
+                    "output_schema": _schema_summary(workflow.output_schema), "rows": rows,
+                    "masking": {"spec": masking, "masked_rows": masked_rows} if options.mask else None}
+        summary = {"rows": rows, "seconds": round(seconds, 3), "oov": {k: v["oov"] for k, v in oov.items()},
+                   "null": {k: v["null"] for k, v in oov.items()}}
+        if masked_rows is not None:
+            summary["masked_rows"] = masked_rows
+        out = store.publish(plan, staging, metadata=metadata, summary=summary, device="cuda" if use_gpu else "cpu")
     return FitResult(out, False)
+
+
+def _masked(dataset: Any, spec: dict[str, Any], use_gpu: bool) -> tuple[Any, list[int]]:
+    from merlin.io import Dataset
+
+    from embedtab.workflow.masking import count_partition, mask_partition
+
+    ddf = dataset.to_ddf()
+    counts = ddf.map_partitions(count_partition, spec, meta={f"g{i}": "int64" for i in range(len(spec["groups"]))}).sum().compute()
+    masked = ddf.map_partitions(mask_partition, spec, meta=ddf._meta)
+    return Dataset(masked, cpu=not use_gpu), [int(v) for v in counts.tolist()]

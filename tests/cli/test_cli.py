@@ -71,7 +71,7 @@ def test_bad_config_names_file_and_path(tmp_path, sample):
     config.write_text("features:\n  - columns: [item_id]\n    ops: [categorfy]\n")
     proc = cli("fit-workflow", str(config), "--data", str(sample / "items.parquet"), "-A", str(tmp_path / "a"))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"Error: {config}: features[0].ops[0]: unknown op 'categorfy' (allowed: categorify, normalize, fill_missing, log, bucketize, rename, tags, time_features)"
+    assert proc.stderr.strip() == f"Error: {config}: features[0].ops[0]: unknown op 'categorfy' (allowed: categorify, normalize, normalize_minmax, fill_missing, fill_median, log, clip, bucketize, hash_bucket, target_encoding, rename, tags, time_features)"
 
 
 def test_corrupted_manifest_exit_1_and_debug_shows_traceback(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from embedtab.errors import ArtifactNotFound, ConfigError, DataError, IntegrityError
 from embedtab.workflow import functions, stage
 from embedtab.workflow.stage import quiet_merlin
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, SAMPLE
 
 
 def read_dataset(path) -> pd.DataFrame:
@@ -41,19 +41,23 @@ def direct_graph(which: str, out_path: str):
                >> ops.AddTags([Tags.USER, Tags.CONTINUOUS]))
             + (["age"] >> ops.FillMissing(fill_val=-1) >> ops.Bucketize([0, 18, 25, 35, 50, 65]) >> ops.Rename(postfix="_binned")
                >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.USER]))
-            + (["gender"] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.USER]))
+            + (["gender", "top_category"] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.USER]))
         )
     if which == "interactions":
+        users = pd.read_parquet(SAMPLE / "users.parquet", columns=["user_id", "gender", "top_category"])
+        joined = ["user_id", "item_id", "device_type", "timestamp", "click"] >> ops.JoinExternal(
+            users, on="user_id", how="left", columns_ext=["user_id", "gender", "top_category"])
         time = None
         for name in ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos"):
-            branch = ["timestamp"] >> ops.LambdaOp(getattr(functions, name), dtype=np.float32) >> ops.Rename(postfix=f"_{name}")
+            branch = joined[["timestamp"]] >> ops.LambdaOp(getattr(functions, name), dtype=np.float32) >> ops.Rename(postfix=f"_{name}")
             time = branch if time is None else time + branch
         return nvt.Workflow(
-            (["user_id"] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.USER_ID, Tags.USER, Tags.ID]))
-            + (["item_id"] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.ITEM_ID, Tags.ITEM, Tags.ID]))
-            + (["device_type"] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.CONTEXT]))
+            (joined[["user_id"]] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.USER_ID, Tags.USER, Tags.ID]))
+            + (joined[["gender", "top_category"]] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.USER]))
+            + (joined[["item_id"]] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.ITEM_ID, Tags.ITEM, Tags.ID]))
+            + (joined[["device_type"]] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.CONTEXT]))
             + (time >> ops.AddTags([Tags.CONTEXT, Tags.CONTINUOUS]))
-            + (["click"] >> ops.AddTags([Tags.TARGET, Tags.BINARY_CLASSIFICATION]))
+            + (joined[["click"]] >> nvt.ops.AddMetadata() >> ops.AddTags([Tags.TARGET, Tags.BINARY_CLASSIFICATION]))
         )
     raise ValueError(which)
 
@@ -137,7 +141,7 @@ def test_extra_file_in_workflow_dir_is_refused(store, sample):
 
 def test_fit_and_transform_input_errors(store, sample, tmp_path):
     users = [str(sample / "users.parquet")]
-    with pytest.raises(ConfigError, match=r"item.yaml: features\[0\].columns: item_id not in the data \(users.parquet has user_id, age, gender\)"):
+    with pytest.raises(ConfigError, match=r"item.yaml: features\[0\].columns: item_id not in the data \(users.parquet has user_id, age, gender, top_category\)"):
         stage.fit(store, stage.FitOptions(str(CONFIGS / "item.yaml"), users))
     assert store.get("workflows", "item") is None
     stage.fit(store, stage.FitOptions(str(CONFIGS / "item.yaml"), [str(sample / "items.parquet")]))

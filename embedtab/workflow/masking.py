@@ -1,0 +1,75 @@
+"""Cold-start masking: set groups of columns to sentinels together, reproducibly, before transform.
+
+The reference system masked 5 % of training rows with an unseeded random draw per file. Here the
+decision for a row is a hash of (seed, group, the row's values) -- or of the entity's id when a
+group masks whole entities (`by: user_id`) -- so it does not depend on partitioning, file order,
+the number of Dask workers or the machine. No NVTabular op does this, hence these few lines;
+they are named module-level functions so Dask can ship them to workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embedtab.errors import ConfigError
+
+
+def _mix(values: np.ndarray, seed: int, group: int) -> np.ndarray:
+    """splitmix64 of the row hashes xor a (seed, group) salt.
+
+    pandas' hash_key only salts strings, not numbers, so the seed is mixed in here.
+    """
+    salt = np.uint64((seed * 0x9E3779B97F4A7C15 + group * 0xD1B54A32D192ED03) & 0xFFFFFFFFFFFFFFFF)
+    with np.errstate(over="ignore"):
+        z = (values ^ salt) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def group_masks(frame: Any, spec: dict[str, Any]) -> list[np.ndarray]:
+    """One boolean array per group, computed on the original (unmasked) rows."""
+    host = frame.to_pandas() if hasattr(frame, "to_pandas") else frame  # cuDF: hash on the host, same masks as CPU
+    masks = []
+    for index, group in enumerate(spec["groups"]):
+        keys = host[[group["by"]]] if group.get("by") else host
+        hashed = _mix(pd.util.hash_pandas_object(keys, index=False).to_numpy(), spec["seed"], index)
+        masks.append(hashed < np.uint64(group["rate"] * 2.0**64) if group["rate"] < 1 else np.ones(len(host), bool))
+    return masks
+
+
+def mask_partition(frame: Any, spec: dict[str, Any]) -> Any:
+    """The partition with each group's columns set to their sentinels where the group's mask is set."""
+    masks = group_masks(frame, spec)
+    frame = frame.copy()
+    for group, mask in zip(spec["groups"], masks):
+        if not mask.any():
+            continue
+        for column, sentinel in group["columns"].items():
+            values = frame[column].copy()
+            values[mask] = sentinel
+            frame[column] = values
+    return frame
+
+
+def count_partition(frame: Any, spec: dict[str, Any]) -> Any:
+    """Masked rows per group, for the summary."""
+    return pd.DataFrame([[int(m.sum()) for m in group_masks(frame, spec)]], columns=[f"g{i}" for i in range(len(spec["groups"]))])
+
+
+def check_sentinels(spec: dict[str, Any], dtypes: dict[str, Any], source: str) -> None:
+    """A sentinel must fit its column: numbers in numeric columns, strings in string columns."""
+    for index, group in enumerate(spec["groups"]):
+        for column, sentinel in group["columns"].items():
+            if column not in dtypes:
+                raise ConfigError(f"{source}: masking.groups[{index}].columns: {column!r} is not in the data")
+            numeric = np.issubdtype(np.dtype(dtypes[column]), np.number) if dtypes[column] != object else False
+            if numeric and isinstance(sentinel, str):
+                raise ConfigError(f"{source}: masking.groups[{index}].columns.{column}: {column} is numeric, the sentinel {sentinel!r} is not")
+            if not numeric and not isinstance(sentinel, str):
+                raise ConfigError(f"{source}: masking.groups[{index}].columns.{column}: {column} holds strings, use a string sentinel")
+        if group.get("by") and group["by"] not in dtypes:
+            raise ConfigError(f"{source}: masking.groups[{index}].by: {group['by']!r} is not in the data")

@@ -1,0 +1,255 @@
+"""fit-workflow / transform in depth: every op against NVTabular's own API, sessions, masking,
+OOV counts, Dask clusters, the trust model, bad inputs."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from embedtab.errors import ConfigError, DataError, UsageError
+from embedtab.workflow import masking, stage
+from embedtab.workflow.stage import quiet_merlin
+from tests.conftest import CONFIGS
+from tests.workflow.test_stage import read_dataset
+
+
+@pytest.fixture(scope="module")
+def rich_data(tmp_path_factory, sample):
+    """Interactions joined with item attributes, with NaNs: a table every op can work on."""
+    items = pd.read_parquet(sample / "items.parquet", columns=["item_id", "category", "brand", "price"])
+    users = pd.read_parquet(sample / "users.parquet", columns=["user_id", "age"])
+    frames = []
+    for day in (1, 2):
+        frame = pd.read_parquet(sample / "interactions" / f"day_{day}.parquet")
+        frames.append(frame.merge(items, on="item_id", how="left").merge(users, on="user_id", how="left"))
+    data = pd.concat(frames, ignore_index=True)
+    data.loc[::17, "price"] = np.nan
+    data["click"] = data["click"].astype("int64")
+    out = tmp_path_factory.mktemp("rich")
+    half = len(data) // 2
+    data.iloc[:half].to_parquet(out / "part_a.parquet", index=False)
+    data.iloc[half:].to_parquet(out / "part_b.parquet", index=False)
+    return [str(out / "part_a.parquet"), str(out / "part_b.parquet")]
+
+
+KITCHEN_SINK = {
+    "name": "sink",
+    "features": [
+        {"columns": ["user_id"], "ops": [{"categorify": {"freq_threshold": 2, "dtype": "int64"}}, {"tags": ["user_id"]}]},
+        {"columns": ["item_id"], "ops": [{"categorify": {"max_size": 50, "num_buckets": 3}}]},
+        {"columns": [["category", "brand"]], "ops": [{"categorify": {"encode_type": "combo"}}]},
+        {"columns": [["category", "device_type"]], "ops": [{"categorify": {"encode_type": "joint"}}]},
+        {"columns": ["price"], "ops": ["fill_median", "log", "normalize"]},
+        {"columns": ["age"], "ops": [{"fill_missing": {"fill_val": 30, "add_binary_cols": True}}]},
+        {"columns": ["age"], "ops": ["normalize_minmax", {"rename": {"prefix": "mm_"}}]},
+        {"columns": ["price"], "ops": [{"clip": {"min_value": 10, "max_value": 60}}, {"rename": {"postfix": "_clipped"}}]},
+        {"columns": ["brand"], "ops": [{"hash_bucket": {"num_buckets": 7}}, {"rename": {"name": "brand_hashed"}}]},
+        {"columns": ["item_id"], "ops": [{"target_encoding": {"target": "click", "kfold": 3, "p_smooth": 10}}]},
+        {"columns": ["timestamp"], "ops": [{"time_features": ["hour_sin", "weekday_cos"]}, {"tags": ["context"]}]},
+        {"columns": ["click"], "ops": [{"tags": ["target", "binary_classification"]}]},
+    ],
+}
+
+
+def kitchen_sink_direct(out_path: str):
+    import nvtabular as nvt
+    from merlin.schema import Tags
+    from nvtabular import ops
+
+    from embedtab.workflow import functions
+    from embedtab.workflow.compile import _Prefix
+
+    time = (["timestamp"] >> ops.LambdaOp(functions.hour_sin, dtype=np.float32) >> ops.Rename(postfix="_hour_sin")) + (
+        ["timestamp"] >> ops.LambdaOp(functions.weekday_cos, dtype=np.float32) >> ops.Rename(postfix="_weekday_cos"))
+    return nvt.Workflow(
+        (["user_id"] >> ops.Categorify(freq_threshold=2, dtype="int64", out_path=out_path) >> ops.AddTags([Tags.USER_ID]))
+        + (["item_id"] >> ops.Categorify(max_size=50, num_buckets=3, out_path=out_path))
+        + ([["category", "brand"]] >> ops.Categorify(encode_type="combo", out_path=out_path))
+        + ([["category", "device_type"]] >> ops.Categorify(encode_type="joint", out_path=out_path))
+        + (["price"] >> ops.FillMedian() >> ops.LogOp() >> ops.Normalize(out_dtype=np.float32))
+        + (["age"] >> ops.FillMissing(fill_val=30, add_binary_cols=True))
+        + (["age"] >> ops.NormalizeMinMax(out_dtype=np.float32) >> ops.Rename(f=_Prefix("mm_")))
+        + (["price"] >> ops.Clip(min_value=10, max_value=60) >> ops.Rename(postfix="_clipped"))
+        + (["brand"] >> ops.HashBucket(7) >> ops.Rename(name="brand_hashed"))
+        + (["item_id"] >> ops.TargetEncoding("click", kfold=3, p_smooth=10, out_dtype="float32", out_path=out_path))
+        + (time >> ops.AddTags([Tags.CONTEXT]))
+        + (["click"] >> ops.AddTags([Tags.TARGET, Tags.BINARY_CLASSIFICATION]))
+    )
+
+
+def write_config(tmp_path, config, name="wf.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
+
+
+def test_every_op_equals_nvtabular_built_directly(store, rich_data, tmp_path):
+    from merlin.io import Dataset
+
+    config = write_config(tmp_path, KITCHEN_SINK)
+    fitted = stage.fit(store, stage.FitOptions(config, rich_data, name="sink"))
+    stage.transform(store, stage.TransformOptions("sink", rich_data, name="out"))
+    ours = read_dataset(store.path("datasets", "out"))
+    with quiet_merlin():
+        direct = kitchen_sink_direct(str(tmp_path / "direct"))
+        direct.fit(Dataset(rich_data, cpu=True))
+        theirs = direct.transform(Dataset(rich_data, cpu=True)).to_ddf().compute().reset_index(drop=True)
+    assert list(ours.columns) == list(theirs.columns)
+    pd.testing.assert_frame_equal(ours, theirs)
+    assert {"category_brand", "TE_item_id_click", "mm_age", "age_filled", "brand_hashed", "price_clipped"} <= set(ours.columns)
+    assert ours["price_clipped"].dropna().between(10, 60).all()
+    assert ours["brand_hashed"].between(0, 6).all()
+    assert "category_brand" in fitted.record.metadata["cardinalities"]
+
+
+def test_session_groupby_equals_nvtabular(store, sample, tmp_path):
+    import nvtabular as nvt
+    from merlin.io import Dataset
+    from merlin.schema import Tags
+    from nvtabular import ops
+
+    data = [str(sample / "interactions" / "day_1.parquet")]
+    fitted = stage.fit(store, stage.FitOptions(str(CONFIGS / "session.yaml"), data))
+    result = stage.transform(store, stage.TransformOptions("session", data))
+    ours = read_dataset(store.path("datasets", "session"))
+    out = str(tmp_path / "direct")
+    with quiet_merlin():
+        feats = ((["item_id"] >> ops.Categorify(dtype="int64", out_path=out) >> ops.AddTags([Tags.ITEM_ID, Tags.ITEM]))
+                 + (["device_type"] >> ops.Categorify(dtype="int64", out_path=out) >> ops.AddTags([Tags.CONTEXT]))
+                 + (nvt.ColumnSelector(["user_id", "timestamp"]) >> ops.AddMetadata()))
+        direct = nvt.Workflow(feats >> ops.Groupby(groupby_cols=["user_id"], sort_cols=["timestamp"], name_sep="-",
+                                                   aggs={"item_id": ["list", "count"], "device_type": ["list"], "timestamp": ["first"]}))
+        direct.fit(Dataset(data, cpu=True))
+        theirs = direct.transform(Dataset(data, cpu=True)).to_ddf().compute().reset_index(drop=True)
+    pd.testing.assert_frame_equal(ours, theirs)
+    raw = pd.read_parquet(data[0]).sort_values("timestamp", kind="stable")
+    first_user = ours.iloc[0]
+    assert first_user["item_id-count"] == (raw["user_id"] == first_user["user_id"]).sum()
+    assert first_user["timestamp-first"] == raw.loc[raw["user_id"] == first_user["user_id"], "timestamp"].min()
+    assert "item_id-count" not in fitted.record.metadata["cardinalities"]  # a count, not ids
+    assert "item_id-count" not in result.record.summary["oov"]
+    assert fitted.record.metadata["cardinalities"]["item_id-list"]["multi_hot"] is True
+
+
+def test_groupby_on_a_column_the_groups_do_not_produce(store, sample, tmp_path):
+    config = yaml.safe_load((CONFIGS / "session.yaml").read_text())
+    config["groupby"]["sort"] = ["ts"]
+    with pytest.raises(ConfigError, match=r"groupby: ts not produced by the feature groups \(they produce item_id, device_type, user_id, timestamp\)"):
+        stage.fit(store, stage.FitOptions(write_config(tmp_path, config), [str(sample / "interactions" / "day_1.parquet")]))
+
+
+def test_unseen_categories_are_counted_as_oov(store, sample):
+    train = [str(sample / "interactions" / f"day_{d}.parquet") for d in (1, 2)]
+    valid = [str(sample / "interactions" / "day_3.parquet")]
+    stage.fit(store, stage.FitOptions(str(CONFIGS / "interactions.yaml"), train))
+    result = stage.transform(store, stage.TransformOptions("interactions", valid, name="valid"))
+    frame = read_dataset(store.path("datasets", "valid"))
+    raw = pd.read_parquet(valid[0])
+    seen_items = set(pd.concat(pd.read_parquet(p) for p in train)["item_id"])
+    expected = int((~raw["item_id"].isin(seen_items)).sum())
+    assert expected >= 15  # the new items of the last day
+    assert result.record.summary["oov"]["item_id"] == expected == int((frame["item_id"] == 2).sum())
+    assert result.record.summary["null"]["gender"] == int((frame["gender"] == 1).sum())
+
+
+def test_cold_start_masking_is_reproducible_recorded_and_opt_in(store, sample, tmp_path):
+    train = [str(sample / "interactions" / f"day_{d}.parquet") for d in (1, 2)]
+    stage.fit(store, stage.FitOptions(str(CONFIGS / "interactions.yaml"), train))
+    plain = stage.transform(store, stage.TransformOptions("interactions", train, name="plain"))
+    assert plain.record.params["mask"] is None and "masked_rows" not in plain.record.summary
+    masked = stage.transform(store, stage.TransformOptions("interactions", train, name="masked", mask=True))
+    # Same masking with other partitioning: identical rows masked.
+    again = stage.transform(store, stage.TransformOptions("interactions", train, name="again", mask=True, part_size="8KB"))
+    a, b, p = (read_dataset(store.path("datasets", n)) for n in ("masked", "again", "plain"))
+    pd.testing.assert_frame_equal(a, b)
+    anonymous = a["user_id"] == 2  # -1 is not in the vocabulary: OOV
+    counts = masked.record.summary["masked_rows"]
+    assert counts[0] == int(anonymous.sum()) and 0.02 < counts[0] / len(a) < 0.09
+    assert (a.loc[anonymous, ["gender", "top_category"]] == 1).all().all()  # joined features null together
+    assert counts[1] == int((a["device_type"] == 2).sum()) and 0.02 < counts[1] / len(a) < 0.09
+    untouched = ~anonymous & (a["device_type"] != 2)
+    pd.testing.assert_frame_equal(a[untouched], p[untouched])
+    assert masked.record.metadata["masking"]["spec"]["seed"] == 42
+    assert masked.record.params["mask"]["groups"][0]["rate"] == 0.05
+
+
+def test_masking_by_entity_masks_whole_users(tmp_path):
+    frame = pd.DataFrame({"user_id": np.repeat(np.arange(400), 5), "device": ["m"] * 2000})
+    spec = {"seed": 3, "groups": [{"columns": {"user_id": -1, "device": "x"}, "rate": 0.25, "by": "user_id"}]}
+    masked = masking.mask_partition(frame, spec)
+    hit = masked["user_id"] == -1
+    per_user = hit.groupby(frame["user_id"]).mean()
+    assert set(per_user.unique()) == {0.0, 1.0}  # all or none of a user's rows
+    assert 0.18 < per_user.mean() < 0.32
+    assert (masked.loc[hit, "device"] == "x").all() and (masked.loc[~hit, "device"] == "m").all()
+    pd.testing.assert_frame_equal(masked, masking.mask_partition(frame, spec))  # deterministic
+    other_seed = masking.mask_partition(frame, {**spec, "seed": 4})
+    assert not other_seed["user_id"].equals(masked["user_id"])
+    halves = pd.concat([masking.mask_partition(frame.iloc[:1000], spec), masking.mask_partition(frame.iloc[1000:], spec)])
+    pd.testing.assert_frame_equal(halves, masked)  # independent of partitioning
+
+
+def test_mask_errors(store, sample, tmp_path):
+    train = [str(sample / "interactions" / "day_1.parquet")]
+    stage.fit(store, stage.FitOptions(str(CONFIGS / "context.yaml"), train))
+    with pytest.raises(UsageError, match="has no masking block"):
+        stage.transform(store, stage.TransformOptions("context", train, mask=True))
+    config = yaml.safe_load((CONFIGS / "interactions.yaml").read_text())
+    config["joins"][0]["path"] = str(CONFIGS.parent / "sample_data" / "users.parquet")
+    config["masking"]["groups"][0]["columns"] = {"user_id": "anonymous"}
+    with pytest.raises(ConfigError, match=r"masking.groups\[0\].columns.user_id: user_id is numeric, the sentinel 'anonymous' is not"):
+        stage.fit(store, stage.FitOptions(write_config(tmp_path, config), train))
+
+
+def test_fit_and_transform_on_a_dask_cluster_equal_local(store, sample, tmp_path, monkeypatch):
+    from distributed import LocalCluster
+
+    data = [str(sample / "interactions" / f"day_{d}.parquet") for d in (1, 2)]
+    stage.fit(store, stage.FitOptions(str(CONFIGS / "context.yaml"), data, name="local"))
+    stage.transform(store, stage.TransformOptions("local", data))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        fitted = stage.fit(store, stage.FitOptions(str(CONFIGS / "context.yaml"), data, name="remote", dask_scheduler=cluster.scheduler_address))
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)  # the variable Dask reads
+        moved = stage.transform(store, stage.TransformOptions("remote", data))
+    assert fitted.record.metadata["dask"] == moved.record.metadata["dask"] == cluster.scheduler_address
+    pd.testing.assert_frame_equal(read_dataset(store.path("datasets", "remote")), read_dataset(store.path("datasets", "local")))
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+    with pytest.raises(UsageError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:1"):
+        stage.fit(store, stage.FitOptions(str(CONFIGS / "context.yaml"), data, name="x", dask_scheduler="tcp://127.0.0.1:1"))
+
+
+def test_foreign_workflow_folder_needs_explicit_trust(store, sample, tmp_path):
+    import nvtabular as nvt
+    from merlin.io import Dataset
+    from nvtabular import ops
+
+    data = [str(sample / "items.parquet")]
+    folder = tmp_path / "someone-elses-workflow"
+    with quiet_merlin():
+        wf = nvt.Workflow(["category"] >> ops.Categorify(out_path=str(tmp_path / "c")))
+        wf.fit(Dataset(data, cpu=True))
+        wf.save(str(folder))
+    with pytest.raises(UsageError, match="did not write; loading it runs code from its workflow.pkl. Pass --trust-workflow"):
+        stage.transform(store, stage.TransformOptions(str(folder), data, name="x"))
+    result = stage.transform(store, stage.TransformOptions(str(folder), data, name="x", trust_workflow=True))
+    assert result.record.metadata["rows"] == 200
+    assert result.record.inputs["artifacts"] == []
+
+
+def test_type_and_data_errors(store, sample, tmp_path):
+    config = {"features": [{"columns": ["category"], "ops": ["log"]}]}
+    with pytest.raises(ConfigError, match=r"features\[0\].ops\[0\]: log needs numeric columns; category is object"):
+        stage.fit(store, stage.FitOptions(write_config(tmp_path, config), [str(sample / "items.parquet")]))
+    empty = tmp_path / "empty.parquet"
+    pd.read_parquet(sample / "items.parquet").iloc[:0].to_parquet(empty)
+    with pytest.raises(DataError, match="empty.parquet: no rows to fit on"):
+        stage.fit(store, stage.FitOptions(str(CONFIGS / "item.yaml"), [str(empty)]))
+    bad_join = {"joins": [{"path": "users.parquet", "on": "user_id", "columns": ["age"]}], "features": [{"columns": ["age"]}]}
+    with pytest.raises(ConfigError, match="YAML reads a bare `on:` as true"):
+        stage.fit(store, stage.FitOptions(write_config(tmp_path, yaml.safe_load(yaml.safe_dump(bad_join).replace("'on'", "on"))), [str(empty)]))
+    assert store.records() == []
