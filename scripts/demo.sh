@@ -16,9 +16,11 @@ step embedtab fit-workflow configs/item.yaml --data sample_data/items.parquet
 step embedtab fit-workflow configs/user.yaml --data sample_data/users.parquet
 step embedtab fit-workflow configs/context.yaml --data sample_data/interactions
 step embedtab fit-workflow configs/interactions.yaml --data 'sample_data/interactions/day_[12].parquet'
-step embedtab transform interactions --data 'sample_data/interactions/day_[12].parquet' --name train
+step embedtab transform interactions --data 'sample_data/interactions/day_[12].parquet' --name train --mask
 step embedtab transform interactions --data sample_data/interactions/day_3.parquet --name valid
 step embedtab transform item --data sample_data/items.parquet --name item-features
+step embedtab fit-workflow configs/session.yaml --data sample_data/interactions
+step embedtab transform session --data sample_data/interactions --name sessions
 
 step embedtab lookup --embeddings text-pca64 --workflow interactions --column item_id --name text-train
 step embedtab lookup --embeddings image-pca16 --workflow interactions --column item_id --name image-train
