@@ -51,7 +51,7 @@ KINDS = ("embeddings", "projections", "workflows", "datasets", "lookups")
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 STAGING = ".staging"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 # Indirection so tests can simulate a crash between the steps of a publication.
 _rename = os.rename
@@ -136,7 +136,7 @@ def now_iso(ts: float | None = None) -> str:
 def check_name(name: str, what: str = "artifact name") -> str:
     if not _NAME.match(name or ""):
         raise UsageError(
-            f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-' (max 128, no '/')"
+            f"invalid {what} {name!r}: use letters, digits, '.', '_', '+' or '-' (max 128, no '/')"
         )
     return name
 

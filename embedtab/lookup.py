@@ -1,49 +1,65 @@
 """`embedtab lookup`: embedding tables indexed by NVTabular's categorified ids.
 
-Row i of the table is the embedding of the item whose Categorify id is i. NVTabular 23.08 reserves
+Row i of a table is the embedding of the item whose Categorify id is i. NVTabular 23.08 reserves
 0 (padding), 1 (null) and 2..2+num_buckets-1 (out-of-vocabulary); the vocabulary follows, and its
-ids are the RangeIndex of `categories/unique.<col>.parquet`. Rows with no embedding (reserved ids,
-items that failed to encode) are zero-filled and flagged `present = false`.
+ids are the RangeIndex of `categories/unique.<col>.parquet`. The vocabulary is read straight from
+that file after the workflow's files are checked against their recorded sha256 -- no unpickling.
 
-Output (lookups/<name>/):
-    table.parquet     cat_id int64, <column> (raw id; null for reserved rows), present bool, embedding
+Rows without an embedding -- reserved ids and vocabulary items that were never encoded -- are
+filled (`--fill zeros`, or `mean` of the present rows; the padding row stays zero) and flagged
+`present = false`.
+
+Output (lookups/<name>/), for one embeddings artifact:
+    table.parquet     cat_id, <column> (raw id; null for reserved rows), present, embedding
     embeddings.npy    float32 (cardinality, dim), for merlin-dataloader's EmbeddingOperator / Triton
-    lookup.json       cardinality, dim, coverage, sources
+With several (`-e image -e text`): present_<src> / embedding_<src> columns and <src>.npy each, or,
+with --concat, one `embeddings.npy` of the vectors side by side (present = all sources present).
+    lookup.json       cardinality, dims, coverage (by_source), fill policy, source fingerprints
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from embedtab import tables
 from embedtab.artifacts import ArtifactRecord, ArtifactStore
 from embedtab.errors import DataError, UsageError
-from embedtab.reduce import read_embeddings
 from embedtab.reporting import SILENT, Reporter
-from embedtab.workflow.stage import categorify_paths, load_workflow, quiet_merlin
 
 NPY = "embeddings.npy"
 TABLE = "table.parquet"
+FILLS = ("zeros", "mean")
+_ROW_GROUP = 65_536
 
 
 @dataclass
 class LookupOptions:
-    embeddings: str
+    embeddings: Sequence[str] | str
     workflow: str
     column: str = "item_id"
     name: str | None = None
     force: bool = False
     trust_workflow: bool = False
+    concat: bool = False
+    fill: str = "zeros"
+    min_coverage: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.embeddings, str):
+            self.embeddings = [self.embeddings]
+        self.embeddings = list(self.embeddings)
 
     @property
     def output_name(self) -> str:
-        return self.name or self.embeddings
+        return self.name or "+".join(self.embeddings)
 
 
 @dataclass
@@ -52,110 +68,229 @@ class LookupResult:
     up_to_date: bool
 
 
-def vocabulary(workflow: Any, column: str) -> tuple[pa.Array, np.ndarray, int]:
-    """(raw values, their categorified ids, cardinality) for `column` of a fitted workflow."""
-    import pandas as pd
-    import nvtabular as nvt
+# ----------------------------------------------------------------------------- vocabulary
+@dataclass
+class Vocabulary:
+    values: pa.Array  # raw ids of the vocabulary
+    ids: np.ndarray  # their categorified ids
+    cardinality: int
 
-    paths = categorify_paths(workflow)
-    if column not in paths:
-        known = ", ".join(sorted(paths)) or "none"
-        raise UsageError(f"the workflow has no Categorify for column {column!r} (categorified columns: {known})")
-    # The encoded id is the frame's RangeIndex, kept in the parquet's pandas metadata.
-    unique = pd.read_parquet(paths[column], columns=[column])
-    unique = unique[unique[column].notna()]
-    cardinality = int(nvt.ops.get_embedding_sizes(workflow)[column][0])
-    ids = unique.index.to_numpy(dtype=np.int64)
+
+def _from_unique_file(path: Path, column: str, cardinality: int) -> Vocabulary:
+    table = pq.read_table(path, columns=[column])
+    meta = pq.read_schema(path).pandas_metadata or {}
+    index = (meta.get("index_columns") or [None])[0]
+    if isinstance(index, dict) and index.get("kind") == "range":
+        ids = np.arange(index["start"], index["stop"], index.get("step", 1), dtype=np.int64)
+    else:  # an index stored as a column
+        name = index if isinstance(index, str) else "__index_level_0__"
+        ids = pq.read_table(path, columns=[name]).column(name).to_numpy().astype(np.int64)
+    values = table.column(column).combine_chunks()
+    keep = values.is_valid()
+    values, ids = values.filter(keep), ids[keep.to_numpy(zero_copy_only=False)]
     if len(ids) and ids.max() >= cardinality:
-        raise DataError(f"categories of {column!r} hold id {ids.max()} beyond the cardinality {cardinality}")
-    return pa.array(unique[column]), ids, cardinality
+        raise DataError(f"{path}: holds id {ids.max()} beyond the recorded cardinality {cardinality}")
+    return Vocabulary(values, ids, cardinality)
 
 
-def align_ids(vocab: pa.Array, emb_ids: pa.Array, column: str) -> tuple[pa.Array, pa.Array]:
-    """Bring both id arrays to one type, only where that loses nothing."""
-    if vocab.type == emb_ids.type:
-        return vocab, emb_ids
+def vocabulary(store: ArtifactStore, workflow: str, column: str, trust: bool) -> tuple[Vocabulary, ArtifactRecord]:
+    record = store.require("workflows", workflow)
+    cards = record.metadata.get("cardinalities", {})
+    if column not in cards:
+        known = ", ".join(sorted(cards)) or "none"
+        raise UsageError(f"workflow {workflow!r} has no Categorify for column {column!r} (categorified columns: {known})")
+    directory = store.path("workflows", workflow) if trust else store.verify(record)
+    unique = directory / "categories" / f"unique.{column}.parquet"
+    if unique.is_file():
+        return _from_unique_file(unique, column, cards[column]["cardinality"]), record
+    # Joint encodings or split vocabularies live elsewhere: ask the (verified) workflow itself.
+    from embedtab.workflow.stage import categorify_paths, load_workflow, quiet_merlin
+
+    loaded, _ = load_workflow(store, workflow, trust=trust)
+    with quiet_merlin():
+        path = categorify_paths(loaded).get(column)
+    if path is None or not Path(path).is_file():
+        raise UsageError(f"workflow {workflow!r}: no single-column vocabulary file for {column!r}")
+    return _from_unique_file(Path(path), column, cards[column]["cardinality"]), record
+
+
+def common_type(vocab: pa.DataType, ids: pa.DataType, column: str) -> pa.DataType | None:
+    """The type both sides are cast to (None: already equal); only where no value can change."""
+    if vocab == ids:
+        return None
     numeric = (pa.types.is_integer, pa.types.is_floating)
-    if any(f(vocab.type) for f in numeric) and any(f(emb_ids.type) for f in numeric):
-        try:
-            return vocab.cast(pa.int64()), emb_ids.cast(pa.int64())  # safe cast: fails on 3.5 or overflow
-        except pa.ArrowInvalid:
-            pass
-    if pa.types.is_string(vocab.type) and pa.types.is_large_string(emb_ids.type) or pa.types.is_large_string(vocab.type) and pa.types.is_string(emb_ids.type):
-        return vocab.cast(pa.large_string()), emb_ids.cast(pa.large_string())
+    if any(f(vocab) for f in numeric) and any(f(ids) for f in numeric):
+        return pa.int64()  # casts are safe casts: 3.5 or an overflow is an error, not a rounding
+    strings = (pa.types.is_string, pa.types.is_large_string)
+    if any(f(vocab) for f in strings) and any(f(ids) for f in strings):
+        return pa.large_string()
     raise DataError(
-        f"{column!r} ids cannot be matched: the workflow's vocabulary is {vocab.type} and the "
-        f"embeddings' ids are {emb_ids.type}; re-encode with ids of the same type"
+        f"{column!r} ids cannot be matched: the workflow's vocabulary is {vocab} and the "
+        f"embeddings' ids are {ids}; re-encode with ids of the same type"
     )
 
 
-def build_table(vocab: pa.Array, cat_ids: np.ndarray, cardinality: int, emb_ids: pa.Array, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, pa.Array, dict[str, Any]]:
-    """Dense (cardinality, dim) matrix, present flags, raw id per row, and coverage numbers."""
+def _cast(values: pa.Array, target: pa.DataType | None, what: str) -> pa.Array:
+    if target is None:
+        return values
+    try:
+        return values.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DataError(f"{what} cannot be converted to {target} without loss ({str(exc).splitlines()[0]})") from None
+
+
+# ----------------------------------------------------------------------------- one source
+@dataclass
+class Filled:
+    name: str
+    matrix: np.ndarray
+    present: np.ndarray
+    coverage: dict[str, Any] = field(default_factory=dict)
+
+
+def _fill_from(store: ArtifactStore, record: ArtifactRecord, vocab: Vocabulary, column: str, fill: str) -> Filled:
     import pandas as pd
 
-    positions = pd.Index(emb_ids.to_pandas()).get_indexer(vocab.to_pandas())  # per vocab entry: row in vectors or -1
-    found = positions >= 0
-    matrix = np.zeros((cardinality, vectors.shape[1]), dtype=np.float32)
-    matrix[cat_ids[found]] = vectors[positions[found]]
-    present = np.zeros(cardinality, dtype=bool)
-    present[cat_ids[found]] = True
-    raw_values = np.empty(cardinality, dtype=object)
-    raw_values[cat_ids] = vocab.to_pylist()
-    in_vocab = set(vocab.to_pylist())
-    not_in_vocab = [v for v in emb_ids.to_pylist() if v not in in_vocab]
+    directory = store.path("embeddings", record.name)
+    id_column = record.metadata.get("id_column", "item_id")
+    dim = int(record.metadata.get("dim", 0))
+    first = tables.part_files(directory)
+    if not first:
+        raise DataError(f"embeddings {record.name!r} have no rows")
+    target = common_type(vocab.values.type, pq.read_schema(first[0]).field(id_column).type, column)
+    index = pd.Index(_cast(vocab.values, target, f"the vocabulary of {column!r}").to_pandas())
+    matrix = np.zeros((vocab.cardinality, dim), np.float32)
+    present = np.zeros(vocab.cardinality, bool)
+    outside, outside_examples = 0, []
+    for ids, x, path in tables.iter_embeddings(directory, id_column):
+        if x.shape[1] != dim:
+            raise DataError(f"{path}: {x.shape[1]} dims, the artifact records {dim}")
+        positions = index.get_indexer(_cast(ids, target, f"ids in {path.name}").to_pandas())
+        found = positions >= 0
+        cat = vocab.ids[positions[found]]
+        matrix[cat] = x[found]
+        present[cat] = True
+        if not found.all():
+            outside += int((~found).sum())
+            outside_examples.extend(ids.filter(pa.array(~found)).to_pylist()[: 5 - len(outside_examples)])
+    in_vocab = present[vocab.ids]
     coverage = {
-        "vocabulary": int(len(vocab)),
-        "with_embedding": int(found.sum()),
-        "coverage": round(float(found.mean()) if len(vocab) else 0.0, 6),
-        "missing_examples": vocab.filter(pa.array(~found)).to_pylist()[:10],
-        "embeddings_not_in_vocabulary": len(not_in_vocab),
-        "not_in_vocabulary_examples": not_in_vocab[:10],
+        "vocabulary": int(len(vocab.ids)),
+        "with_embedding": int(in_vocab.sum()),
+        "coverage": round(float(in_vocab.mean()) if len(in_vocab) else 0.0, 6),
+        "missing_examples": vocab.values.filter(pa.array(~in_vocab)).to_pylist()[:5],
+        "embeddings_not_in_vocabulary": outside,
+        "not_in_vocabulary_examples": outside_examples,
     }
-    return matrix, present, pa.array(raw_values.tolist(), type=vocab.type), coverage
+    if fill == "mean" and present.any():
+        mean = matrix[present].mean(axis=0)
+        matrix[~present] = mean
+        matrix[0] = 0.0  # padding stays zero
+    return Filled(record.name, matrix, present, coverage)
 
 
+def _write_table(path: Path, column: str, vocab: Vocabulary, columns: dict[str, Any]) -> None:
+    """table.parquet in row groups, so writing it never holds a second copy of the vectors."""
+    raw = np.empty(vocab.cardinality, dtype=object)
+    raw[vocab.ids] = vocab.values.to_pylist()
+    raw_ids = pa.array(raw.tolist(), type=vocab.values.type)
+    writer = None
+    try:
+        for start in range(0, vocab.cardinality, _ROW_GROUP):
+            stop = min(start + _ROW_GROUP, vocab.cardinality)
+            data = {"cat_id": pa.array(np.arange(start, stop, dtype=np.int64)), column: raw_ids.slice(start, stop - start)}
+            for name, value in columns.items():
+                chunk = value[start:stop]
+                data[name] = tables.embedding_column(chunk) if chunk.ndim == 2 else pa.array(chunk)
+            table = pa.table(data)
+            if writer is None:
+                embedding_cols = [n for n in table.column_names if n.startswith(tables.EMBEDDING)]
+                others = [n for n in table.column_names if n not in embedding_cols]
+                writer = pq.ParquetWriter(path, table.schema, compression={**{n: "zstd" for n in others}, **{n: "none" for n in embedding_cols}},
+                                          use_dictionary=others)
+            writer.write_table(table, row_group_size=_ROW_GROUP)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+# ----------------------------------------------------------------------------- run
 def run(store: ArtifactStore, options: LookupOptions, reporter: Reporter = SILENT) -> LookupResult:
-    emb_record = store.require("embeddings", options.embeddings)
+    if options.fill not in FILLS:
+        raise UsageError(f"invalid --fill {options.fill!r}: use zeros or mean")
+    if not 0 <= options.min_coverage <= 1:
+        raise UsageError("--min-coverage is a share between 0 and 1, e.g. 0.95")
+    if len(set(options.embeddings)) != len(options.embeddings):
+        raise UsageError("the same --embeddings artifact is given twice")
+    sources = [store.require("embeddings", name) for name in options.embeddings]
     wf_record = store.require("workflows", options.workflow)
-    params = {"embeddings": options.embeddings, "workflow": options.workflow, "column": options.column}
+    params = {"embeddings": options.embeddings, "workflow": options.workflow, "column": options.column,
+              "concat": options.concat, "fill": options.fill, "min_coverage": options.min_coverage}
     plan = store.plan(
-        "lookups", options.output_name, "lookup", params, input_artifacts=[wf_record, emb_record],
-        force=options.force, packages=("numpy", "pyarrow", "nvtabular"), refresh=True,
+        "lookups", options.output_name, "lookup", params, input_artifacts=[wf_record, *sources],
+        force=options.force, packages=("numpy", "pyarrow", "pandas"), refresh=True,
     )
     if plan.up_to_date:
         return LookupResult(plan.existing, True)
     started = time.time()
-    workflow, _ = load_workflow(store, options.workflow, trust=options.trust_workflow)
-    with quiet_merlin():
-        vocab, cat_ids, cardinality = vocabulary(workflow, options.column)
-    emb_ids, vectors, _ = read_embeddings(store, emb_record)
-    vocab, emb_ids = align_ids(vocab, emb_ids, options.column)
-    matrix, present, raw, coverage = build_table(vocab, cat_ids, cardinality, emb_ids, vectors)
-    if coverage["with_embedding"] == 0:
-        raise DataError(
-            f"no id of embeddings {options.embeddings!r} is in the vocabulary of {options.column!r} "
-            f"(e.g. {coverage['not_in_vocabulary_examples'][:3]} vs {coverage['missing_examples'][:3]})"
-        )
-    dim = int(matrix.shape[1])
+    vocab, _ = vocabulary(store, options.workflow, options.column, options.trust_workflow)
+    filled = []
+    with reporter.progress("filling lookup tables", total=len(sources), unit="sources") as advance:
+        for record in sources:
+            filled.append(_fill_from(store, record, vocab, options.column, options.fill))
+            advance(1)
+    for item in filled:
+        cov = item.coverage
+        if cov["with_embedding"] == 0:
+            raise DataError(
+                f"no id of embeddings {item.name!r} is in the vocabulary of {options.column!r} "
+                f"(e.g. {cov['not_in_vocabulary_examples'][:3]} vs vocabulary {vocab.values.to_pylist()[:3]})"
+            )
+        if cov["coverage"] < options.min_coverage:
+            raise DataError(
+                f"embeddings {item.name!r} cover {cov['with_embedding']:,} of {cov['vocabulary']:,} {options.column} values "
+                f"({cov['coverage']:.1%} < --min-coverage {options.min_coverage:.1%}); missing e.g. {cov['missing_examples']}; "
+                f"{cov['embeddings_not_in_vocabulary']:,} embeddings have ids outside the vocabulary, e.g. {cov['not_in_vocabulary_examples']}"
+            )
+    single = len(filled) == 1
+    dims = {item.name: int(item.matrix.shape[1]) for item in filled}
     metadata = {
         "column": options.column,
-        "cardinality": cardinality,
-        "dim": dim,
-        "fill": "zeros",
-        "reserved_ids": int(cardinality - len(vocab)),
-        **coverage,
-        "sources": {"embeddings": emb_record.fingerprint, "workflow": wf_record.fingerprint},
+        "cardinality": vocab.cardinality,
+        "vocabulary": int(len(vocab.ids)),
+        "reserved_ids": int(vocab.cardinality - len(vocab.ids)),
+        "dim": sum(dims.values()) if options.concat or single else None,
+        "dims": dims,
+        "concat": options.concat,
+        "fill": options.fill,
+        "by_source": {item.name: item.coverage for item in filled},
+        "sources": {"workflow": wf_record.fingerprint, **{r.name: r.fingerprint for r in sources}},
     }
+    if single:  # the headline numbers, flat, for the common one-source case
+        metadata.update({k: filled[0].coverage[k] for k in ("with_embedding", "coverage", "missing_examples")})
     with store.staging(plan) as staging:
-        table = pa.table({"cat_id": pa.array(np.arange(cardinality, dtype=np.int64)), options.column: raw, "present": pa.array(present)})
-        table = table.append_column(tables.EMBEDDING, tables.embedding_column(matrix))
-        tables.write_parquet(table, staging / TABLE)
-        np.save(staging / NPY, matrix)
+        columns: dict[str, Any] = {}
+        if single or options.concat:
+            matrix = filled[0].matrix if single else np.hstack([f.matrix for f in filled])
+            present = np.logical_and.reduce([f.present for f in filled])
+            np.save(staging / NPY, matrix)
+            columns["present"] = present
+            if not single:
+                columns.update({f"present_{f.name}": f.present for f in filled})
+            columns[tables.EMBEDDING] = matrix
+        else:
+            for f in filled:
+                np.save(staging / f"{f.name}.npy", f.matrix)
+                columns[f"present_{f.name}"] = f.present
+                columns[f"{tables.EMBEDDING}_{f.name}"] = f.matrix
+        _write_table(staging / TABLE, options.column, vocab, columns)
         (staging / "lookup.json").write_text(json.dumps(metadata, indent=2, default=str))
         record = store.publish(plan, staging, metadata=metadata, summary={"seconds": round(time.time() - started, 3)})
-    if coverage["missing_examples"]:
-        reporter.warn(
-            f"{coverage['vocabulary'] - coverage['with_embedding']} of {coverage['vocabulary']} {options.column} values "
-            f"have no embedding (zero rows, present=false), e.g. {coverage['missing_examples'][:3]}"
-        )
+    for item in filled:
+        cov = item.coverage
+        if cov["missing_examples"]:
+            reporter.warn(
+                f"{item.name}: {cov['vocabulary'] - cov['with_embedding']} of {cov['vocabulary']} {options.column} values "
+                f"have no embedding ({options.fill}, present=false), e.g. {cov['missing_examples'][:3]}"
+            )
     return LookupResult(record, False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -67,7 +67,14 @@ def vectors(table: pa.Table, column: str = EMBEDDING) -> np.ndarray:
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path, compression="zstd")
+    """zstd for ordinary columns; float vectors stored plain (they barely compress, and dictionary
+    or zstd decoding would triple read time), in row groups small enough to decode in parallel."""
+    if EMBEDDING not in table.column_names:
+        pq.write_table(table, path, compression="zstd")
+        return
+    others = [c for c in table.column_names if c != EMBEDDING]
+    compression = {c: "zstd" for c in others} | {EMBEDDING: "none"}
+    pq.write_table(table, path, compression=compression, use_dictionary=others, row_group_size=16_384)
 
 
 def part_name(index: int) -> str:
@@ -84,3 +91,20 @@ def parquet_rows(path: Path) -> int:
 
 def read_parts(files: Iterable[Path], columns: Sequence[str] | None = None) -> pa.Table:
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+
+def iter_embeddings(directory: Path, id_column: str) -> Iterator[tuple[pa.Array, np.ndarray, Path]]:
+    """(ids, (rows, dim) float32 vectors, file) per part of an embeddings folder, in order.
+
+    All parts must agree on the dim: a mismatch is reported with the file that breaks it.
+    """
+    dim = None
+    for path in part_files(directory):
+        table = pq.read_table(path, columns=[id_column, EMBEDDING])
+        kind = table.schema.field(EMBEDDING).type
+        if not pa.types.is_fixed_size_list(kind):
+            raise DataError(f"{path}: column {EMBEDDING!r} is {kind}, expected a fixed-size list of float32")
+        if dim is not None and kind.list_size != dim:
+            raise DataError(f"{path}: embeddings have {kind.list_size} dims, earlier parts have {dim}")
+        dim = kind.list_size
+        yield table.column(id_column).combine_chunks(), vectors(table), path

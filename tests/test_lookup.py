@@ -119,8 +119,82 @@ def test_column_without_categorify_and_unmatched_ids(store, sample, tmp_path):
     assert store.get("lookups", "strs") is None
 
 
-def test_align_ids_is_lossless_only():
-    vocab, emb = lookup.align_ids(pa.array([1.0, 2.0]), pa.array([1, 2], type=pa.int32()), "item_id")
-    assert vocab.type == emb.type == pa.int64()
-    with pytest.raises(DataError):
-        lookup.align_ids(pa.array([1.5]), pa.array([1]), "item_id")
+def test_id_types_are_coerced_only_when_lossless():
+    assert lookup.common_type(pa.float64(), pa.int32(), "item_id") == pa.int64()
+    assert lookup.common_type(pa.string(), pa.large_string(), "item_id") == pa.large_string()
+    assert lookup.common_type(pa.int64(), pa.int64(), "item_id") is None
+    with pytest.raises(DataError, match="cannot be converted to int64 without loss"):
+        lookup._cast(pa.array([1.5]), pa.int64(), "the vocabulary")
+    with pytest.raises(DataError, match="vocabulary is int64 and the embeddings' ids are string"):
+        lookup.common_type(pa.int64(), pa.string(), "item_id")
+
+
+@pytest.fixture
+def item_store(store, sample):
+    from embedtab.workflow import stage
+    from tests.conftest import CONFIGS
+
+    stage.fit(store, stage.FitOptions(str(CONFIGS / "item.yaml"), [str(sample / "items.parquet")]))
+    ids = pq.read_table(sample / "items.parquet").column("item_id").to_pylist()
+    rng = np.random.default_rng(0)
+    put_embeddings(store, "image", pa.array(ids[:150]), rng.normal(size=(150, 4)).astype(np.float32))
+    put_embeddings(store, "text", pa.array(ids[50:] + [1, 2]), rng.normal(size=(152, 3)).astype(np.float32))
+    return store, ids
+
+
+def test_several_sources_one_table_each_or_concatenated(item_store):
+    store, ids = item_store
+    separate = lookup.run(store, lookup.LookupOptions(["image", "text"], "item"))
+    directory = store.path("lookups", "image+text")
+    image, text = np.load(directory / "image.npy"), np.load(directory / "text.npy")
+    assert image.shape == (203, 4) and text.shape == (203, 3) and not (directory / "embeddings.npy").exists()
+    table = pq.read_table(directory / "table.parquet")
+    assert {"present_image", "present_text", "embedding_image", "embedding_text"} <= set(table.column_names)
+    cov = separate.record.metadata["by_source"]
+    assert (cov["image"]["with_embedding"], cov["text"]["with_embedding"]) == (150, 150)
+    assert cov["text"]["embeddings_not_in_vocabulary"] == 2 and cov["text"]["not_in_vocabulary_examples"] == [1, 2]
+
+    joined = lookup.run(store, lookup.LookupOptions(["image", "text"], "item", concat=True, name="both"))
+    both = np.load(store.path("lookups", "both") / "embeddings.npy")
+    np.testing.assert_array_equal(both, np.hstack([image, text]))
+    present = np.array(pq.read_table(store.path("lookups", "both") / "table.parquet").column("present").to_pylist())
+    assert present.sum() == 100  # items 50..149 have both
+    assert joined.record.metadata["dim"] == 7
+
+
+def test_fill_mean_keeps_padding_zero_and_flags_rows(item_store):
+    store, ids = item_store
+    result = lookup.run(store, lookup.LookupOptions(["image"], "item", fill="mean", name="m"))
+    matrix = np.load(store.path("lookups", "m") / "embeddings.npy")
+    table = pq.read_table(store.path("lookups", "m") / "table.parquet")
+    present = np.array(table.column("present").to_pylist())
+    mean = matrix[present].mean(axis=0)
+    assert not matrix[0].any()  # padding
+    np.testing.assert_allclose(matrix[1], mean, rtol=1e-6)  # null and OOV rows get the mean
+    np.testing.assert_allclose(matrix[~present][1:], np.tile(mean, ((~present).sum() - 1, 1)), rtol=1e-6)
+    assert result.record.metadata["fill"] == "mean"
+
+
+def test_min_coverage_refuses_with_examples(item_store):
+    store, ids = item_store
+    with pytest.raises(DataError, match=r"embeddings 'image' cover 150 of 200 item_id values \(75.0% < --min-coverage 90.0%\); missing e.g. \[\d+"):
+        lookup.run(store, lookup.LookupOptions(["image"], "item", min_coverage=0.9))
+    assert store.get("lookups", "image") is None
+
+
+def test_hash_buckets_reserve_several_oov_rows(store, sample, tmp_path):
+    import yaml
+
+    from embedtab.workflow import stage
+
+    config = tmp_path / "wf.yaml"
+    config.write_text(yaml.safe_dump({"features": [{"columns": ["item_id"], "ops": [{"categorify": {"num_buckets": 4, "max_size": 100}}]}]}))
+    stage.fit(store, stage.FitOptions(str(config), [str(sample / "items.parquet")], name="buckets"))
+    ids = pq.read_table(sample / "items.parquet").column("item_id").to_pylist()
+    put_embeddings(store, "e", pa.array(ids), np.ones((len(ids), 2), np.float32))
+    result = lookup.run(store, lookup.LookupOptions(["e"], "buckets"))
+    table = pq.read_table(store.path("lookups", "e") / "table.parquet")
+    assert result.record.metadata["reserved_ids"] == 6  # pad, null, 4 OOV buckets
+    assert table.column("item_id").to_pylist()[:6] == [None] * 6
+    assert table.column("present").to_pylist()[:6] == [False] * 6
+    assert (result.record.metadata["vocabulary"], result.record.metadata["cardinality"]) == (94, 100)  # max_size counts the reserved rows

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -10,10 +10,17 @@ from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonO
 
 
 def lookup(
-    embeddings: Annotated[str, typer.Option("--embeddings", "-e", help="Embeddings artifact name.", show_default=False)],
+    embeddings: Annotated[
+        List[str], typer.Option("--embeddings", "-e", help="Embeddings artifact name (repeat for several, e.g. image and text).", show_default=False)
+    ],
     workflow: Annotated[str, typer.Option("--workflow", "-w", help="Fitted workflow whose Categorify ids index the table.", show_default=False)],
     column: Annotated[str, typer.Option("--column", "-c", help="Categorified id column.")] = "item_id",
-    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Lookup artifact name (default: the embeddings' name).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Lookup artifact name (default: the embeddings' names joined by '+').")] = None,
+    concat: Annotated[bool, typer.Option("--concat", help="Several sources: one table of their vectors side by side (else one table each).")] = False,
+    fill: Annotated[str, typer.Option("--fill", help="Rows without an embedding: zeros, or the mean of present rows (padding stays zero).")] = "zeros",
+    min_coverage: Annotated[
+        float, typer.Option("--min-coverage", help="Fail (nothing written) when a source covers less of the vocabulary, e.g. 0.95.")
+    ] = 0.0,
     trust_workflow: Annotated[
         bool, typer.Option("--trust-workflow", help="Load the workflow without checking its recorded sha256s.")
     ] = False,
@@ -25,19 +32,24 @@ def lookup(
 
     Writes table.parquet (cat_id, raw id, present, embedding) and a dense embeddings.npy for
     merlin-dataloader's EmbeddingOperator or Triton. Rows 0 (pad), 1 (null) and the OOV slots,
-    and items without an embedding, are zeros with present = false.
+    and items without an embedding, are filled (--fill) with present = false. Rebuilt when the
+    workflow or the embeddings change; `embedtab status` marks it stale until then.
 
     [bold]Examples[/bold]
 
       embedtab lookup --embeddings text-pca64 --workflow interactions --column item_id
+
+      embedtab lookup -e image-pca16 -e text-pca64 -w item --concat --fill mean --min-coverage 0.95
     """
     from embedtab.lookup import LookupOptions, run
 
-    result = run(open_store(artifacts), LookupOptions(embeddings, workflow, column, name, force, trust_workflow), reporter())
+    options = LookupOptions(embeddings, workflow, column, name, force, trust_workflow, concat, fill, min_coverage)
+    result = run(open_store(artifacts), options, reporter())
     m = result.record.metadata
-    report_result(
-        result.record, result.up_to_date, as_json,
-        [f"{m['cardinality']:,} rows x {m['dim']} dims; {m['with_embedding']:,} of {m['vocabulary']:,} "
-         f"vocabulary ids have an embedding ({m['coverage']:.1%})",
-         f"dense table: lookups/{result.record.name}/embeddings.npy"],
-    )
+    lines = [f"{m['cardinality']:,} rows ({m['reserved_ids']} reserved) x {m['dim'] if m['dim'] else m['dims']} dims, fill {m['fill']}"]
+    for source, cov in m["by_source"].items():
+        lines.append(f"{source}: {cov['with_embedding']:,} of {cov['vocabulary']:,} vocabulary ids have an embedding ({cov['coverage']:.1%}); "
+                     f"{cov['embeddings_not_in_vocabulary']:,} embeddings outside the vocabulary")
+    files = ["embeddings.npy"] if m["dim"] else [f"{s}.npy" for s in m["dims"]]
+    lines.append("dense tables: " + ", ".join(f"lookups/{result.record.name}/{f}" for f in files))
+    report_result(result.record, result.up_to_date, as_json, lines)

@@ -6,41 +6,74 @@ from typing import Annotated, Optional
 
 import typer
 
-from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, emit_json, open_store, reporter, report_result
+from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, emit_json, open_store, report_result, reporter
 
 
 def reduce(
-    source: Annotated[str, typer.Argument(help="Name of the embeddings artifact to reduce.", show_default=False)],
-    dims: Annotated[int, typer.Option("--dims", "-d", help="Output dimensions.")] = 64,
+    source: Annotated[str, typer.Argument(help="Name of the embeddings artifact to reduce (or, with --apply, to project).", show_default=False)],
+    dims: Annotated[Optional[int], typer.Option("--dims", "-d", help="Output dimensions (default 64 unless --variance).")] = None,
+    variance: Annotated[
+        Optional[float], typer.Option("--variance", help="Instead of --dims: the fewest dims explaining this share, e.g. 0.95.")
+    ] = None,
     name: Annotated[
         Optional[str], typer.Option("--name", "-n", help="Output name for the projection and the embeddings (default: SOURCE-pcaDIMS).")
     ] = None,
-    backend: Annotated[str, typer.Option("--backend", help="auto (cuML with a GPU, else scikit-learn), sklearn or cuml.")] = "auto",
+    backend: Annotated[
+        str, typer.Option("--backend", help="auto (cuML on GPU; scikit-learn for small inputs; else streaming), sklearn, cuml or streaming.")
+    ] = "auto",
     whiten: Annotated[bool, typer.Option("--whiten", help="Scale components to unit variance.")] = False,
+    normalize: Annotated[
+        bool,
+        typer.Option("--normalize", help="L2-normalize after projecting: use it when the consumer compares vectors by cosine or dot product (retrieval, FAISS); leave it off for features fed to a model."),
+    ] = False,
+    fit_on: Annotated[
+        Optional[str], typer.Option("--fit-on", help="Fit on a random sample of N rows, or on another embeddings artifact; transform all rows.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the --fit-on sample.")] = 0,
+    apply: Annotated[
+        Optional[str], typer.Option("--apply", help="Project SOURCE with this saved projection instead of fitting (new items, same space).")
+    ] = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
 ) -> None:
     """Fit PCA on an embeddings artifact; save the projection and the reduced embeddings.
 
+    Exact PCA (scikit-learn, cuML, or a one-pass streaming fit for inputs larger than memory), with
+    a fixed sign convention so CPU and GPU agree. The projection is saved without pickle and can be
+    re-applied to new items with --apply.
+
     [bold]Examples[/bold]
 
       embedtab reduce text --dims 64            # -> projections/text-pca64, embeddings/text-pca64
 
-      embedtab reduce image -d 32 --name image-small --backend sklearn
-    """
-    from embedtab.reduce import ReduceOptions, run
+      embedtab reduce image --variance 0.95 --fit-on 100000 --backend streaming
 
-    result = run(open_store(artifacts), ReduceOptions(source, dims, name, backend, whiten, force), reporter())
+      embedtab reduce image-new --apply image-pca64 --name image-new-pca64
+    """
+    from embedtab.reduce import ReduceOptions, apply as apply_projection, run
+
+    store = open_store(artifacts)
+    if apply:
+        if dims or variance or fit_on or whiten or normalize:
+            raise typer.BadParameter("--apply reuses the saved projection; drop --dims/--variance/--fit-on/--whiten/--normalize", param_hint="--apply")
+        record, up_to_date = apply_projection(store, apply, source, name, force, reporter())
+        report_result(record, up_to_date, as_json, [f"{record.summary.get('rows', 0):,} rows projected with projections/{apply}"])
+        return
+    options = ReduceOptions(source, dims if dims is not None or variance is not None else 64, name, backend, whiten,
+                            normalize, variance, fit_on, seed, force)
+    result = run(store, options, reporter())
     if as_json:
         emit_json({"up_to_date": result.up_to_date, "projection": result.projection.model_dump(), "embeddings": result.embeddings.model_dump()})
         return
     info = result.projection.metadata
+    curve = "  ".join(f"{k}:{v:.0%}" for k, v in info.get("explained_variance_curve", {}).items())
     report_result(
         result.embeddings, result.up_to_date, False,
         [
             f"{info['input_dim']} -> {info['dims']} dims with {info['backend']}: "
             f"{info['explained_variance_ratio_total']:.1%} of the variance kept",
-            f"projection saved as projections/{result.projection.name} (re-applicable to new items)",
+            f"cumulative variance by dims: {curve}",
+            f"projection saved as projections/{result.projection.name} (re-apply with --apply {result.projection.name})",
         ],
     )

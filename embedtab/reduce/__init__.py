@@ -1,0 +1,7 @@
+"""PCA of embeddings artifacts with saved, re-appliable projections (see stage.py)."""
+
+from embedtab.reduce.pca import Covariance, Projection, Spectrum, fix_signs
+from embedtab.reduce.stage import BACKENDS, ReduceOptions, ReduceResult, apply, choose_backend, run
+
+__all__ = ["BACKENDS", "Covariance", "Projection", "ReduceOptions", "ReduceResult", "Spectrum", "apply",
+           "choose_backend", "fix_signs", "run"]

@@ -1,0 +1,280 @@
+"""`embedtab reduce`: PCA of an embeddings artifact, with a saved, re-appliable projection.
+
+A fit writes two artifacts:
+    projections/<name>/   projection.npz (mean, components, explained variance, whiten, normalize;
+                          no pickle) + projection.json (dims, backend, source fingerprint, curve)
+    embeddings/<name>/    the source's ids with the reduced `embedding`, part for part
+
+`--apply` projects another embeddings artifact with a saved projection (the daily new items).
+Reading, fitting (streaming backend) and transforming go part by part, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from embedtab import tables
+from embedtab.artifacts import ArtifactRecord, ArtifactStore
+from embedtab.device import array_module, gpu_arrays_available, to_numpy
+from embedtab.errors import DataError, UsageError
+from embedtab.reduce.pca import Covariance, Projection, Spectrum, fit_cuml, fit_sklearn
+from embedtab.reporting import SILENT, Reporter
+
+BACKENDS = ("auto", "sklearn", "cuml", "streaming")
+IN_MEMORY_LIMIT = 256 * 2**20  # auto: inputs above this (as float32) stream on the CPU
+_PACKAGES = ("numpy", "scikit-learn", "cuml", "cupy")
+
+
+@dataclass
+class ReduceOptions:
+    source: str
+    dims: int | None = 64
+    name: str | None = None
+    backend: str = "auto"
+    whiten: bool = False
+    normalize: bool = False
+    variance: float | None = None  # instead of dims: the smallest dims reaching this share
+    fit_on: str | None = None  # a sample size ("100000") or another embeddings artifact
+    seed: int = 0
+    force: bool = False
+
+    @property
+    def output_name(self) -> str:
+        if self.name:
+            return self.name
+        return f"{self.source}-pca{self.dims}" if self.variance is None else f"{self.source}-pca{round(self.variance * 100)}pct"
+
+
+@dataclass
+class ReduceResult:
+    projection: ArtifactRecord
+    embeddings: ArtifactRecord
+    up_to_date: bool
+
+
+# ----------------------------------------------------------------------------- inputs
+def _id_column(record: ArtifactRecord) -> str:
+    return record.metadata.get("id_column", "item_id")
+
+
+def _parts(store: ArtifactStore, record: ArtifactRecord) -> Iterator[tuple[pa.Array, np.ndarray, Path]]:
+    return tables.iter_embeddings(store.path(record.kind, record.name), _id_column(record))
+
+
+class _Finite:
+    """Counts rows with NaN/inf while streaming; reports the first ids."""
+
+    def __init__(self, name: str):
+        self.name, self.bad, self.first = name, 0, []
+
+    def check(self, ids: pa.Array, x: np.ndarray) -> None:
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            self.bad += int(bad.sum())
+            self.first.extend(ids.filter(pa.array(bad)).to_pylist()[: 5 - len(self.first)])
+
+    def raise_if_bad(self) -> None:
+        if self.bad:
+            raise DataError(f"embeddings {self.name!r}: {self.bad} rows hold NaN or inf (ids {self.first}); nothing was written")
+
+
+def choose_backend(requested: str, nbytes: int) -> str:
+    if requested not in BACKENDS:
+        raise UsageError(f"invalid --backend {requested!r}: use {', '.join(BACKENDS)}")
+    gpu = gpu_arrays_available() and _cuml_importable()
+    if requested == "cuml" and not gpu:
+        raise UsageError("--backend cuml needs cuML and a CUDA device; use --backend sklearn or streaming")
+    if requested != "auto":
+        return requested
+    if gpu:
+        import cupy
+
+        free, _ = cupy.cuda.runtime.memGetInfo()
+        return "cuml" if nbytes * 4 < free else "streaming"  # float64 copy plus work space
+    return "sklearn" if nbytes <= IN_MEMORY_LIMIT else "streaming"
+
+
+def _cuml_importable() -> bool:
+    try:
+        import cuml  # noqa: F401
+
+        return True
+    except Exception:
+        return False
+
+
+def _sample_rows(total: int, size: int, seed: int) -> np.ndarray | None:
+    if size >= total:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(total, size=size, replace=False))
+
+
+def _fit(store: ArtifactStore, fit_record: ArtifactRecord, sample: np.ndarray | None, backend: str,
+         dim: int, reporter: Reporter) -> Spectrum:
+    """One pass over the fit input: streamed into a Covariance, or gathered for an in-memory fit."""
+    finite = _Finite(fit_record.name)
+    use_gpu = backend in ("cuml",) or (backend == "streaming" and gpu_arrays_available())
+    covariance = Covariance(dim, array_module(use_gpu)) if backend == "streaming" else None
+    gathered: list[np.ndarray] = []
+    offset = 0
+    with reporter.progress("fitting PCA", total=fit_record.rows(prefix="part-"), unit="rows") as advance:
+        for ids, x, _ in _parts(store, fit_record):
+            size = len(x)
+            if sample is not None:
+                local = sample[(sample >= offset) & (sample < offset + size)] - offset
+                ids, x = ids.take(pa.array(local)), x[local]
+            offset += size
+            finite.check(ids, x)
+            if finite.bad:  # the fit will be refused; keep counting, stop computing
+                advance(size)
+                continue
+            if covariance is not None:
+                covariance.add(x)
+            else:
+                gathered.append(x)
+            advance(size)
+    finite.raise_if_bad()
+    if covariance is not None:
+        return covariance.spectrum()
+    data = np.concatenate(gathered) if gathered else np.zeros((0, dim), np.float32)
+    return fit_cuml(data) if backend == "cuml" else fit_sklearn(data)
+
+
+# ----------------------------------------------------------------------------- transform
+def _transform(store: ArtifactStore, source: ArtifactRecord, projection: Projection, staging: Path,
+               use_gpu: bool, reporter: Reporter) -> int:
+    """Project the source part by part into staging; returns rows written."""
+    xp = array_module(use_gpu)
+    finite = _Finite(source.name)
+    rows = 0
+    id_name = _id_column(source)
+    with reporter.progress("projecting", total=source.rows(prefix="part-"), unit="rows") as advance:
+        for index, (ids, x, _) in enumerate(_parts(store, source)):
+            if x.shape[1] != projection.input_dim:
+                raise DataError(f"embeddings {source.name!r} have {x.shape[1]} dims; the projection expects {projection.input_dim}")
+            finite.check(ids, x)
+            reduced = to_numpy(projection.transform(x, xp))
+            tables.write_parquet(tables.embeddings_table(id_name, ids, reduced), staging / tables.part_name(index))
+            rows += len(ids)
+            advance(len(ids))
+    finite.raise_if_bad()
+    if rows == 0:
+        raise DataError(f"embeddings {source.name!r} have no rows")
+    return rows
+
+
+def _curve(ratio: np.ndarray) -> dict[str, float]:
+    """Cumulative explained variance at 1, 2, 4, ... components and at the chosen count."""
+    cumulative = np.cumsum(ratio)
+    points = sorted({min(2**i, len(ratio)) for i in range(int(np.log2(max(len(ratio), 1))) + 1)} | {len(ratio)})
+    return {str(k): round(float(cumulative[k - 1]), 4) for k in points}
+
+
+def _embeddings_meta(source: ArtifactRecord, projection_name: str, projection: Projection) -> dict[str, Any]:
+    return {"id_column": _id_column(source), "id_type": source.metadata.get("id_type"), "dim": projection.dims,
+            "projection": projection_name, "normalize": projection.normalize,
+            "explained_variance_ratio_total": round(float(projection.explained_variance_ratio.sum()), 6),
+            "source": source.name}
+
+
+# ----------------------------------------------------------------------------- entry points
+def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILENT) -> ReduceResult:
+    source = store.require("embeddings", options.source)
+    in_dim = int(source.metadata.get("dim", 0))
+    fit_record, sample_size = source, None
+    if options.fit_on:
+        if options.fit_on.isdigit():
+            sample_size = int(options.fit_on)
+            if sample_size < 2:
+                raise UsageError("--fit-on needs a sample of at least 2 rows")
+        else:
+            fit_record = store.require("embeddings", options.fit_on)
+            if int(fit_record.metadata.get("dim", 0)) != in_dim:
+                raise DataError(f"--fit-on {options.fit_on!r} has {fit_record.metadata.get('dim')} dims, {options.source!r} has {in_dim}")
+    total = fit_record.rows(prefix="part-")
+    fit_rows = min(total, sample_size) if sample_size else total
+    if fit_rows == 0:
+        raise DataError(f"embeddings {fit_record.name!r} have no rows")
+    if (options.dims is None) == (options.variance is None):
+        raise UsageError("give either --dims or --variance")
+    if options.variance is not None and not 0 < options.variance <= 1:
+        raise UsageError(f"--variance {options.variance} must be in (0, 1], e.g. 0.95")
+    if options.dims is not None:
+        if options.dims < 1 or options.dims >= in_dim:
+            raise UsageError(f"--dims {options.dims} must be between 1 and {in_dim - 1} (the input has {in_dim} dims)")
+        if options.dims >= fit_rows:
+            raise UsageError(f"--dims {options.dims} needs more than {options.dims} rows to fit on; there are {fit_rows}")
+    backend = choose_backend(options.backend, fit_rows * in_dim * 4)
+    name = options.output_name
+    params = {"source": options.source, "dims": options.dims, "variance": options.variance, "whiten": options.whiten,
+              "normalize": options.normalize, "fit_on": options.fit_on, "seed": options.seed, "method": "pca-exact"}
+    fit_inputs = [source] if fit_record is source else [source, fit_record]
+    proj_plan = store.plan("projections", name, "reduce fit", params, input_artifacts=fit_inputs, force=options.force, packages=_PACKAGES)
+    emb_plan = store.plan("embeddings", name, "reduce transform", params, input_artifacts=fit_inputs, force=options.force, packages=_PACKAGES)
+    if proj_plan.up_to_date and emb_plan.up_to_date:
+        return ReduceResult(proj_plan.existing, emb_plan.existing, True)
+
+    reporter.info(f"fitting PCA on {fit_rows:,} x {in_dim} ({'sample of ' + options.source if sample_size else fit_record.name}) with {backend}")
+    started = time.time()
+    spectrum = _fit(store, fit_record, _sample_rows(total, sample_size, options.seed) if sample_size else None, backend, in_dim, reporter)
+    dims = options.dims if options.dims is not None else spectrum.dims_for(options.variance)
+    if dims >= in_dim and options.variance is not None:
+        dims = in_dim  # reaching that share needs every component: keep them all
+    projection = spectrum.projection(dims, options.whiten, options.normalize)
+    fit_seconds = time.time() - started
+    kept = float(projection.explained_variance_ratio.sum())
+    info = {
+        "dims": dims, "input_dim": in_dim, "whiten": options.whiten, "normalize": options.normalize, "backend": backend,
+        "source": {"name": source.name, "fingerprint": source.fingerprint},
+        "fit_on": {"name": fit_record.name, "fingerprint": fit_record.fingerprint, "rows": spectrum.rows,
+                   "sample": sample_size, "seed": options.seed if sample_size else None},
+        "explained_variance_ratio_total": round(kept, 6),
+        "explained_variance_ratio": [round(float(v), 6) for v in projection.explained_variance_ratio],
+        "explained_variance_curve": _curve(projection.explained_variance_ratio),
+    }
+    device = "cuda" if backend == "cuml" or (backend == "streaming" and gpu_arrays_available()) else "cpu"
+    # Transform first, publish both after: a NaN in the rows to transform leaves nothing behind.
+    with store.staging(proj_plan) as proj_staging, store.staging(emb_plan) as emb_staging:
+        projection.save(proj_staging, info)
+        rows = _transform(store, source, projection, emb_staging, device == "cuda", reporter)
+        (emb_staging / "embeddings.json").write_text(json.dumps(_embeddings_meta(source, name, projection), indent=2))
+        proj_record = store.publish(proj_plan, proj_staging, metadata=info, summary={"fit_seconds": round(fit_seconds, 3)}, device=device)
+        # The reduced vectors also depend on the projection: record it so `status` can tell staleness.
+        emb_plan.inputs["artifacts"].append({"kind": "projections", "name": name, "fingerprint": proj_record.fingerprint})
+        emb_record = store.publish(emb_plan, emb_staging, metadata=_embeddings_meta(source, name, projection),
+                                   summary={"rows": rows, "seconds": round(time.time() - started, 3)}, device=device)
+    return ReduceResult(proj_record, emb_record, False)
+
+
+def apply(store: ArtifactStore, projection_name: str, source_name: str, name: str | None = None,
+          force: bool = False, reporter: Reporter = SILENT) -> tuple[ArtifactRecord, bool]:
+    """Project `source_name` with the saved projection `projection_name` (new items, same space)."""
+    proj_record = store.require("projections", projection_name)
+    source = store.require("embeddings", source_name)
+    projection = Projection.load(store.verify(proj_record))
+    if int(source.metadata.get("dim", 0)) != projection.input_dim:
+        raise DataError(f"embeddings {source_name!r} have {source.metadata.get('dim')} dims; projection "
+                        f"{projection_name!r} was fitted on {projection.input_dim}")
+    name = name or f"{source_name}-{projection_name}"
+    params = {"apply": projection_name, "source": source_name}
+    plan = store.plan("embeddings", name, "reduce apply", params, input_artifacts=[source, proj_record],
+                      force=force, packages=("numpy",), refresh=True)
+    if plan.up_to_date:
+        return plan.existing, True
+    started = time.time()
+    use_gpu = gpu_arrays_available()
+    with store.staging(plan) as staging:
+        rows = _transform(store, source, projection, staging, use_gpu, reporter)
+        meta = _embeddings_meta(source, projection_name, projection)
+        (staging / "embeddings.json").write_text(json.dumps(meta, indent=2))
+        record = store.publish(plan, staging, metadata={**meta, "projection_fingerprint": proj_record.fingerprint},
+                               summary={"rows": rows, "seconds": round(time.time() - started, 3)},
+                               device="cuda" if use_gpu else "cpu")
+    return record, False
