@@ -162,7 +162,7 @@ def _fill_from(store: ArtifactStore, record: ArtifactRecord, vocab: Vocabulary, 
     matrix = np.zeros((vocab.cardinality, dim), np.float32)
     present = np.zeros(vocab.cardinality, bool)
     outside, outside_examples = 0, []
-    for ids, x, path in tables.iter_embeddings(directory, id_column):
+    for ids, x, path in tables.prefetch(tables.iter_embeddings(directory, id_column)):
         if x.shape[1] != dim:
             raise DataError(f"{path}: {x.shape[1]} dims, the artifact records {dim}")
         positions = index.get_indexer(_cast(ids, target, f"ids in {path.name}").to_pandas())
@@ -191,9 +191,9 @@ def _fill_from(store: ArtifactStore, record: ArtifactRecord, vocab: Vocabulary, 
 
 def _write_table(path: Path, column: str, vocab: Vocabulary, columns: dict[str, Any]) -> None:
     """table.parquet in row groups, so writing it never holds a second copy of the vectors."""
-    raw = np.empty(vocab.cardinality, dtype=object)
-    raw[vocab.ids] = vocab.values.to_pylist()
-    raw_ids = pa.array(raw.tolist(), type=vocab.values.type)
+    position = np.full(vocab.cardinality, -1, np.int64)  # row of the vocabulary for each cat id
+    position[vocab.ids] = np.arange(len(vocab.ids))
+    raw_ids = vocab.values.take(pa.array(position, mask=position < 0))  # reserved rows: null
     writer = None
     try:
         for start in range(0, vocab.cardinality, _ROW_GROUP):

@@ -56,25 +56,61 @@ def embeddings_table(id_name: str, ids: pa.Array, vectors: np.ndarray) -> pa.Tab
     return pa.table({id_name: ids, EMBEDDING: embedding_column(vectors)})
 
 
-def vectors(table: pa.Table, column: str = EMBEDDING) -> np.ndarray:
-    """(rows, dim) float32 view of a fixed-size-list column."""
-    col = table.column(column).combine_chunks()
+def vectors(table: pa.Table | pa.RecordBatch, column: str = EMBEDDING) -> np.ndarray:
+    """(rows, dim) float32 array of a fixed-size-list column: a view for a single chunk,
+    one copy for several (never a combine_chunks copy plus a conversion copy)."""
+    col = table.column(column)
     if not pa.types.is_fixed_size_list(col.type):
         raise DataError(f"column {column!r} is {col.type}, expected a fixed-size list of float32")
     dim = col.type.list_size
-    values = col.flatten().to_numpy(zero_copy_only=False)
-    return values.astype(np.float32, copy=False).reshape(-1, dim)
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    arrays = [c.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim) for c in chunks]
+    if not arrays:
+        return np.zeros((0, dim), np.float32)
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+ROW_GROUP = 16_384
+
+
+def _writer_options(columns: Sequence[str]) -> dict:
+    """zstd for ordinary columns; float vectors stored plain (they barely compress, and dictionary
+    or zstd decoding would triple read time), in row groups small enough to decode in parallel."""
+    vectors_ = [c for c in columns if c.startswith(EMBEDDING)]
+    others = [c for c in columns if c not in vectors_]
+    return {"compression": {**{c: "zstd" for c in others}, **{c: "none" for c in vectors_}}, "use_dictionary": others}
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
-    """zstd for ordinary columns; float vectors stored plain (they barely compress, and dictionary
-    or zstd decoding would triple read time), in row groups small enough to decode in parallel."""
     if EMBEDDING not in table.column_names:
         pq.write_table(table, path, compression="zstd")
         return
-    others = [c for c in table.column_names if c != EMBEDDING]
-    compression = {c: "zstd" for c in others} | {EMBEDDING: "none"}
-    pq.write_table(table, path, compression=compression, use_dictionary=others, row_group_size=16_384)
+    pq.write_table(table, path, row_group_size=ROW_GROUP, **_writer_options(table.column_names))
+
+
+class PartWriter:
+    """Embedding batches -> part files, a new part whenever the source part changes."""
+
+    def __init__(self, directory: Path, id_name: str):
+        self.directory, self.id_name = directory, id_name
+        self.parts, self.rows = 0, 0
+        self._source: Path | None = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, source: Path, ids: pa.Array, vectors_: np.ndarray) -> None:
+        table = embeddings_table(self.id_name, ids, vectors_)
+        if source != self._source:
+            self.close()
+            self._writer = pq.ParquetWriter(self.directory / part_name(self.parts), table.schema, **_writer_options(table.column_names))
+            self._source = source
+            self.parts += 1
+        self._writer.write_table(table, row_group_size=ROW_GROUP)
+        self.rows += len(ids)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def part_name(index: int) -> str:
@@ -93,18 +129,59 @@ def read_parts(files: Iterable[Path], columns: Sequence[str] | None = None) -> p
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
 
 
-def iter_embeddings(directory: Path, id_column: str) -> Iterator[tuple[pa.Array, np.ndarray, Path]]:
-    """(ids, (rows, dim) float32 vectors, file) per part of an embeddings folder, in order.
+def prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """Produce the next items in a background thread (parquet decoding releases the GIL), so
+    reading overlaps with the computation on the current item. Exceptions surface in order."""
+    import queue
+    import threading
+
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                box.put((None, item))
+            box.put((None, done))
+        except BaseException as exc:  # handed to the consumer, raised there
+            box.put((exc, None))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            error, item = box.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                box.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+def iter_embeddings(directory: Path, id_column: str, batch_rows: int = 16_384) -> Iterator[tuple[pa.Array, np.ndarray, Path]]:
+    """(ids, (rows, dim) float32 vectors, file) in batches of at most `batch_rows`, part after
+    part, in order -- memory stays at one batch whatever the artifact's size.
 
     All parts must agree on the dim: a mismatch is reported with the file that breaks it.
     """
     dim = None
     for path in part_files(directory):
-        table = pq.read_table(path, columns=[id_column, EMBEDDING])
-        kind = table.schema.field(EMBEDDING).type
+        handle = pq.ParquetFile(path)
+        kind = handle.schema_arrow.field(EMBEDDING).type
         if not pa.types.is_fixed_size_list(kind):
             raise DataError(f"{path}: column {EMBEDDING!r} is {kind}, expected a fixed-size list of float32")
         if dim is not None and kind.list_size != dim:
             raise DataError(f"{path}: embeddings have {kind.list_size} dims, earlier parts have {dim}")
         dim = kind.list_size
-        yield table.column(id_column).combine_chunks(), vectors(table), path
+        for batch in handle.iter_batches(batch_size=batch_rows, columns=[id_column, EMBEDDING]):
+            yield batch.column(id_column), vectors(batch), path

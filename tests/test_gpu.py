@@ -54,3 +54,19 @@ def test_workflow_fits_on_cudf_when_present(store, sample):
 
     result = stage.fit(store, stage.FitOptions(str(CONFIGS / "item.yaml"), [str(sample / "items.parquet")]))
     assert result.record.metadata["engine"] == "gpu" and result.record.device == "cuda"
+
+
+def test_streaming_pca_on_the_gpu_matches_cpu(store):
+    from embedtab.reduce import Covariance
+    from tests.test_reduce import correlated
+
+    import cupy
+
+    x = correlated(n=2000, d=32).astype(np.float32)
+    cpu, gpu = Covariance(32), Covariance(32, cupy)
+    for start in range(0, 2000, 300):
+        cpu.add(x[start : start + 300])
+        gpu.add(x[start : start + 300])
+    a, b = cpu.spectrum().projection(8, False, False), gpu.spectrum().projection(8, False, False)
+    np.testing.assert_allclose(a.components, b.components, atol=1e-5)
+    np.testing.assert_allclose(a.transform(x), cupy.asnumpy(b.transform(cupy.asarray(x), cupy)), atol=1e-4)

@@ -46,16 +46,20 @@ class Projection:
         return int(self.components.shape[1])
 
     def transform(self, x: Any, xp: Any = np) -> Any:
-        """(n, d) -> (n, k) float32 with numpy or cupy arrays (the same code on CPU and GPU)."""
-        mean = xp.asarray(self.mean, dtype=xp.float64)
-        components = xp.asarray(self.components, dtype=xp.float64)
-        out = (xp.asarray(x, dtype=xp.float64) - mean) @ components.T
+        """(n, d) -> (n, k) float32 with numpy or cupy arrays (the same code on CPU and GPU).
+
+        float32 arithmetic, like scikit-learn's transform of float32 input: the inputs are float32
+        embeddings, and float64 would double the time and the memory for no visible gain.
+        """
+        mean = xp.asarray(self.mean, dtype=xp.float32)
+        components = xp.asarray(self.components, dtype=xp.float32)
+        out = (xp.asarray(x, dtype=xp.float32) - mean) @ components.T
         if self.whiten:
-            out /= xp.sqrt(xp.asarray(self.explained_variance, dtype=xp.float64))
+            out /= xp.sqrt(xp.asarray(self.explained_variance, dtype=xp.float32))
         if self.normalize:
             norms = xp.linalg.norm(out, axis=1, keepdims=True)
-            out /= xp.where(norms > 0, norms, 1.0)
-        return out.astype(xp.float32)
+            out /= xp.where(norms > 0, norms, xp.float32(1.0))
+        return out
 
     def save(self, directory: Path, info: dict[str, Any]) -> None:
         np.savez(

@@ -65,7 +65,7 @@ def _id_column(record: ArtifactRecord) -> str:
 
 
 def _parts(store: ArtifactStore, record: ArtifactRecord) -> Iterator[tuple[pa.Array, np.ndarray, Path]]:
-    return tables.iter_embeddings(store.path(record.kind, record.name), _id_column(record))
+    return tables.prefetch(tables.iter_embeddings(store.path(record.kind, record.name), _id_column(record)))
 
 
 class _Finite:
@@ -150,24 +150,24 @@ def _fit(store: ArtifactStore, fit_record: ArtifactRecord, sample: np.ndarray | 
 # ----------------------------------------------------------------------------- transform
 def _transform(store: ArtifactStore, source: ArtifactRecord, projection: Projection, staging: Path,
                use_gpu: bool, reporter: Reporter) -> int:
-    """Project the source part by part into staging; returns rows written."""
+    """Project the source batch by batch into staging (one output part per source part)."""
     xp = array_module(use_gpu)
     finite = _Finite(source.name)
-    rows = 0
-    id_name = _id_column(source)
-    with reporter.progress("projecting", total=source.rows(prefix="part-"), unit="rows") as advance:
-        for index, (ids, x, _) in enumerate(_parts(store, source)):
-            if x.shape[1] != projection.input_dim:
-                raise DataError(f"embeddings {source.name!r} have {x.shape[1]} dims; the projection expects {projection.input_dim}")
-            finite.check(ids, x)
-            reduced = to_numpy(projection.transform(x, xp))
-            tables.write_parquet(tables.embeddings_table(id_name, ids, reduced), staging / tables.part_name(index))
-            rows += len(ids)
-            advance(len(ids))
+    writer = tables.PartWriter(staging, _id_column(source))
+    try:
+        with reporter.progress("projecting", total=source.rows(prefix="part-"), unit="rows") as advance:
+            for ids, x, path in _parts(store, source):
+                if x.shape[1] != projection.input_dim:
+                    raise DataError(f"embeddings {source.name!r} have {x.shape[1]} dims; the projection expects {projection.input_dim}")
+                finite.check(ids, x)
+                writer.write(path, ids, to_numpy(projection.transform(x, xp)))
+                advance(len(ids))
+    finally:
+        writer.close()
     finite.raise_if_bad()
-    if rows == 0:
+    if writer.rows == 0:
         raise DataError(f"embeddings {source.name!r} have no rows")
-    return rows
+    return writer.rows
 
 
 def _curve(ratio: np.ndarray) -> dict[str, float]:

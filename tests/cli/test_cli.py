@@ -141,3 +141,24 @@ def test_sharded_encode_through_the_cli(tmp_path, sample, capsys):
     assert "is up to date" in capsys.readouterr().err
     assert run([*args, "--shard", "0/2"]) == 2
     assert "invalid --shard '0/2'" in capsys.readouterr().err
+
+
+def test_reduce_and_lookup_options_through_the_cli(chain, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "a"
+    shutil.copytree(chain.root, root)
+    a = ["-A", str(root)]
+    assert run(["reduce", "text", "--variance", "0.8", "--name", "t80", *a]) == 0
+    err = capsys.readouterr().err
+    assert "wrote embeddings/t80" in err and "cumulative variance by dims: 1:" in err
+    assert run(["reduce", "text", "--apply", "t80", "--name", "again", *a]) == 0
+    assert "200 rows projected with projections/t80" in capsys.readouterr().err
+    assert run(["reduce", "text", "--apply", "t80", "--dims", "4", *a]) == 2
+    assert "--apply reuses the saved projection" in capsys.readouterr().err
+    assert run(["lookup", "-e", "t80", "-e", "image", "-w", "interactions", "--concat", "--fill", "mean", "--json", *a]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["name"] == "t80+image" and out["metadata"]["concat"] is True
+    assert set(out["metadata"]["by_source"]) == {"t80", "image"}
+    assert run(["lookup", "-e", "image", "-w", "interactions", "--min-coverage", "1.0", "--name", "strict", *a]) == 1
+    assert "--min-coverage 100.0%" in capsys.readouterr().err
