@@ -54,6 +54,10 @@ ForceOpt = Annotated[
     bool, typer.Option("--force", help="Replace an existing artifact made from other inputs or options.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+TrustOpt = Annotated[
+    bool,
+    typer.Option("--trust-workflow", help="Load the workflow without checking the recorded sha256s (loading runs code from workflow.pkl)."),
+]
 DEFAULT_ARTIFACTS = Path("artifacts")
 
 

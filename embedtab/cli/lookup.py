@@ -6,7 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, open_store, report_result, reporter
+from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, TrustOpt, open_store, report_result, reporter
 
 
 def lookup(
@@ -21,9 +21,7 @@ def lookup(
     min_coverage: Annotated[
         float, typer.Option("--min-coverage", help="Fail (nothing written) when a source covers less of the vocabulary, e.g. 0.95.")
     ] = 0.0,
-    trust_workflow: Annotated[
-        bool, typer.Option("--trust-workflow", help="Load the workflow without checking its recorded sha256s.")
-    ] = False,
+    trust_workflow: TrustOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 import typer
 from rich.table import Table
 
-from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, open_store, report_result, reporter, stderr
+from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, TrustOpt, open_store, report_result, reporter, stderr
 
 SchedulerOpt = Annotated[
     Optional[str],
@@ -59,9 +59,7 @@ def transform(
     part_size: PartSizeOpt = None,
     mask: Annotated[bool, typer.Option("--mask", help="Apply the config's cold-start masking (training data only; never the default).")] = False,
     dask_scheduler: SchedulerOpt = None,
-    trust_workflow: Annotated[
-        bool, typer.Option("--trust-workflow", help="Load without checking the recorded sha256s (loading runs code from workflow.pkl).")
-    ] = False,
+    trust_workflow: TrustOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,

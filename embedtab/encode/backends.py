@@ -59,7 +59,23 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-class TextBackend:
+class _Backend:
+    """`embed_batch` = the subclass's `_embed`, timed (the run summary reports model time)."""
+
+    model_seconds = 0.0
+
+    def _embed(self, batch: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def embed_batch(self, batch: Any) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return self._embed(batch)
+        finally:
+            self.model_seconds += time.perf_counter() - started
+
+
+class TextBackend(_Backend):
     """sentence-transformers; `embed_batch` is exactly `SentenceTransformer.encode`."""
 
     def __init__(self, model: str, device: str, precision: str, batch_size: int, normalize: bool):
@@ -81,7 +97,6 @@ class TextBackend:
                 f"packaged {DEFAULT_TEXT_MODEL} (works offline)"
             ) from None
         self.model.eval()
-        self.model_seconds = 0.0  # time spent in the model's forward pass (for the run summary)
         self.device, self.precision = device, precision
         self.batch_size, self.normalize = batch_size, normalize
         get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
@@ -108,13 +123,6 @@ class TextBackend:
         ids = self.model.tokenizer(long, add_special_tokens=True, truncation=False)["input_ids"]
         return sum(1 for tokens in ids if len(tokens) > self.max_seq_length)
 
-    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-        started = time.perf_counter()
-        try:
-            return self._embed(texts)
-        finally:
-            self.model_seconds += time.perf_counter() - started
-
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         with autocast(self.device, self.precision):
             out = self.model.encode(
@@ -127,7 +135,7 @@ class TextBackend:
         return np.asarray(out, dtype=np.float32)
 
 
-class ImageBackend:
+class ImageBackend(_Backend):
     """OpenCLIP image tower; `embed_batch` is `model.encode_image` on preprocessed tensors."""
 
     def __init__(
@@ -160,7 +168,6 @@ class ImageBackend:
                 f"'hf-hub:org/repo' where the hub is reachable, or {SMOKE_MODEL} for a smoke test"
             ) from None
         clip.eval()
-        self.model_seconds = 0.0
         self.model, self.preprocess, self.torch = clip, preprocess, torch
         self.device, self.precision = device, precision
         self.batch_size, self.normalize = batch_size, normalize
@@ -176,13 +183,6 @@ class ImageBackend:
             "precision": precision,
             "preprocess": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
         }
-
-    def embed_batch(self, tensors: Sequence[Any]) -> np.ndarray:
-        started = time.perf_counter()
-        try:
-            return self._embed(tensors)
-        finally:
-            self.model_seconds += time.perf_counter() - started
 
     def _embed(self, tensors: Sequence[Any]) -> np.ndarray:
         torch = self.torch
