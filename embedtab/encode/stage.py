@@ -598,8 +598,16 @@ def run_text(store: ArtifactStore, options: TextOptions, reporter: Reporter = SI
 
 
 def run_image(store: ArtifactStore, options: ImageOptions, reporter: Reporter = SILENT) -> EncodeResult:
+    from embedtab.encode.smoke import SMOKE_MODEL
+
     if not options.model:
         raise UsageError("pass --model (an OpenCLIP model name, 'local-dir:/path', or embedtab-smoke-clip)")
+    if options.model != SMOKE_MODEL and not options.model.startswith(("local-dir:", "hf-hub:")) and not options.pretrained:
+        # open_clip would silently build the architecture with random weights.
+        raise UsageError(
+            f"--model {options.model} needs --pretrained: a tag (e.g. laion2b_s34b_b79k, where the hub is "
+            "reachable) or a checkpoint file; without it the weights would be random"
+        )
     return _run(store, options, reporter)
 
 

@@ -133,5 +133,7 @@ def test_image_option_errors(store, sample, tmp_path):
     with pytest.raises(ModelError, match="cannot load OpenCLIP model 'ViT-B-32' .*embedtab-smoke-clip"):
         run_image(store, ImageOptions(inputs=[items], name="i", model="ViT-B-32", pretrained=str(tmp_path / "none.pt")))
     with pytest.raises(ModelError, match="cannot load OpenCLIP model 'No-Such-Model'"):
-        run_image(store, ImageOptions(inputs=[items], name="i", model="No-Such-Model"))
+        run_image(store, ImageOptions(inputs=[items], name="i", model="No-Such-Model", pretrained="x.pt"))
+    with pytest.raises(UsageError, match="--model ViT-B-32 needs --pretrained: .* without it the weights would be random"):
+        run_image(store, ImageOptions(inputs=[items], name="i", model="ViT-B-32"))
     assert store.get("embeddings", "i") is None
