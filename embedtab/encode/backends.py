@@ -99,9 +99,7 @@ class TextBackend(_Backend):
         self.model.eval()
         self.device, self.precision = device, precision
         self.batch_size, self.normalize = batch_size, normalize
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
-            self.model, "get_sentence_embedding_dimension"
-        )
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self.max_seq_length = int(self.model.max_seq_length)
         self.identity: dict[str, Any] = {

@@ -204,7 +204,6 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) 
         return FitResult(plan.existing, True)
 
     with quiet_merlin(), dask_cluster(options.dask_scheduler, reporter) as cluster:
-        import nvtabular as nvt
 
         from embedtab.workflow.compile import compile_workflow, feature_graph
 

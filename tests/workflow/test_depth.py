@@ -3,8 +3,6 @@ OOV counts, Dask clusters, the trust model, bad inputs."""
 
 from __future__ import annotations
 
-import glob
-import os
 
 import numpy as np
 import pandas as pd
@@ -163,10 +161,16 @@ def test_cold_start_masking_is_reproducible_recorded_and_opt_in(store, sample, t
     plain = stage.transform(store, stage.TransformOptions("interactions", train, name="plain"))
     assert plain.record.params["mask"] is None and "masked_rows" not in plain.record.summary
     masked = stage.transform(store, stage.TransformOptions("interactions", train, name="masked", mask=True))
-    # Same masking with other partitioning: identical rows masked.
-    again = stage.transform(store, stage.TransformOptions("interactions", train, name="again", mask=True, part_size="8KB"))
+    # The same rows cut into five files (other partitions, other positions): the same rows masked.
+    rows = pd.concat([pd.read_parquet(p) for p in train], ignore_index=True)
+    resplit = []
+    for index, chunk in enumerate(np.array_split(np.arange(len(rows)), 5)):
+        resplit.append(str(tmp_path / f"part_{index}.parquet"))
+        rows.iloc[chunk].to_parquet(resplit[-1], index=False)
+    again = stage.transform(store, stage.TransformOptions("interactions", resplit, name="again", mask=True))
     a, b, p = (read_dataset(store.path("datasets", n)) for n in ("masked", "again", "plain"))
     pd.testing.assert_frame_equal(a, b)
+    assert again.record.summary["masked_rows"] == masked.record.summary["masked_rows"]
     anonymous = a["user_id"] == 2  # -1 is not in the vocabulary: OOV
     counts = masked.record.summary["masked_rows"]
     assert counts[0] == int(anonymous.sum()) and 0.02 < counts[0] / len(a) < 0.09
