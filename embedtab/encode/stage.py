@@ -173,7 +173,7 @@ class Scan:
 
 def _scan(source: src.Source, options: EncodeOptions, stat_cache: src.StatCache, reporter: Reporter) -> Scan:
     ids_parts: list[pa.Array] = []
-    keys: list[bytes] = []
+    keys = bytearray()  # 16 bytes per item, appended in place (no object per item)
     problems: dict[int, tuple[str, str]] = {}
     paths: list[str | None] = []
     sizes: list[int] = []
@@ -185,16 +185,16 @@ def _scan(source: src.Source, options: EncodeOptions, stat_cache: src.StatCache,
             for value in values:
                 try:
                     if source.modality == "text":
-                        keys.append(src.text_key(value))
+                        keys += src.text_key(value)
                     else:
                         if value is None:
                             raise src.ItemProblem("no image path")
                         key, size, mtime = stat_cache.key(value)
-                        keys.append(key)
+                        keys += key
                         sizes.append(size)
                         mtimes.append(mtime)
                 except src.ItemProblem as exc:
-                    keys.append(src.EMPTY_KEY)
+                    keys += src.EMPTY_KEY
                     problems[position] = ("" if value is None else value[:200], str(exc))
                     if source.modality == "image":
                         sizes.append(-1)
@@ -208,7 +208,7 @@ def _scan(source: src.Source, options: EncodeOptions, stat_cache: src.StatCache,
     ids_all = pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in ids_parts]) if ids_parts else pa.array([], source.id_type())
     if len(ids_all) == 0:
         raise DataError(f"{source.describe()}: no rows to encode")
-    scan = Scan(ids_all, np.frombuffer(b"".join(keys), dtype=f"S{src.KEY_BYTES}").copy(), problems)
+    scan = Scan(ids_all, np.frombuffer(bytes(keys), dtype=f"S{src.KEY_BYTES}").copy(), problems)
     if source.modality == "image":
         scan.paths = pa.array(paths, pa.string())
         scan.sizes, scan.mtimes = np.array(sizes, np.int64), np.array(mtimes, np.int64)
