@@ -301,9 +301,9 @@ class ArtifactStore:
             )
         return base
 
-    def upstream_changes(self, record: ArtifactRecord) -> list[str]:
+    def upstream_changes(self, record: ArtifactRecord, manifest: Manifest | None = None) -> list[str]:
         """Why a record is stale: upstream artifacts that changed or vanished since it was made."""
-        current = self.read_manifest().artifacts
+        current = (manifest or self.read_manifest()).artifacts
         reasons = []
         for up in record.inputs.get("artifacts", []):
             key = f"{up['kind']}/{up['name']}"
@@ -453,21 +453,6 @@ class ArtifactStore:
                 self._write_manifest(manifest)
             else:
                 self._finish(manifest, key)
-
-    def remove(self, kind: str, name: str) -> None:
-        with self.lock():
-            manifest = self.read_manifest()
-            key = f"{kind}/{name}"
-            if key not in manifest.artifacts:
-                raise ArtifactNotFound(f"no {kind} artifact named {name!r} in {self.root}")
-            target = self.path(kind, name)
-            trash = self.staging_root() / f"trash.{uuid.uuid4().hex[:12]}"
-            if target.exists():
-                self.staging_root().mkdir(parents=True, exist_ok=True)
-                _rename(target, trash)
-            del manifest.artifacts[key]
-            self._write_manifest(manifest)
-            shutil.rmtree(trash, ignore_errors=True)
 
 
 def _same_recipe(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...]) -> bool:

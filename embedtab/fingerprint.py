@@ -49,11 +49,6 @@ def files_fingerprint(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]
     return [file_fingerprint(p) for p in sorted(str(p) for p in paths)]
 
 
-def content_key(files: list[dict[str, Any]]) -> list[str]:
-    """The part of file fingerprints that identifies content: moving or touching files is not a change."""
-    return sorted(f["sha256"] for f in files)
-
-
 def library_versions(packages: Iterable[str]) -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in packages:

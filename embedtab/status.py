@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from embedtab.artifacts import ArtifactRecord, ArtifactStore
+from embedtab.artifacts import ArtifactRecord, ArtifactStore, Manifest
 from embedtab.errors import IntegrityError
 
 
@@ -18,7 +18,7 @@ def row_count(record: ArtifactRecord) -> int | None:
     return None
 
 
-def health(store: ArtifactStore, record: ArtifactRecord, verify: bool = False) -> tuple[str, list[str]]:
+def health(store: ArtifactStore, record: ArtifactRecord, verify: bool = False, manifest: Manifest | None = None) -> tuple[str, list[str]]:
     """('ok' | 'damaged' | 'stale', reasons). Damaged files outrank staleness."""
     problems = store.missing_outputs(record)
     if not problems and verify:
@@ -28,7 +28,7 @@ def health(store: ArtifactStore, record: ArtifactRecord, verify: bool = False) -
             problems = [str(exc)]
     if problems:
         return "damaged", problems
-    reasons = store.upstream_changes(record)
+    reasons = store.upstream_changes(record, manifest)
     if reasons:
         return "stale", reasons
     return "ok", []
@@ -38,7 +38,7 @@ def collect(store: ArtifactStore, verify: bool = False) -> dict[str, Any]:
     manifest = store.read_manifest()
     artifacts = []
     for record in sorted(manifest.artifacts.values(), key=lambda r: (r.kind, r.name)):
-        state, reasons = health(store, record, verify)
+        state, reasons = health(store, record, verify, manifest)
         artifacts.append(
             {
                 "kind": record.kind,

@@ -21,6 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from embedtab.errors import DataError, UsageError
+from embedtab.fingerprint import sha256_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 KEY_BYTES = 16  # 128-bit content keys: collisions are out of reach for any catalog
@@ -31,12 +32,8 @@ def content_key(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()[:KEY_BYTES]
 
 
-def file_key(path: str, chunk: int = 1 << 20) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.digest()[:KEY_BYTES]
+def file_key(path: str) -> bytes:
+    return bytes.fromhex(sha256_file(path))[:KEY_BYTES]
 
 
 # ----------------------------------------------------------------------------- templates

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,9 +115,6 @@ class WorkDir:
             table = pq.read_table(self._name(shard, ".errors.parquet"))
             found.update(zip(table.column("work_index").to_pylist(), table.column("reason").to_pylist()))
         return found
-
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def copy_previous_vectors(parts: list[Path], target: Path, rows: int, dim: int) -> Path:

@@ -127,10 +127,11 @@ def feature_graph(config: cfg.WorkflowConfig, ctx: Context) -> Any:
     return output
 
 
-def compile_workflow(config: cfg.WorkflowConfig, ctx: Context) -> Any:
+def compile_workflow(config: cfg.WorkflowConfig, ctx: Context, features: Any = None) -> Any:
+    """The Workflow; pass `features` when feature_graph() was already built (side tables read once)."""
     import nvtabular as nvt
 
-    output = feature_graph(config, ctx)
+    output = feature_graph(config, ctx) if features is None else features
     if config.groupby is not None:
         spec = config.groupby
         output = output >> nvt.ops.Groupby(groupby_cols=spec.by, sort_cols=spec.sort, aggs=dict(spec.aggs),

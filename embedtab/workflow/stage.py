@@ -210,9 +210,9 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) 
         store.staging_root().mkdir(parents=True, exist_ok=True)
         with store.staging(plan) as staging, tempfile.TemporaryDirectory(dir=store.staging_root(), prefix="fit-") as scratch:
             ctx = Context(out_path=scratch, base_dir=base_dir, use_gpu=use_gpu)
-            if config.groupby is not None:
-                _check_groupby(config, feature_graph(config, Context(scratch, base_dir, use_gpu)), paths, options.config)
-            workflow = compile_workflow(config, ctx)
+            features = feature_graph(config, ctx)
+            _check_groupby(config, features, paths, options.config)
+            workflow = compile_workflow(config, ctx, features)
             reporter.info(f"fitting workflow {name!r} on {len(paths)} file(s) ({'GPU/cuDF' if use_gpu else 'CPU/pandas'}, {cluster} Dask)")
             started = time.time()
             try:
@@ -261,13 +261,18 @@ def _schema_summary(schema: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _external_folder(name: str) -> Path | None:
+    """A workflow given as a folder path rather than an artifact name (artifact names have no '/')."""
+    return Path(name) if ("/" in name or os.sep in name) and Path(name).is_dir() else None
+
+
 def load_workflow(store: ArtifactStore, name: str, trust: bool = False) -> tuple[Any, ArtifactRecord | None]:
     """Verify every file against the sha256 recorded at fit time, then let NVTabular unpickle.
 
     `name` may also be a path to a workflow folder embedtab did not write: refused unless trust.
     """
-    external = Path(name)
-    if ("/" in name or os.sep in name) and external.is_dir():
+    external = _external_folder(name)
+    if external is not None:
         if not trust:
             raise UsageError(
                 f"{external} is a workflow folder embedtab did not write; loading it runs code from its "
@@ -343,8 +348,8 @@ class TransformOptions:
 
 def _workflow_identity(store: ArtifactStore, options: TransformOptions) -> tuple[ArtifactRecord | None, str, list[str], dict[str, Any] | None]:
     """(record, fingerprint, input columns, masking spec) of the workflow to apply."""
-    external = Path(options.workflow)
-    if ("/" in options.workflow or os.sep in options.workflow) and external.is_dir():
+    external = _external_folder(options.workflow)
+    if external is not None:
         if not options.trust_workflow:
             load_workflow(store, options.workflow)  # raises the explanation
         files = sorted(p for p in external.rglob("*") if p.is_file())
