@@ -5,11 +5,17 @@
       .lock                    flock-ed by a writer while it changes manifest.json or publishes
       .staging/                work in progress; a stage writes here and renames into place at the end
       work/<kind>/<name>/<key>/  resumable, shard-by-shard work of a long stage (see encode/work.py)
-      embeddings/<name>/       part-*.parquet (id, embedding), errors.parquet, embeddings.json
+      embeddings/<name>/       part-*.parquet (id, embedding) + _metadata, _errors.parquet, _index.parquet,
+                               _embeddings.json
       projections/<name>/      projection.npz (mean, components, ...) + projection.json
       workflows/<name>/        an NVTabular workflow directory (metadata.json, workflow.pkl, categories/)
       datasets/<name>/         transformed parquet parts + Merlin schema
-      lookups/<name>/          table.parquet (cat_id, id, present, embedding) + embeddings.npy
+      lookups/<name>/          table.parquet (cat_id, id, present, embedding) + _embeddings.npy, _lookup.json
+
+Embeddings, lookup and dataset folders are Merlin datasets as they stand: everything beside the
+data parts starts with "_" (pyarrow's discovery skips such names) and folders holding parquet
+sidecars carry a `_metadata` summary of their parts (Dask reads only the files it lists), so
+`merlin.io.Dataset(<folder>)` reads exactly the data rows.
 
 Publishing is atomic: the manifest first records the publication as pending, then the staging
 folder is renamed onto the artifact's path, then the record is promoted. A crash at any point
@@ -52,6 +58,33 @@ MANIFEST = "manifest.json"
 LOCK = ".lock"
 STAGING = ".staging"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+# Files beside the data parts of an artifact (see the module docstring for why they start with "_").
+PARQUET_SUMMARY = "_metadata"
+EMBEDDINGS_INDEX = "_index.parquet"
+EMBEDDINGS_ERRORS = "_errors.parquet"
+EMBEDDINGS_INFO = "_embeddings.json"
+LOOKUP_TABLE = "table.parquet"
+LOOKUP_DENSE = "_embeddings.npy"
+LOOKUP_INFO = "_lookup.json"
+# Names the same files had before 0.2 (merlin.io could not open those folders). Still read; a rerun
+# of the producing command rewrites the artifact in the current layout.
+LEGACY_NAMES = {
+    "embeddings": {EMBEDDINGS_INDEX: "index.parquet", EMBEDDINGS_ERRORS: "errors.parquet", EMBEDDINGS_INFO: "embeddings.json"},
+    "lookups": {LOOKUP_DENSE: "embeddings.npy", LOOKUP_INFO: "lookup.json"},
+}
+
+
+def lookup_dense_name(source: str | None = None) -> str:
+    """The dense .npy of a lookup: one table, or one per source when several are not concatenated."""
+    return LOOKUP_DENSE if source is None else f"_{source}.npy"
+
+
+def legacy_layout(record: "ArtifactRecord") -> bool:
+    """Written before sidecar files moved out of merlin.io's way."""
+    old = set(LEGACY_NAMES.get(record.kind, {}).values())
+    return any(out.path in old or (record.kind == "lookups" and out.path.endswith(".npy") and not out.path.startswith("_"))
+               for out in record.outputs)
 
 # Indirection so tests can simulate a crash between the steps of a publication.
 _rename = os.rename
@@ -161,6 +194,15 @@ class ArtifactStore:
         if kind not in KINDS:
             raise ValueError(f"unknown artifact kind {kind!r}")
         return self.root / kind / check_name(name)
+
+    def sidecar(self, record: ArtifactRecord, name: str) -> Path | None:
+        """A file beside an artifact's data parts, under its current or its pre-0.2 name; None if absent."""
+        base = self.path(record.kind, record.name)
+        recorded = {out.path for out in record.outputs}
+        for candidate in (name, LEGACY_NAMES.get(record.kind, {}).get(name)):
+            if candidate and candidate in recorded:
+                return base / candidate
+        return None
 
     def staging_root(self) -> Path:
         return self.root / STAGING
@@ -314,6 +356,11 @@ class ArtifactStore:
                 reasons.append(f"{key} changed")
         return reasons
 
+    def current(self, record: ArtifactRecord | None, input_fingerprint: str) -> bool:
+        """Made from these inputs, every file there, in the current layout (an old one is rewritten)."""
+        return (record is not None and record.input_fingerprint == input_fingerprint
+                and not self.missing_outputs(record) and not legacy_layout(record))
+
     # ------------------------------------------------------------- planning
     def plan(
         self,
@@ -353,7 +400,7 @@ class ArtifactStore:
         up_to_date = False
         if existing is not None and not self.missing_outputs(existing):
             if existing.input_fingerprint == fingerprint and not force:
-                up_to_date = True
+                up_to_date = self.current(existing, fingerprint)
             elif not force and not (refresh and _same_recipe(existing.params, params, refresh_ignore)):
                 raise ArtifactExists(
                     f"{kind} {name!r} already exists and was made from other inputs or options; "

@@ -9,17 +9,24 @@ Rows without an embedding -- reserved ids and vocabulary items that were never e
 filled (`--fill zeros`, or `mean` of the present rows; the padding row stays zero) and flagged
 `present = false`.
 
+Coverage is checked both ways: the share of vocabulary ids that get a vector (`--min-coverage`),
+and the share of encoded items the vocabulary reaches (`--min-reachable`, default 0.95) -- an
+encoded item outside the vocabulary can never be looked up, which is how cold-start items used to
+lose their vectors when the workflow's vocabulary came from training interactions only.
+
 Output (lookups/<name>/), for one embeddings artifact:
     table.parquet     cat_id, <column> (raw id; null for reserved rows), present, embedding
-    embeddings.npy    float32 (cardinality, dim), for merlin-dataloader's EmbeddingOperator / Triton
-With several (`-e image -e text`): present_<src> / embedding_<src> columns and <src>.npy each, or,
-with --concat, one `embeddings.npy` of the vectors side by side (present = all sources present).
-    lookup.json       cardinality, dims, coverage (by_source), fill policy, source fingerprints
+    _embeddings.npy   float32 (cardinality, dim), for merlin-dataloader's EmbeddingOperator / Triton
+With several (`-e image -e text`): present_<src> / embedding_<src> columns and _<src>.npy each, or,
+with --concat, one `_embeddings.npy` of the vectors side by side (present = all sources present).
+    _lookup.json      cardinality, dims, coverage (by_source), fill policy, source fingerprints
+(The "_" keeps the sidecars out of merlin.io.Dataset(<folder>), which reads table.parquet.)
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +37,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedtab import tables
-from embedtab.artifacts import ArtifactRecord, ArtifactStore
+from embedtab.artifacts import LOOKUP_INFO, LOOKUP_TABLE, ArtifactRecord, ArtifactStore, lookup_dense_name
 from embedtab.errors import DataError, UsageError
 from embedtab.reporting import SILENT, Reporter
 
-NPY = "embeddings.npy"
-TABLE = "table.parquet"
 FILLS = ("zeros", "mean")
 _ROW_GROUP = 65_536
 
@@ -51,6 +56,7 @@ class LookupOptions:
     concat: bool = False
     fill: str = "zeros"
     min_coverage: float = 0.0
+    min_reachable: float = 0.95
 
     def __post_init__(self) -> None:
         if isinstance(self.embeddings, str):
@@ -174,6 +180,7 @@ def _fill_from(store: ArtifactStore, record: ArtifactRecord, vocab: Vocabulary, 
             outside += int((~found).sum())
             outside_examples.extend(ids.filter(pa.array(~found)).to_pylist()[: 5 - len(outside_examples)])
     in_vocab = present[vocab.ids]
+    encoded = int(in_vocab.sum()) + outside
     coverage = {
         "vocabulary": int(len(vocab.ids)),
         "with_embedding": int(in_vocab.sum()),
@@ -181,6 +188,8 @@ def _fill_from(store: ArtifactStore, record: ArtifactRecord, vocab: Vocabulary, 
         "missing_examples": vocab.values.filter(pa.array(~in_vocab)).to_pylist()[:5],
         "embeddings_not_in_vocabulary": outside,
         "not_in_vocabulary_examples": outside_examples,
+        "encoded": encoded,
+        "reachable": round((encoded - outside) / encoded, 6) if encoded else 0.0,
     }
     if fill == "mean" and present.any():
         mean = matrix[present].mean(axis=0)
@@ -218,14 +227,16 @@ def _write_table(path: Path, column: str, vocab: Vocabulary, columns: dict[str, 
 def run(store: ArtifactStore, options: LookupOptions, reporter: Reporter = SILENT) -> LookupResult:
     if options.fill not in FILLS:
         raise UsageError(f"invalid --fill {options.fill!r}: use zeros or mean")
-    if not 0 <= options.min_coverage <= 1:
-        raise UsageError("--min-coverage is a share between 0 and 1, e.g. 0.95")
+    for flag, value in (("--min-coverage", options.min_coverage), ("--min-reachable", options.min_reachable)):
+        if not 0 <= value <= 1:
+            raise UsageError(f"{flag} is a share between 0 and 1, e.g. 0.95")
     if len(set(options.embeddings)) != len(options.embeddings):
         raise UsageError("the same --embeddings artifact is given twice")
     sources = [store.require("embeddings", name) for name in options.embeddings]
     wf_record = store.require("workflows", options.workflow)
     params = {"embeddings": options.embeddings, "workflow": options.workflow, "column": options.column,
-              "concat": options.concat, "fill": options.fill, "min_coverage": options.min_coverage}
+              "concat": options.concat, "fill": options.fill, "min_coverage": options.min_coverage,
+              "min_reachable": options.min_reachable}
     plan = store.plan(
         "lookups", options.output_name, "lookup", params, input_artifacts=[wf_record, *sources],
         force=options.force, packages=("numpy", "pyarrow", "pandas"), refresh=True,
@@ -252,6 +263,14 @@ def run(store: ArtifactStore, options: LookupOptions, reporter: Reporter = SILEN
                 f"({cov['coverage']:.1%} < --min-coverage {options.min_coverage:.1%}); missing e.g. {cov['missing_examples']}; "
                 f"{cov['embeddings_not_in_vocabulary']:,} embeddings have ids outside the vocabulary, e.g. {cov['not_in_vocabulary_examples']}"
             )
+        if cov["reachable"] < options.min_reachable:
+            raise DataError(
+                f"{cov['embeddings_not_in_vocabulary']:,} of {cov['encoded']:,} items of embeddings {item.name!r} are not in the "
+                f"{options.column} vocabulary of workflow {options.workflow!r} ({1 - cov['reachable']:.1%}; e.g. "
+                f"{cov['not_in_vocabulary_examples'][:3]}): no id can ever look their vectors up. Give the workflow the "
+                f"catalog's vocabulary (categorify: {{vocabulary: ...}}, see the README), or pass --min-reachable "
+                f"{math.floor(cov['reachable'] * 100) / 100:.2f} to accept it"
+            )
     single = len(filled) == 1
     dims = {item.name: int(item.matrix.shape[1]) for item in filled}
     metadata = {
@@ -267,27 +286,32 @@ def run(store: ArtifactStore, options: LookupOptions, reporter: Reporter = SILEN
         "sources": {"workflow": wf_record.fingerprint, **{r.name: r.fingerprint for r in sources}},
     }
     if single:  # the headline numbers, flat, for the common one-source case
-        metadata.update({k: filled[0].coverage[k] for k in ("with_embedding", "coverage", "missing_examples")})
+        metadata.update({k: filled[0].coverage[k] for k in ("with_embedding", "coverage", "missing_examples", "reachable")})
     with store.staging(plan) as staging:
         columns: dict[str, Any] = {}
         if single or options.concat:
             matrix = filled[0].matrix if single else np.hstack([f.matrix for f in filled])
             present = np.logical_and.reduce([f.present for f in filled])
-            np.save(staging / NPY, matrix)
+            np.save(staging / lookup_dense_name(), matrix)
             columns["present"] = present
             if not single:
                 columns.update({f"present_{f.name}": f.present for f in filled})
             columns[tables.EMBEDDING] = matrix
         else:
             for f in filled:
-                np.save(staging / f"{f.name}.npy", f.matrix)
+                np.save(staging / lookup_dense_name(f.name), f.matrix)
                 columns[f"present_{f.name}"] = f.present
                 columns[f"{tables.EMBEDDING}_{f.name}"] = f.matrix
-        _write_table(staging / TABLE, options.column, vocab, columns)
-        (staging / "lookup.json").write_text(json.dumps(metadata, indent=2, default=str))
+        _write_table(staging / LOOKUP_TABLE, options.column, vocab, columns)
+        (staging / LOOKUP_INFO).write_text(json.dumps(metadata, indent=2, default=str))
         record = store.publish(plan, staging, metadata=metadata, summary={"seconds": round(time.time() - started, 3)})
     for item in filled:
         cov = item.coverage
+        if cov["embeddings_not_in_vocabulary"]:
+            reporter.warn(
+                f"{item.name}: {cov['embeddings_not_in_vocabulary']} of {cov['encoded']} encoded items are not in the "
+                f"{options.column} vocabulary and cannot be looked up, e.g. {cov['not_in_vocabulary_examples'][:3]}"
+            )
         if cov["missing_examples"]:
             reporter.warn(
                 f"{item.name}: {cov['vocabulary'] - cov['with_embedding']} of {cov['vocabulary']} {options.column} values "

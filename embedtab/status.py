@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from embedtab.artifacts import ArtifactRecord, ArtifactStore, Manifest
+from embedtab.artifacts import ArtifactRecord, ArtifactStore, Manifest, legacy_layout
 from embedtab.errors import IntegrityError
 
 
@@ -29,6 +29,8 @@ def health(store: ArtifactStore, record: ArtifactRecord, verify: bool = False, m
     if problems:
         return "damaged", problems
     reasons = store.upstream_changes(record, manifest)
+    if legacy_layout(record):
+        reasons.append("written in the pre-0.2 layout, which merlin.io.Dataset cannot open; rerun its command to rewrite it")
     if reasons:
         return "stale", reasons
     return "ok", []

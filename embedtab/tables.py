@@ -44,6 +44,23 @@ def resolve_inputs(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
     return found
 
 
+def read_column(path: Path, column: str) -> pa.ChunkedArray:
+    """One column of a parquet or csv file; a missing column or unreadable file names both."""
+    import pyarrow.csv as pacsv
+
+    try:
+        if path.suffix == ".csv":
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(include_columns=[column]))
+        else:
+            names = pq.read_schema(path).names
+            if column not in names:
+                raise DataError(f"{path}: no column {column!r} (it has {', '.join(names)})")
+            table = pq.read_table(path, columns=[column])
+    except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:
+        raise DataError(f"{path}: cannot read column {column!r} ({str(exc).splitlines()[0]})") from None
+    return table.column(column)
+
+
 def embedding_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
     """(rows, dim) -> fixed_size_list<float32>[dim], without copying float32 input."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -119,6 +136,25 @@ def part_name(index: int) -> str:
 
 def part_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("part-*.parquet"))
+
+
+def write_summary(directory: Path, parts: Sequence[Path], name: str) -> None:
+    """A parquet `_metadata` file listing `parts` (schema and row groups), the way Dask writes one.
+
+    Dask reads a folder through its `_metadata` when there is one, and otherwise every *.parquet
+    file below it -- sidecars included -- so this is what keeps merlin.io.Dataset(<folder>) to the
+    data parts.
+    """
+    collected = []
+    schema = None
+    for part in parts:
+        meta = pq.read_metadata(part)
+        meta.set_file_path(part.relative_to(directory).as_posix())
+        collected.append(meta)
+        schema = schema or pq.read_schema(part)
+    if schema is None:
+        return
+    pq.write_metadata(schema, directory / name, metadata_collector=collected)
 
 
 def parquet_rows(path: Path) -> int:

@@ -26,7 +26,7 @@ def test_merlin_dataloader_gathers_the_encoders_vector_for_every_row(chain, samp
     from merlin.dataloader.torch import Loader
     from merlin.io import Dataset
 
-    npy = chain.path("lookups", name) / "embeddings.npy"
+    npy = chain.path("lookups", name) / "_embeddings.npy"
     parts = sorted(glob.glob(str(chain.path("datasets", "train") / "*.parquet")))
     with quiet_merlin():
         loader = Loader(Dataset(parts, cpu=True), batch_size=128, shuffle=False,
@@ -43,7 +43,7 @@ def test_merlin_dataloader_gathers_the_encoders_vector_for_every_row(chain, samp
     np.testing.assert_array_equal(vectors, expected)
     assert (cat_ids >= 3).all()  # every training item is in the vocabulary
     if source == "image":  # the items whose image was missing/corrupt gather zeros
-        failed = set(pq.read_table(chain.path("embeddings", "image") / "errors.parquet").column("item_id").to_pylist())
+        failed = set(pq.read_table(chain.path("embeddings", "image") / "_errors.parquet").column("item_id").to_pylist())
         assert not np.any(vectors[raw["item_id"].isin(failed).to_numpy()])
 
 
@@ -51,7 +51,7 @@ def test_table_layout_reserved_rows_and_present_flags(chain):
     record = chain.get("lookups", "image-train")
     directory = chain.path("lookups", "image-train")
     table = pq.read_table(directory / "table.parquet")
-    matrix = np.load(directory / "embeddings.npy")
+    matrix = np.load(directory / "_embeddings.npy")
     with quiet_merlin():
         import nvtabular as nvt
 
@@ -100,7 +100,7 @@ def test_up_to_date_then_stale_after_upstream_change_then_rebuilt(store, sample)
     assert health(store, store.get("lookups", "e")) == ("stale", ["embeddings/e changed"])
     rebuilt = lookup.run(store, lookup.LookupOptions("e", "item"))  # same recipe: rebuilt without --force
     assert not rebuilt.up_to_date
-    matrix = np.load(store.path("lookups", "e") / "embeddings.npy")
+    matrix = np.load(store.path("lookups", "e") / "_embeddings.npy")
     assert set(np.unique(matrix)) == {0.0, 2.0}
     assert health(store, rebuilt.record) == ("ok", [])
     assert rebuilt.record.metadata["coverage"] == 0.25  # 50 of 200 catalog items
@@ -146,8 +146,8 @@ def test_several_sources_one_table_each_or_concatenated(item_store):
     store, ids = item_store
     separate = lookup.run(store, lookup.LookupOptions(["image", "text"], "item"))
     directory = store.path("lookups", "image+text")
-    image, text = np.load(directory / "image.npy"), np.load(directory / "text.npy")
-    assert image.shape == (203, 4) and text.shape == (203, 3) and not (directory / "embeddings.npy").exists()
+    image, text = np.load(directory / "_image.npy"), np.load(directory / "_text.npy")
+    assert image.shape == (203, 4) and text.shape == (203, 3) and not (directory / "_embeddings.npy").exists()
     table = pq.read_table(directory / "table.parquet")
     assert {"present_image", "present_text", "embedding_image", "embedding_text"} <= set(table.column_names)
     cov = separate.record.metadata["by_source"]
@@ -155,7 +155,7 @@ def test_several_sources_one_table_each_or_concatenated(item_store):
     assert cov["text"]["embeddings_not_in_vocabulary"] == 2 and cov["text"]["not_in_vocabulary_examples"] == [1, 2]
 
     joined = lookup.run(store, lookup.LookupOptions(["image", "text"], "item", concat=True, name="both"))
-    both = np.load(store.path("lookups", "both") / "embeddings.npy")
+    both = np.load(store.path("lookups", "both") / "_embeddings.npy")
     np.testing.assert_array_equal(both, np.hstack([image, text]))
     present = np.array(pq.read_table(store.path("lookups", "both") / "table.parquet").column("present").to_pylist())
     assert present.sum() == 100  # items 50..149 have both
@@ -165,7 +165,7 @@ def test_several_sources_one_table_each_or_concatenated(item_store):
 def test_fill_mean_keeps_padding_zero_and_flags_rows(item_store):
     store, ids = item_store
     result = lookup.run(store, lookup.LookupOptions(["image"], "item", fill="mean", name="m"))
-    matrix = np.load(store.path("lookups", "m") / "embeddings.npy")
+    matrix = np.load(store.path("lookups", "m") / "_embeddings.npy")
     table = pq.read_table(store.path("lookups", "m") / "table.parquet")
     present = np.array(table.column("present").to_pylist())
     mean = matrix[present].mean(axis=0)
@@ -192,7 +192,11 @@ def test_hash_buckets_reserve_several_oov_rows(store, sample, tmp_path):
     stage.fit(store, stage.FitOptions(str(config), [str(sample / "items.parquet")], name="buckets"))
     ids = pq.read_table(sample / "items.parquet").column("item_id").to_pylist()
     put_embeddings(store, "e", pa.array(ids), np.ones((len(ids), 2), np.float32))
-    result = lookup.run(store, lookup.LookupOptions(["e"], "buckets"))
+    with pytest.raises(DataError, match=r"106 of 200 items of embeddings 'e' are not in the item_id vocabulary of workflow 'buckets' \(53.0%; e.g. \[\d+.*pass --min-reachable 0.47 to accept it"):
+        lookup.run(store, lookup.LookupOptions(["e"], "buckets"))
+    assert store.get("lookups", "e") is None
+    result = lookup.run(store, lookup.LookupOptions(["e"], "buckets", min_reachable=0.47))
+    assert result.record.metadata["reachable"] == 0.47 and result.record.metadata["by_source"]["e"]["encoded"] == 200
     table = pq.read_table(store.path("lookups", "e") / "table.parquet")
     assert result.record.metadata["reserved_ids"] == 6  # pad, null, 4 OOV buckets
     assert table.column("item_id").to_pylist()[:6] == [None] * 6

@@ -48,7 +48,7 @@ ShardOpt = Annotated[
 ]
 SealOpt = Annotated[bool, typer.Option("--seal", help="Only assemble and publish the shards that --shard jobs made.")]
 OnErrorOpt = Annotated[
-    str, typer.Option("--on-error", help="skip: record unusable items in errors.parquet; fail: stop at the first.")
+    str, typer.Option("--on-error", help="skip: record unusable items in _errors.parquet; fail: stop at the first.")
 ]
 MaxErrorsOpt = Annotated[
     Optional[int], typer.Option("--max-errors", help="Stop (nothing written) when more items than this fail.")
@@ -76,7 +76,9 @@ def _finish(result, as_json: bool) -> None:
         f"dim {m['dim']}, model {m['model']['model']}",
     ]
     if s["skipped"]:
-        lines.append(f"skipped items and reasons: {record.kind}/{record.name}/errors.parquet")
+        from embedtab.artifacts import EMBEDDINGS_ERRORS
+
+        lines.append(f"skipped items and reasons: {record.kind}/{record.name}/{EMBEDDINGS_ERRORS}")
     report_result(record, result.up_to_date, as_json, lines)
 
 
@@ -113,7 +115,7 @@ def text(
 
     Each distinct text is encoded once. A rerun with the same inputs and options does nothing; after
     the catalog changed only new or changed texts are encoded, the rest reused, removed ids dropped.
-    A killed run resumes where it stopped. Empty texts are skipped and listed in errors.parquet.
+    A killed run resumes where it stopped. Empty texts are skipped and listed in _errors.parquet.
 
     [bold]Examples[/bold]
 
@@ -169,7 +171,7 @@ def image(
     """Encode item images with an OpenCLIP image tower.
 
     Input: a table with an image-path column, or a folder of images (id = file stem). Missing,
-    empty, corrupt or oversized images are skipped and listed in errors.parquet; CMYK, grayscale,
+    empty, corrupt or oversized images are skipped and listed in _errors.parquet; CMYK, grayscale,
     palette, alpha, 16-bit and EXIF-rotated images are converted and encoded. Reruns reuse
     unchanged images (by content hash) and a killed run resumes.
 

@@ -21,6 +21,9 @@ def lookup(
     min_coverage: Annotated[
         float, typer.Option("--min-coverage", help="Fail (nothing written) when a source covers less of the vocabulary, e.g. 0.95.")
     ] = 0.0,
+    min_reachable: Annotated[
+        float, typer.Option("--min-reachable", help="Fail when the vocabulary holds a smaller share of a source's encoded items (their vectors could never be looked up).")
+    ] = 0.95,
     trust_workflow: TrustOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
@@ -28,10 +31,11 @@ def lookup(
 ) -> None:
     """Build a table whose row i is the embedding of the item with categorified id i.
 
-    Writes table.parquet (cat_id, raw id, present, embedding) and a dense embeddings.npy for
+    Writes table.parquet (cat_id, raw id, present, embedding) and a dense _embeddings.npy for
     merlin-dataloader's EmbeddingOperator or Triton. Rows 0 (pad), 1 (null) and the OOV slots,
-    and items without an embedding, are filled (--fill) with present = false. Rebuilt when the
-    workflow or the embeddings change; `embedtab status` marks it stale until then.
+    and items without an embedding, are filled (--fill) with present = false. Refused when the
+    vocabulary misses encoded items (--min-reachable). Rebuilt when the workflow or the
+    embeddings change; `embedtab status` marks it stale until then.
 
     [bold]Examples[/bold]
 
@@ -41,13 +45,15 @@ def lookup(
     """
     from embedtab.lookup import LookupOptions, run
 
-    options = LookupOptions(embeddings, workflow, column, name, force, trust_workflow, concat, fill, min_coverage)
+    options = LookupOptions(embeddings, workflow, column, name, force, trust_workflow, concat, fill, min_coverage, min_reachable)
     result = run(open_store(artifacts), options, reporter())
     m = result.record.metadata
     lines = [f"{m['cardinality']:,} rows ({m['reserved_ids']} reserved) x {m['dim'] if m['dim'] else m['dims']} dims, fill {m['fill']}"]
     for source, cov in m["by_source"].items():
         lines.append(f"{source}: {cov['with_embedding']:,} of {cov['vocabulary']:,} vocabulary ids have an embedding ({cov['coverage']:.1%}); "
-                     f"{cov['embeddings_not_in_vocabulary']:,} embeddings outside the vocabulary")
-    files = ["embeddings.npy"] if m["dim"] else [f"{s}.npy" for s in m["dims"]]
+                     f"{cov['encoded'] - cov['embeddings_not_in_vocabulary']:,} of {cov['encoded']:,} encoded items reachable ({cov['reachable']:.1%})")
+    from embedtab.artifacts import lookup_dense_name
+
+    files = [lookup_dense_name()] if m["dim"] else [lookup_dense_name(s) for s in m["dims"]]
     lines.append("dense tables: " + ", ".join(f"lookups/{result.record.name}/{f}" for f in files))
     report_result(result.record, result.up_to_date, as_json, lines)

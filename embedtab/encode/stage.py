@@ -2,9 +2,10 @@
 
 Output (embeddings/<name>/):
     part-NNNNN.parquet   <id column> (original dtype), embedding fixed_size_list<float32>[dim]
-    errors.parquet       <id column>, input, reason  -- items skipped, with why
-    index.parquet        <id column>, key (content hash), row; for images path, size, mtime_ns
-    embeddings.json      encoder identity, dim, counts (also in the manifest record)
+    _metadata            parquet summary of the parts (merlin.io.Dataset(<folder>) reads just them)
+    _errors.parquet      <id column>, input, reason  -- items skipped, with why
+    _index.parquet       <id column>, key (content hash), row; for images path, size, mtime_ns
+    _embeddings.json     encoder identity, dim, counts (also in the manifest record)
 
 How a run goes:
  1. scan  -- stream the inputs once; every item gets a content key (sha256 of the rendered text or
@@ -31,18 +32,23 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from embedtab import tables
-from embedtab.artifacts import ArtifactRecord, ArtifactStore
+from embedtab.artifacts import (
+    EMBEDDINGS_ERRORS,
+    EMBEDDINGS_INDEX,
+    EMBEDDINGS_INFO,
+    PARQUET_SUMMARY,
+    ArtifactRecord,
+    ArtifactStore,
+)
 from embedtab.device import check_device
 from embedtab.encode import sources as src
 from embedtab.encode.backends import PRECISIONS
 from embedtab.encode.work import WorkDir, copy_previous_vectors
-from embedtab.errors import DataError, UsageError
+from embedtab.errors import ArtifactExists, DataError, UsageError
 from embedtab.fingerprint import files_fingerprint, hash_value, library_versions
 from embedtab.reporting import SILENT, Reporter
 
 ON_ERROR = ("skip", "fail")
-INDEX = "index.parquet"
-ERRORS = "errors.parquet"
 _PACKAGES = ("torch", "numpy", "pyarrow", "pillow")
 
 
@@ -265,8 +271,8 @@ class Previous:
 
 
 def _read_index(store: ArtifactStore, record: ArtifactRecord) -> pa.Table | None:
-    path = store.path(record.kind, record.name) / INDEX
-    return pq.read_table(path) if path.exists() else None
+    path = store.sidecar(record, EMBEDDINGS_INDEX)
+    return pq.read_table(path) if path is not None and path.exists() else None
 
 
 def _stat_cache(index: pa.Table | None) -> src.StatCache:
@@ -449,7 +455,8 @@ def _seal(store, plan, source, options, scan, worklist, work, previous, identity
     if decode:
         failed_work[list(decode)] = True
     item_work = worklist.work_of_item
-    item_failed = (item_work >= 0) & failed_work[np.maximum(item_work, 0)]
+    # (nothing new to encode -- every item reused -- leaves failed_work empty)
+    item_failed = (item_work >= 0) & (failed_work[np.maximum(item_work, 0)] if len(failed_work) else False)
     problems = dict(scan.problems)
     for position in np.flatnonzero(item_failed):
         problems[int(position)] = (scan.paths[int(position)].as_py() if scan.paths is not None else "", decode[int(item_work[position])])
@@ -469,7 +476,7 @@ def _seal(store, plan, source, options, scan, worklist, work, previous, identity
 
     id_name = options.id_column
     with store.staging(plan) as staging, reporter.progress("writing parts", total=n, unit="items") as advance:
-        index_writer = _IndexWriter(staging / INDEX, id_name, scan.ids.type, source.modality == "image")
+        index_writer = _IndexWriter(staging / EMBEDDINGS_INDEX, id_name, scan.ids.type, source.modality == "image")
         row = 0
         parts = 0
         for start in range(0, n, options.shard_size):
@@ -497,7 +504,8 @@ def _seal(store, plan, source, options, scan, worklist, work, previous, identity
             "input": pa.array([problems[p][0] for p in positions], pa.string()),
             "reason": pa.array([problems[p][1] for p in positions], pa.string()),
         })
-        tables.write_parquet(errors, staging / ERRORS)
+        tables.write_parquet(errors, staging / EMBEDDINGS_ERRORS)
+        tables.write_summary(staging, tables.part_files(staging), PARQUET_SUMMARY)
         reused_items = int(((worklist.reuse_rows >= 0) & ok).sum())
         seconds = time.time() - started
         summary = {
@@ -524,7 +532,7 @@ def _seal(store, plan, source, options, scan, worklist, work, previous, identity
         }
         if preprocess is not None:
             metadata["preprocess"] = preprocess
-        (staging / "embeddings.json").write_text(json.dumps({**metadata, "summary": summary}, indent=2, default=str))
+        (staging / EMBEDDINGS_INFO).write_text(json.dumps({**metadata, "summary": summary}, indent=2, default=str))
         record = store.publish(plan, staging, metadata=metadata, summary=summary, device=device)
     return record
 
@@ -557,7 +565,7 @@ def _gather_work(work: WorkDir, indices: np.ndarray, dim: int) -> np.ndarray:
 
 
 class _IndexWriter:
-    """index.parquet, written part by part (id, key, row; for images path, size, mtime_ns)."""
+    """_index.parquet, written part by part (id, key, row; for images path, size, mtime_ns)."""
 
     def __init__(self, path: Path, id_name: str, id_type: pa.DataType, images: bool):
         fields = [(id_name, id_type), ("key", pa.binary(src.KEY_BYTES)), ("row", pa.int64())]
@@ -624,6 +632,8 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
 
     params = {**options.recipe(), "model": model, "on_error": options.on_error, "max_errors": options.max_errors,
               "inputs": [str(p) for p in (source.paths if source.folder is None else [source.folder])]}
+    if existing is not None and not options.force:
+        _check_same_source(existing, params["inputs"], scan)
     kind = "text" if source.modality == "text" else "image"
     plan = store.plan(
         "embeddings", options.name, f"encode {kind}", params,
@@ -677,7 +687,7 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
 
     with store.lock():  # one sealer at a time; another shard job may have sealed already
         done = store.get("embeddings", options.name)
-        if done is not None and done.input_fingerprint == plan.input_fingerprint and not store.missing_outputs(done):
+        if store.current(done, plan.input_fingerprint):
             return EncodeResult(done, True, dict(done.summary))
         record = _seal(store, plan, source, options, scan, worklist, work, previous, identity, preprocess,
                        device, started, reporter, truncated, backend.model_seconds if backend else 0.0)
@@ -685,6 +695,32 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
     if truncated:
         reporter.warn(f"{truncated} text(s) exceed the model's maximum length and were truncated")
     return EncodeResult(record, False, dict(record.summary))
+
+
+def _source_of(inputs: list[str]) -> str:
+    """What an artifact was encoded from: tables (their paths may change: a catalog's daily file
+    or a grown glob is an update) or one image folder (another folder is another input)."""
+    if all(Path(p).suffix in tables.TABLE_SUFFIXES for p in inputs):
+        return "tables"
+    return f"the folder {inputs[0]}"
+
+
+def _id_kind(type_name: str | None) -> str | None:
+    if not type_name:
+        return None
+    return "integer" if type_name.startswith(("int", "uint")) else "string" if "string" in type_name else type_name
+
+
+def _check_same_source(existing: ArtifactRecord, inputs: list[str], scan: Scan) -> None:
+    """An incremental update keeps the artifact's source and id type; anything else needs --force."""
+    old, new = _source_of(existing.params.get("inputs", [])), _source_of(inputs)
+    old_ids, new_ids = _id_kind(existing.metadata.get("id_type")), _id_kind(str(scan.ids.type))
+    if old != new or (old_ids and old_ids != new_ids):
+        made = f"{old} with {old_ids} ids" if old_ids else old
+        raise ArtifactExists(
+            f"embeddings {existing.name!r} were encoded from {made}; this run reads {new} with {new_ids} ids. "
+            "Pass --force to replace them, or choose another --name"
+        )
 
 
 def _clean_work(store: ArtifactStore, name: str) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from embedtab import tables
-from embedtab.artifacts import ArtifactRecord, ArtifactStore
+from embedtab.artifacts import EMBEDDINGS_INFO, PARQUET_SUMMARY, ArtifactRecord, ArtifactStore
 from embedtab.device import array_module, gpu_arrays_available, to_numpy
 from embedtab.errors import DataError, UsageError
 from embedtab.reduce.pca import Covariance, Projection, Spectrum, fit_cuml, fit_sklearn
@@ -184,6 +184,11 @@ def _embeddings_meta(source: ArtifactRecord, projection_name: str, projection: P
             "source": source.name}
 
 
+def _write_sidecars(staging: Path, meta: dict[str, Any]) -> None:
+    (staging / EMBEDDINGS_INFO).write_text(json.dumps(meta, indent=2))
+    tables.write_summary(staging, tables.part_files(staging), PARQUET_SUMMARY)
+
+
 # ----------------------------------------------------------------------------- entry points
 def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILENT) -> ReduceResult:
     source = store.require("embeddings", options.source)
@@ -244,7 +249,7 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
     with store.staging(proj_plan) as proj_staging, store.staging(emb_plan) as emb_staging:
         projection.save(proj_staging, info)
         rows = _transform(store, source, projection, emb_staging, device == "cuda", reporter)
-        (emb_staging / "embeddings.json").write_text(json.dumps(_embeddings_meta(source, name, projection), indent=2))
+        _write_sidecars(emb_staging, _embeddings_meta(source, name, projection))
         proj_record = store.publish(proj_plan, proj_staging, metadata=info, summary={"fit_seconds": round(fit_seconds, 3)}, device=device)
         # The reduced vectors also depend on the projection: record it so `status` can tell staleness.
         emb_plan.inputs["artifacts"].append({"kind": "projections", "name": name, "fingerprint": proj_record.fingerprint})
@@ -273,7 +278,7 @@ def apply(store: ArtifactStore, projection_name: str, source_name: str, name: st
     with store.staging(plan) as staging:
         rows = _transform(store, source, projection, staging, use_gpu, reporter)
         meta = _embeddings_meta(source, projection_name, projection)
-        (staging / "embeddings.json").write_text(json.dumps(meta, indent=2))
+        _write_sidecars(staging, meta)
         record = store.publish(plan, staging, metadata={**meta, "projection_fingerprint": proj_record.fingerprint},
                                summary={"rows": rows, "seconds": round(time.time() - started, 3)},
                                device="cuda" if use_gpu else "cpu")

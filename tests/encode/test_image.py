@@ -47,7 +47,7 @@ def test_image_embeddings_equal_open_clip_encode_image(store, sample, smoke_clip
         expected = torch.nn.functional.normalize(model.encode_image(batch), dim=-1).numpy()
     np.testing.assert_allclose(tables.vectors(table), expected, atol=1e-5, rtol=0)
 
-    errors = pq.read_table(directory / "errors.parquet").to_pylist()
+    errors = pq.read_table(directory / "_errors.parquet").to_pylist()
     reasons = {e["item_id"]: e["reason"] for e in errors}
     assert reasons[items[5]["item_id"]] == "file not found"
     assert reasons[items[9]["item_id"]].startswith("corrupt image")
@@ -94,7 +94,7 @@ def test_odd_modes_are_encoded_and_hostile_files_skipped(store, tmp_path):
                                            model="embedtab-smoke-clip", max_pixels=5_000_000))
     directory = store.path("embeddings", "odd")
     encoded = tables.read_parts(tables.part_files(directory)).column("item_id").to_pylist()
-    reasons = {e["item_id"]: e["reason"] for e in pq.read_table(directory / "errors.parquet").to_pylist()}
+    reasons = {e["item_id"]: e["reason"] for e in pq.read_table(directory / "_errors.parquet").to_pylist()}
     for index, (name, _, outcome) in enumerate(cases):
         if outcome is None:
             assert index in encoded, f"{name} should be encoded, got {reasons.get(index)}"

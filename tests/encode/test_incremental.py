@@ -19,7 +19,7 @@ from PIL import Image
 from embedtab import tables
 from embedtab.artifacts import ArtifactStore
 from embedtab.encode import ImageOptions, TextOptions, run_image, run_text
-from embedtab.errors import DataError, UsageError
+from embedtab.errors import ArtifactExists, DataError, UsageError
 from embedtab.reporting import Reporter
 
 
@@ -205,7 +205,7 @@ def test_duplicate_ids_with_dedupe_keep_the_first(store, tmp_path):
     result = run_text(store, TextOptions(inputs=[path], name="t", text_columns=["title"], dedupe=True))
     got_ids, _ = read(store, "t")
     assert got_ids == [1, 2, 3]
-    errors = pq.read_table(store.path("embeddings", "t") / "errors.parquet").to_pylist()
+    errors = pq.read_table(store.path("embeddings", "t") / "_errors.parquet").to_pylist()
     assert [(e["item_id"], e["reason"]) for e in errors] == [(1, "duplicate id (first occurrence kept)"), (2, "duplicate id (first occurrence kept)")]
     assert result.record.summary["skipped"] == 2
 
@@ -232,7 +232,7 @@ def test_image_folder_and_incremental_image_update(store, tmp_path):
     table = tables.read_parts(tables.part_files(store.path("embeddings", "f")))
     assert table.column("item_id").to_pylist() == ["sku-0", "sku-1", "sku-2", "sku-3"]
     assert table.schema.field("item_id").type == pa.string()
-    errors = pq.read_table(store.path("embeddings", "f") / "errors.parquet").to_pylist()
+    errors = pq.read_table(store.path("embeddings", "f") / "_errors.parquet").to_pylist()
     assert [(e["item_id"], e["reason"]) for e in errors] == [("pipe", "not a regular file")]
     assert first.record.summary["encoded"] == 4
 
@@ -243,8 +243,75 @@ def test_image_folder_and_incremental_image_update(store, tmp_path):
     assert (second.record.summary["encoded"], second.record.summary["reused"]) == (1, 3)
 
 
+def test_encoding_another_source_under_a_taken_name_needs_force(store, sample, tmp_path):
+    """`encode image ./photos/` with the default --name must not replace the catalog's `image` artifact."""
+    run_image(store, ImageOptions(inputs=[str(sample / "items.parquet")], name="image", model="embedtab-smoke-clip", workers=0))
+    before = store.get("embeddings", "image")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _png(folder / "a.png", (1, 2, 3))
+    with pytest.raises(ArtifactExists, match=r"embeddings 'image' were encoded from tables with integer ids; this run reads the folder .*photos with string ids"):
+        run_image(store, ImageOptions(inputs=[str(folder)], name="image", model="embedtab-smoke-clip", workers=0))
+    assert store.get("embeddings", "image") == before
+    run_image(store, ImageOptions(inputs=[str(folder)], name="photos", model="embedtab-smoke-clip", workers=0))
+    other = tmp_path / "other"
+    other.mkdir()
+    _png(other / "b.png", (3, 2, 1))
+    with pytest.raises(ArtifactExists, match=r"were encoded from the folder .*photos with string ids; this run reads the folder .*other"):
+        run_image(store, ImageOptions(inputs=[str(other)], name="photos", model="embedtab-smoke-clip", workers=0))
+    replaced = run_image(store, ImageOptions(inputs=[str(other)], name="photos", model="embedtab-smoke-clip", workers=0, force=True))
+    assert replaced.record.metadata["count"] == 1
+
+
 def test_image_workers_give_the_same_vectors(store, sample):
     items = [str(sample / "items.parquet")]
     run_image(store, ImageOptions(inputs=items, name="w0", model="embedtab-smoke-clip", workers=0, batch_size=16))
     run_image(store, ImageOptions(inputs=items, name="w2", model="embedtab-smoke-clip", workers=2, batch_size=16))
     np.testing.assert_array_equal(read(store, "w0")[1], read(store, "w2")[1])
+
+
+def test_artifact_in_the_pre_0_2_layout_is_read_reported_and_rewritten(store, tmp_path):
+    """0.1 wrote index.parquet, errors.parquet and embeddings.json beside the parts (merlin.io read them as data)."""
+    import json
+
+    from embedtab.artifacts import EMBEDDINGS_INDEX, LEGACY_NAMES
+    from embedtab.status import health
+
+    ids, texts = catalog(30)
+    texts[3] = ""  # one skipped item, so errors.parquet has a row
+    options = TextOptions(inputs=[write(tmp_path / "items.parquet", ids, texts)], name="t", text_columns=["title"])
+    run_text(store, options)
+    _, vectors = read(store, "t")
+    directory = store.path("embeddings", "t")
+    manifest = json.loads(store.manifest_path.read_text())
+    record = manifest["artifacts"]["embeddings/t"]
+    (directory / "_metadata").unlink()
+    for new, old in LEGACY_NAMES["embeddings"].items():
+        (directory / new).rename(directory / old)
+    record["outputs"] = [{**o, "path": LEGACY_NAMES["embeddings"].get(o["path"], o["path"])} for o in record["outputs"] if o["path"] != "_metadata"]
+    store.manifest_path.write_text(json.dumps(manifest))
+
+    old = store.get("embeddings", "t")
+    assert store.sidecar(old, EMBEDDINGS_INDEX) == directory / "index.parquet"
+    state, reasons = health(store, old)
+    assert state == "stale" and "pre-0.2 layout" in reasons[0]
+    again = run_text(store, options)  # same inputs: rewritten, every vector reused from the old index
+    assert not again.up_to_date and (again.record.summary["encoded"], again.record.summary["reused"]) == (0, 29)
+    assert sorted(p.name for p in directory.iterdir()) == ["_embeddings.json", "_errors.parquet", "_index.parquet", "_metadata", "part-00000.parquet"]
+    np.testing.assert_array_equal(read(store, "t")[1], vectors)
+    assert health(store, again.record) == ("ok", [])
+    assert run_text(store, options).up_to_date
+
+
+def test_catalog_that_only_lost_items_reuses_everything(store, tmp_path):
+    """Nothing new to encode (it crashed with IndexError in 0.1)."""
+    ids, texts = catalog(20)
+    path = write(tmp_path / "items.parquet", ids, texts)
+    run_text(store, TextOptions(inputs=[path], name="t", text_columns=["title"]))
+    kept, before = read(store, "t")
+    write(tmp_path / "items.parquet", ids[5:], texts[5:])
+    shrunk = run_text(store, TextOptions(inputs=[path], name="t", text_columns=["title"]))
+    assert (shrunk.record.summary["encoded"], shrunk.record.summary["reused"]) == (0, 15)
+    after_ids, after = read(store, "t")
+    assert after_ids == kept[5:]
+    np.testing.assert_array_equal(after, before[5:])

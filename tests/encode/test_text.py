@@ -24,7 +24,7 @@ def write_items(path, ids, titles, descriptions=None):
 def read_artifact(store, name):
     directory = store.path("embeddings", name)
     table = tables.read_parts(tables.part_files(directory))
-    errors = pq.read_table(directory / "errors.parquet")
+    errors = pq.read_table(directory / "_errors.parquet")
     return table, errors
 
 
