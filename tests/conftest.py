@@ -75,8 +75,17 @@ def chain(tmp_path_factory, sample):
     run_image(store, ImageOptions(inputs=[items], name="image", model="embedtab-smoke-clip", batch_size=32))
     reduce.run(store, reduce.ReduceOptions("text", 16))
     train = [str(sample / "interactions" / "day_1.parquet"), str(sample / "interactions" / "day_2.parquet")]
+    fit_id_space(store, sample)
     stage.fit(store, stage.FitOptions(str(CONFIGS / "interactions.yaml"), train))
     stage.transform(store, stage.TransformOptions("interactions", train, name="train"))
     lookup.run(store, lookup.LookupOptions("text", "interactions", "item_id", name="text-train"))
     lookup.run(store, lookup.LookupOptions("image", "interactions", "item_id", name="image-train"))
     return store
+
+
+def fit_id_space(store, sample) -> None:
+    """The item, user and context workflows, whose vocabularies the interactions and session configs share."""
+    from embedtab.workflow import stage
+
+    for which, data in (("item", "items.parquet"), ("user", "users.parquet"), ("context", "interactions")):
+        stage.fit(store, stage.FitOptions(str(CONFIGS / f"{which}.yaml"), [str(sample / data)]))

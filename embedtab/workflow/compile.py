@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from embedtab.errors import ConfigError
 from embedtab.workflow import config as cfg
-from embedtab.workflow.functions import TIME_FUNCTIONS
+from embedtab.workflow.functions import TIME_FUNCTIONS, Prefix
+
+_Prefix = Prefix  # workflows saved by embedtab 0.1 pickled the renamer under this name
+
+# Groupby outputs and the tags that describe them: a list is a sequence (Transformers4Rec finds the
+# item sequence by its ITEM_ID + LIST tags); a count or statistic of ids is a number, not an id
+# (CONTINUOUS overrides the ID and CATEGORICAL tags it would inherit from the id column).
+_AGG_TAGS = {"list": ("list",), "count": ("continuous",), "sum": ("continuous",), "mean": ("continuous",),
+             "std": ("continuous",), "var": ("continuous",), "min": ("continuous",), "max": ("continuous",)}
 
 
 @dataclass
@@ -17,6 +25,9 @@ class Context:
     base_dir: Path  # relative side-table paths are relative to the config file
     use_gpu: bool = False
     side_tables: list[Path] = field(default_factory=list)  # fingerprinted as inputs of the fit
+    # (vocabulary spec, categorified column) -> the values in id order; supplied by the stage, which
+    # knows the artifact directory. None: configs with a `vocabulary` cannot be compiled.
+    vocabulary: Callable[[cfg.Vocabulary, str], Any] | None = None
 
 
 def side_table_path(op: cfg.Join, base_dir: Path) -> Path:
@@ -45,7 +56,8 @@ def _side_table(op: cfg.Join, ctx: Context) -> Any:
     return frame
 
 
-def _apply(node: Any, op: Any, ctx: Context) -> Any:
+def _apply(node: Any, op: Any, ctx: Context, names: list[str]) -> Any:
+    """`node >> op`; `names` are the columns the node carries at this point (for vocabularies)."""
     import numpy as np
     import nvtabular as nvt
     from merlin.schema import Tags
@@ -58,6 +70,12 @@ def _apply(node: Any, op: Any, ctx: Context) -> Any:
             kwargs["num_buckets"] = op.num_buckets
         if op.dtype is not None:
             kwargs["dtype"] = op.dtype
+        if op.vocabulary is not None:
+            if ctx.vocabulary is None:
+                raise ConfigError("categorify: a vocabulary needs an artifact directory to resolve it")
+            # NVTabular's own mechanism: the values are written as the category file at once and
+            # fit skips these columns, so ids follow the given order (first id 2 + OOV slots).
+            kwargs["vocabs"] = {name: ctx.vocabulary(op.vocabulary, name) for name in names}
         return node >> ops.Categorify(**kwargs)
     if isinstance(op, cfg.Normalize):
         return node >> ops.Normalize(out_dtype=np.dtype(op.out_dtype))
@@ -80,7 +98,7 @@ def _apply(node: Any, op: Any, ctx: Context) -> Any:
                                           out_dtype=op.out_dtype, out_path=ctx.out_path)
     if isinstance(op, cfg.Rename):
         if op.prefix:
-            return node >> ops.Rename(f=_Prefix(op.prefix))
+            return node >> ops.Rename(f=Prefix(op.prefix))
         return node >> ops.Rename(postfix=op.postfix, name=op.name)
     if isinstance(op, cfg.AddTags):
         return node >> ops.AddTags([Tags(t) for t in op.tags])
@@ -96,14 +114,15 @@ def _apply(node: Any, op: Any, ctx: Context) -> Any:
     raise TypeError(f"no compiler for {type(op).__name__}")  # config.py and this file disagree
 
 
-class _Prefix:
-    """Picklable column renamer (Rename(f=...) is pickled with the workflow)."""
-
-    def __init__(self, prefix: str):
-        self.prefix = prefix
-
-    def __call__(self, name: str) -> str:
-        return f"{self.prefix}{name}"
+def _renamed(names: list[str], op: Any) -> list[str]:
+    """Column names after an op (only renames and time features change them)."""
+    if isinstance(op, cfg.Rename):
+        if op.name:
+            return [op.name]
+        return [f"{op.prefix}{n}" if op.prefix else f"{n}{op.postfix}" for n in names]
+    if isinstance(op, cfg.TimeFeatures):
+        return [f"{n}_{feature}" for feature in op.features for n in names]
+    return names
 
 
 def feature_graph(config: cfg.WorkflowConfig, ctx: Context) -> Any:
@@ -119,8 +138,10 @@ def feature_graph(config: cfg.WorkflowConfig, ctx: Context) -> Any:
     output = None
     for group in config.features:
         node: Any = list(group.columns) if base is None else base[group.flat_columns()]
+        names = group.flat_columns()
         for op in group.ops:
-            node = _apply(node, op, ctx)
+            node = _apply(node, op, ctx, names)
+            names = _renamed(names, op)
         if isinstance(node, list):
             node = nvt.ColumnSelector(node) >> nvt.ops.AddMetadata()  # a pass-through group
         output = node if output is None else output + node
@@ -133,7 +154,21 @@ def compile_workflow(config: cfg.WorkflowConfig, ctx: Context, features: Any = N
 
     output = feature_graph(config, ctx) if features is None else features
     if config.groupby is not None:
+        from merlin.schema import Tags
+
         spec = config.groupby
-        output = output >> nvt.ops.Groupby(groupby_cols=spec.by, sort_cols=spec.sort, aggs=dict(spec.aggs),
-                                          name_sep=spec.name_sep, ascending=spec.ascending)
+        grouped = output >> nvt.ops.Groupby(groupby_cols=spec.by, sort_cols=spec.sort, aggs=dict(spec.aggs),
+                                           name_sep=spec.name_sep, ascending=spec.ascending)
+        tagged: dict[tuple[str, ...], list[str]] = {}
+        plain = list(spec.by)
+        for column, aggs in spec.aggs.items():
+            for agg in aggs:
+                name = f"{column}{spec.name_sep}{agg}"
+                if agg in _AGG_TAGS:
+                    tagged.setdefault(_AGG_TAGS[agg], []).append(name)
+                else:
+                    plain.append(name)
+        output = grouped[plain] >> nvt.ops.AddMetadata()
+        for tags, names in tagged.items():
+            output = output + (grouped[names] >> nvt.ops.AddTags([Tags(t) for t in tags]))
     return nvt.Workflow(output)

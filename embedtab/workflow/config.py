@@ -42,6 +42,26 @@ class _Op(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Vocabulary(BaseModel):
+    """Where a Categorify takes its vocabulary from instead of fitting one on the data.
+
+    `workflow: item` -- the ids of a fitted workflow artifact, kept exactly (one id space);
+    `table: ../catalog.parquet` -- the distinct values of a table, in order of first appearance
+    (relative to the config file). `column` defaults to the categorified column's own name.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    workflow: Optional[str] = None
+    table: Optional[str] = None
+    column: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Vocabulary":
+        if (self.workflow is None) == (self.table is None):
+            raise ValueError("give exactly one of workflow (a fitted workflow's name) or table (a parquet/csv path)")
+        return self
+
+
 class Categorify(_Op):
     op: Literal["categorify"]
     freq_threshold: int = Field(0, ge=0)
@@ -49,6 +69,17 @@ class Categorify(_Op):
     num_buckets: Optional[int] = Field(None, ge=1)
     dtype: Optional[Literal["int32", "int64"]] = None
     encode_type: Literal["joint", "combo"] = "joint"
+    vocabulary: Optional[Vocabulary] = None
+
+    @model_validator(mode="after")
+    def _fixed_vocabulary(self) -> "Categorify":
+        if self.vocabulary is not None and (self.freq_threshold or self.max_size or self.encode_type == "combo"):
+            raise ValueError("a given vocabulary is used as it is: drop freq_threshold, max_size and encode_type: combo")
+        if self.vocabulary is not None and self.num_buckets:
+            # NVTabular 23.08 numbers a given vocabulary after one OOV slot whatever num_buckets says,
+            # so hashed OOV buckets would land on real ids.
+            raise ValueError("num_buckets cannot be combined with a vocabulary (NVTabular 23.08 would hash unknown values onto real ids)")
+        return self
 
 
 class NormalizeMinMax(_Op):
@@ -186,6 +217,16 @@ class FeatureGroup(BaseModel):
             out.extend([entry] if isinstance(entry, str) else entry)
         return out
 
+    @model_validator(mode="after")
+    def _vocabulary_columns(self) -> "FeatureGroup":
+        for op in self.ops:
+            if isinstance(op, Categorify) and op.vocabulary is not None:
+                if any(not isinstance(c, str) for c in self.columns):
+                    raise ValueError("a vocabulary cannot be given to column groups (nested lists)")
+                if op.vocabulary.column and len(self.columns) > 1:
+                    raise ValueError("vocabulary.column names one source column: use it in a group of one column")
+        return self
+
 
 class Join(BaseModel):
     """A parquet side table joined onto the input rows (NVTabular JoinExternal) before the feature
@@ -224,12 +265,21 @@ class GroupBy(BaseModel):
 
 
 class MaskGroup(BaseModel):
-    """Columns set to their sentinels together, for a share `rate` of rows (or of entities)."""
+    """For a share `rate` of rows (or of entities, `by`), either input columns set to sentinels
+    together (`columns`, before the workflow), or categorified output ids set to the
+    out-of-vocabulary id (`ids`, after it; every other column -- a content lookup key too -- kept)."""
 
     model_config = ConfigDict(extra="forbid")
-    columns: dict[str, Union[int, float, str]] = Field(min_length=1)  # column -> sentinel value
+    columns: Optional[dict[str, Union[int, float, str]]] = Field(None, min_length=1)  # input column -> sentinel
+    ids: Optional[list[str]] = Field(None, min_length=1)  # categorified output columns -> OOV id
     rate: float = Field(gt=0, le=1)
-    by: Optional[str] = None  # an entity column: all rows of a chosen entity are masked alike
+    by: Optional[str] = None  # an input (entity) column: all rows of a chosen entity are masked alike
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "MaskGroup":
+        if (self.columns is None) == (self.ids is None):
+            raise ValueError("give exactly one of columns (input sentinels) or ids (categorified outputs set to OOV)")
+        return self
 
 
 class Masking(BaseModel):
@@ -267,6 +317,35 @@ class WorkflowConfig(BaseModel):
             raise ValueError("column groups (nested lists) cannot be combined with joins")
         return self
 
+    @model_validator(mode="after")
+    def _id_masking_keeps_rows(self) -> "WorkflowConfig":
+        # `ids` masks are decided on the input rows and applied to the output rows, one to one.
+        if self.masking and any(g.ids for g in self.masking.groups):
+            if self.groupby is not None:
+                raise ValueError("masking ids needs one output row per input row: it cannot be combined with groupby")
+            if any(j.how == "inner" for j in self.joins):
+                raise ValueError("masking ids needs one output row per input row: use left joins")
+        return self
+
+    def as_params(self) -> dict[str, Any]:
+        """The config as recorded (and fingerprinted); options added after 0.1 are left out when
+        unset, so artifacts fitted by 0.1 from the same YAML stay up to date."""
+        return _prune(self.model_dump(mode="json"), ("vocabulary", "ids", "columns"))
+
+    def masking_spec(self) -> dict[str, Any] | None:
+        return self.as_params().get("masking")
+
+    def vocabulary_sources(self) -> list[Vocabulary]:
+        return [op.vocabulary for g in self.features for op in g.ops if isinstance(op, Categorify) and op.vocabulary]
+
+
+def _prune(value: Any, keys: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {k: _prune(v, keys) for k, v in value.items() if not (k in keys and v is None)}
+    if isinstance(value, list):
+        return [_prune(v, keys) for v in value]
+    return value
+
 
 def _where(loc: tuple[Any, ...]) -> str:
     text = ""
@@ -289,7 +368,7 @@ def _message(error: dict[str, Any]) -> str:
         return f"unknown aggregation {error['input']!r} (allowed: {', '.join(AGGREGATIONS)})"
     if error["type"] == "literal_error" and error["loc"] and error["loc"][-2:-1] == ("tags",):
         return f"unknown tag {error['input']!r} (allowed: {', '.join(TAGS)})"
-    return error["msg"]
+    return error["msg"].removeprefix("Value error, ")
 
 
 def parse_config(raw: Any, source: str) -> WorkflowConfig:

@@ -1,7 +1,9 @@
-"""Named functions used by LambdaOps in compiled workflows.
+"""Functions and callables that compiled workflows carry (LambdaOp, Rename).
 
-They live in an importable module (never lambdas or __main__ functions) so a saved workflow's
-pickle refers to them by name and loads wherever embedtab is installed. Each takes one column
+fit-workflow saves workflows with this module pickled *by value* (NVTabular's
+`Workflow.save(modules_byvalue=...)`), so a saved workflow holds the code itself and plain
+`nvtabular.Workflow.load` opens it where embedtab is not installed (a Triton or training
+container). Hence: only numpy here, no other embedtab import. Each function takes one column
 (pandas or cuDF Series) and uses only operations both support, so CPU and GPU share them.
 """
 
@@ -49,3 +51,13 @@ def weekday_cos(col):
 
 
 TIME_FUNCTIONS = {f.__name__: f for f in (hour_sin, hour_cos, weekday_sin, weekday_cos)}
+
+
+class Prefix:
+    """Column renamer for Rename(f=...): prefix + name."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def __call__(self, name: str) -> str:
+        return f"{self.prefix}{name}"

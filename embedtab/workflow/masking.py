@@ -1,5 +1,10 @@
 """Cold-start masking: set groups of columns to sentinels together, reproducibly, before transform.
 
+Two kinds of group: `columns` set input columns to sentinels before the workflow (masking user_id
+makes the row anonymous, and a join on it then finds no features); `ids` set categorified output
+ids to the out-of-vocabulary id after it, leaving every other column -- such as a second, unmasked
+key column for content lookups -- as it was, so a model learns to lean on content for unknown ids.
+
 The reference system masked 5 % of training rows with an unseeded random draw per file. Here the
 decision for a row is a hash of (seed, group, the row's values) -- or of the entity's id when a
 group masks whole entities (`by: user_id`) -- so it does not depend on partitioning, file order,
@@ -41,18 +46,42 @@ def group_masks(frame: Any, spec: dict[str, Any]) -> list[np.ndarray]:
     return masks
 
 
+OOV_ID = 2  # NVTabular 23.08 Categorify: 0 padding, 1 null, 2 the (first) out-of-vocabulary id
+
+
+def has_id_groups(spec: dict[str, Any] | None) -> bool:
+    return bool(spec) and any(g.get("ids") for g in spec["groups"])
+
+
 def mask_partition(frame: Any, spec: dict[str, Any]) -> Any:
-    """The partition with each group's columns set to their sentinels where the group's mask is set."""
+    """The partition with each input group's columns set to their sentinels where its mask is set."""
     masks = group_masks(frame, spec)
     frame = frame.copy()
     for group, mask in zip(spec["groups"], masks):
-        if not mask.any():
+        if not group.get("columns") or not mask.any():
             continue
         for column, sentinel in group["columns"].items():
             values = frame[column].copy()
             values[mask] = sentinel
             frame[column] = values
     return frame
+
+
+def mask_ids_partition(output: Any, inputs: Any, spec: dict[str, Any]) -> Any:
+    """The transformed partition with each `ids` group's columns set to the OOV id where the
+    group's mask -- decided on the matching input partition, like every group -- is set."""
+    if len(output) != len(inputs):  # a join that multiplied rows; the config forbids the other causes
+        raise ValueError(f"masking ids: the workflow made {len(output)} rows of {len(inputs)}; it needs one row per input row")
+    masks = group_masks(inputs, spec)
+    output = output.copy()
+    for group, mask in zip(spec["groups"], masks):
+        if not group.get("ids") or not mask.any():
+            continue
+        for column in group["ids"]:
+            values = output[column].copy()
+            values[mask] = OOV_ID
+            output[column] = values
+    return output
 
 
 def count_partition(frame: Any, spec: dict[str, Any]) -> Any:
@@ -63,7 +92,7 @@ def count_partition(frame: Any, spec: dict[str, Any]) -> Any:
 def check_sentinels(spec: dict[str, Any], dtypes: dict[str, Any], source: str) -> None:
     """A sentinel must fit its column: numbers in numeric columns, strings in string columns."""
     for index, group in enumerate(spec["groups"]):
-        for column, sentinel in group["columns"].items():
+        for column, sentinel in (group.get("columns") or {}).items():
             if column not in dtypes:
                 raise ConfigError(f"{source}: masking.groups[{index}].columns: {column!r} is not in the data")
             numeric = np.issubdtype(np.dtype(dtypes[column]), np.number) if dtypes[column] != object else False

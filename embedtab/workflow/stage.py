@@ -22,13 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
+import pyarrow as pa
+
 from embedtab import tables
 from embedtab.artifacts import ArtifactRecord, ArtifactStore
 from embedtab.device import gpu_dataframes_available
-from embedtab.errors import ConfigError, DataError, UsageError
+from embedtab.errors import ArtifactNotFound, ConfigError, DataError, UsageError
 from embedtab.fingerprint import file_fingerprint, files_fingerprint, hash_value
 from embedtab.reporting import SILENT, Reporter
 from embedtab.workflow.config import NUMERIC_OPS, WorkflowConfig, load_config
+from embedtab.workflow.masking import has_id_groups
 
 _PACKAGES = ("nvtabular", "merlin-core", "pandas", "dask", "distributed", "pyarrow", "numpy")
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"  # the variable Dask itself reads for `scheduler-address`
@@ -166,6 +170,95 @@ def _check_groupby(config: WorkflowConfig, workflow_features: Any, paths: Sequen
         raise ConfigError(f"{config_path}: groupby: {', '.join(missing)} not produced by the feature groups (they produce {', '.join(outputs)})")
 
 
+class Vocabularies:
+    """Resolves `categorify: {vocabulary: ...}` for the compiler and remembers what it handed out.
+
+    `workflow:` sources are read from the source artifact's category file after its sha256 is
+    checked (nothing unpickled); `table:` sources are the table's distinct values in order of
+    first appearance, so appending rows to a catalog keeps every existing id.
+    """
+
+    def __init__(self, store: ArtifactStore, config: WorkflowConfig, base_dir: Path, dtypes: dict[str, Any], source: str):
+        self.store, self.base_dir, self.dtypes, self.source = store, base_dir, dtypes, source
+        self.used: dict[str, dict[str, Any]] = {}  # output column -> where its vocabulary came from
+        self._expected: dict[str, tuple[Any, Any]] = {}  # column -> (values, ids) a workflow source gave
+        self.records: list[ArtifactRecord] = []
+        self.tables: list[Path] = []
+        for spec in config.vocabulary_sources():  # known before the plan, so fingerprints cover them
+            if spec.workflow is not None:
+                if spec.workflow not in [r.name for r in self.records]:
+                    try:
+                        self.records.append(store.require("workflows", spec.workflow))
+                    except ArtifactNotFound as exc:
+                        raise ConfigError(f"{source}: categorify vocabulary: {exc}; fit workflow {spec.workflow!r} first") from None
+            else:
+                path = self.table_path(spec)
+                if not path.is_file():
+                    raise ConfigError(f"{source}: categorify vocabulary table {path} does not exist")
+                if path not in self.tables:
+                    self.tables.append(path)
+
+    def table_path(self, spec: Any) -> Path:
+        path = Path(spec.table)
+        return path if path.is_absolute() else self.base_dir / path
+
+    def __call__(self, spec: Any, name: str) -> Any:
+        import pandas as pd
+
+        column = spec.column or name
+        if spec.workflow is not None:
+            from embedtab.lookup import vocabulary
+
+            try:
+                vocab, record = vocabulary(self.store, spec.workflow, column, trust=False)
+            except UsageError as exc:
+                raise ConfigError(f"{self.source}: vocabulary of {name!r}: {exc}") from None
+            order = np.argsort(vocab.ids, kind="stable")
+            values = vocab.values.take(pa.array(order))
+            self._expected[name] = (values, vocab.ids[order])
+            origin = {"workflow": spec.workflow, "column": column, "fingerprint": record.fingerprint}
+        else:
+            path = self.table_path(spec)
+            try:
+                table = tables.read_column(path, column)
+            except DataError as exc:
+                raise ConfigError(f"{self.source}: vocabulary of {name!r}: {exc}") from None
+            values = pa.array(pd.Series(table.to_pandas()).dropna().drop_duplicates().to_numpy())
+            origin = {"table": str(path), "column": column}
+        self._check_type(name, values.type, origin)
+        self.used[name] = {**origin, "size": len(values)}
+        return pd.Series(values.to_pandas(), name=name)
+
+    def _check_type(self, name: str, kind: pa.DataType, origin: dict[str, Any]) -> None:
+        """An id vocabulary of strings never matches integer data (everything would be OOV)."""
+        if name not in self.dtypes:
+            return  # a derived column (after a rename or bucketize): NVTabular matches what it can
+        data_numeric = np.issubdtype(np.dtype(self.dtypes[name]), np.number)
+        vocab_numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
+        if data_numeric != vocab_numeric:
+            where = f"workflow {origin['workflow']!r}" if "workflow" in origin else origin["table"]
+            raise ConfigError(
+                f"{self.source}: the vocabulary of {name!r} from {where} ({origin['column']}) holds {kind} values, "
+                f"the data's {name} is {np.dtype(self.dtypes[name])}; every value would be out of vocabulary"
+            )
+
+    def check_fitted(self, saved: Path) -> None:
+        """Ids after the fit must be exactly the source workflow's (they differ if num_buckets does)."""
+        from embedtab.lookup import _from_unique_file
+
+        for name, (values, ids) in self._expected.items():
+            unique = saved / "categories" / f"unique.{name}.parquet"
+            got = _from_unique_file(unique, name, 1 << 62)
+            same = len(got.ids) == len(ids) and np.array_equal(np.asarray(got.ids), np.asarray(ids)) and got.values.equals(values.cast(got.values.type))
+            if not same:
+                origin = self.used[name]
+                raise ConfigError(
+                    f"{self.source}: {name} would get other ids than in workflow {origin['workflow']!r}, whose "
+                    f"vocabulary starts at id {int(ids[0]) if len(ids) else '?'} (num_buckets there reserves several "
+                    "out-of-vocabulary ids); share vocabularies only from categorify ops without num_buckets"
+                )
+
+
 @dataclass
 class FitOptions:
     config: str
@@ -193,12 +286,15 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) 
         raise DataError(f"{', '.join(p.name for p in paths)}: no rows to fit on")
     base_dir = Path(options.config).resolve().parent
     side = [side_table_path(join, base_dir) for join in config.joins]
+    vocabularies = Vocabularies(store, config, base_dir, input_schema(paths), options.config)
+    if name in [r.name for r in vocabularies.records]:
+        raise ConfigError(f"{options.config}: workflow {name!r} cannot take a vocabulary from itself")
     use_gpu = gpu_dataframes_available()
-    params = {"config": config.model_dump(mode="json"), "config_path": str(options.config), "data": [str(p) for p in paths]}
+    params = {"config": config.as_params(), "config_path": str(options.config), "data": [str(p) for p in paths]}
     plan = store.plan(
         "workflows", name, "fit-workflow", params,
-        input_files=files_fingerprint(paths) + files_fingerprint(p for p in side if p.is_file()),
-        force=options.force, packages=_PACKAGES,
+        input_files=files_fingerprint(paths) + files_fingerprint(p for p in [*side, *vocabularies.tables] if p.is_file()),
+        input_artifacts=vocabularies.records, force=options.force, packages=_PACKAGES,
     )
     if plan.up_to_date:
         return FitResult(plan.existing, True)
@@ -209,7 +305,7 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) 
 
         store.staging_root().mkdir(parents=True, exist_ok=True)
         with store.staging(plan) as staging, tempfile.TemporaryDirectory(dir=store.staging_root(), prefix="fit-") as scratch:
-            ctx = Context(out_path=scratch, base_dir=base_dir, use_gpu=use_gpu)
+            ctx = Context(out_path=scratch, base_dir=base_dir, use_gpu=use_gpu, vocabulary=vocabularies)
             features = feature_graph(config, ctx)
             _check_groupby(config, features, paths, options.config)
             workflow = compile_workflow(config, ctx, features)
@@ -220,22 +316,38 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) 
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 raise DataError(f"fitting {options.config} on {paths[0].name}: {type(exc).__name__}: {exc}") from None
             fit_seconds = time.time() - started
-            workflow.save(str(staging))
+            from embedtab.workflow import functions
+
+            # The named functions travel inside workflow.pkl, so plain NVTabular loads it without embedtab.
+            workflow.save(str(staging), modules_byvalue=[functions])
+            vocabularies.check_fitted(staging)
             cardinalities = embedding_sizes(workflow, derived_aggregates(params["config"]))
+            _check_id_masking(config, cardinalities, options.config)
             metadata = {
                 "engine": "gpu" if use_gpu else "cpu",
                 "dask": cluster,
                 "input_columns": config.input_columns(),
                 "output_schema": _schema_summary(workflow.output_schema),
                 "cardinalities": cardinalities,
-                "masking": config.masking.model_dump() if config.masking else None,
+                "masking": config.masking_spec(),
                 "side_tables": [str(p) for p in ctx.side_tables],
+                "vocabularies": vocabularies.used,
             }
             record = store.publish(
                 plan, staging, metadata=metadata, summary={"fit_seconds": round(fit_seconds, 3)},
                 device="cuda" if use_gpu else "cpu",
             )
     return FitResult(record, False)
+
+
+def _check_id_masking(config: WorkflowConfig, cardinalities: dict[str, Any], source: str) -> None:
+    for index, group in enumerate(config.masking.groups if config.masking else []):
+        unknown = [c for c in group.ids or [] if c not in cardinalities]
+        if unknown:
+            raise ConfigError(
+                f"{source}: masking.groups[{index}].ids: {', '.join(unknown)} not a categorified output of this workflow "
+                f"(those are: {', '.join(cardinalities) or 'none'})"
+            )
 
 
 def embedding_sizes(workflow: Any, skip: set[str] = frozenset()) -> dict[str, dict[str, Any]]:
@@ -385,10 +497,14 @@ def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporte
         started = time.time()
         dataset = _dataset(paths, use_gpu, options.part_size)
         masked_rows = None
+        raw = dataset
         if options.mask:
             dataset, masked_rows = _masked(dataset, masking, use_gpu)
         try:
-            workflow.transform(dataset).to_parquet(str(staging), out_files_per_proc=1)
+            output = workflow.transform(dataset)
+            if options.mask and has_id_groups(masking):
+                output = _masked_ids(output, raw, masking, use_gpu)
+            output.to_parquet(str(staging), out_files_per_proc=1)
         except (KeyError, ValueError, TypeError) as exc:
             raise DataError(f"transforming {paths[0].name} with {options.workflow!r}: {type(exc).__name__}: {exc}") from None
         seconds = time.time() - started
@@ -403,6 +519,18 @@ def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporte
             summary["masked_rows"] = masked_rows
         out = store.publish(plan, staging, metadata=metadata, summary=summary, device="cuda" if use_gpu else "cpu")
     return FitResult(out, False)
+
+
+def _masked_ids(output: Any, raw: Any, spec: dict[str, Any], use_gpu: bool) -> Any:
+    """Output partition i gets the `ids` masks decided on input partition i: NVTabular transforms
+    partition by partition and keeps the rows' order (the config refuses groupby and inner joins)."""
+    from merlin.io import Dataset
+
+    from embedtab.workflow.masking import mask_ids_partition
+
+    out = output.to_ddf()
+    masked = out.map_partitions(mask_ids_partition, raw.to_ddf(), spec, meta=out._meta, align_dataframes=False)
+    return Dataset(masked, schema=output.schema, cpu=not use_gpu)
 
 
 def _masked(dataset: Any, spec: dict[str, Any], use_gpu: bool) -> tuple[Any, list[int]]:

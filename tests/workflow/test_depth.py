@@ -12,7 +12,7 @@ import yaml
 from embedtab.errors import ConfigError, DataError, UsageError
 from embedtab.workflow import masking, stage
 from embedtab.workflow.stage import quiet_merlin
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, fit_id_space
 from tests.workflow.test_stage import read_dataset
 
 
@@ -111,17 +111,23 @@ def test_session_groupby_equals_nvtabular(store, sample, tmp_path):
     from merlin.schema import Tags
     from nvtabular import ops
 
+    from tests.workflow.test_stage import fitted_vocabulary
+
     data = [str(sample / "interactions" / "day_1.parquet")]
+    fit_id_space(store, sample)
     fitted = stage.fit(store, stage.FitOptions(str(CONFIGS / "session.yaml"), data))
     result = stage.transform(store, stage.TransformOptions("session", data))
     ours = read_dataset(store.path("datasets", "session"))
     out = str(tmp_path / "direct")
     with quiet_merlin():
-        feats = ((["item_id"] >> ops.Categorify(dtype="int64", out_path=out) >> ops.AddTags([Tags.ITEM_ID, Tags.ITEM]))
-                 + (["device_type"] >> ops.Categorify(dtype="int64", out_path=out) >> ops.AddTags([Tags.CONTEXT]))
+        vocab = {"item_id": fitted_vocabulary(store, "item", "item_id"), "device_type": fitted_vocabulary(store, "context", "device_type")}
+        feats = ((["item_id"] >> ops.Categorify(dtype="int64", out_path=out, vocabs={"item_id": vocab["item_id"]}) >> ops.AddTags([Tags.ITEM_ID, Tags.ITEM]))
+                 + (["device_type"] >> ops.Categorify(dtype="int64", out_path=out, vocabs={"device_type": vocab["device_type"]}) >> ops.AddTags([Tags.CONTEXT]))
                  + (nvt.ColumnSelector(["user_id", "timestamp"]) >> ops.AddMetadata()))
-        direct = nvt.Workflow(feats >> ops.Groupby(groupby_cols=["user_id"], sort_cols=["timestamp"], name_sep="-",
-                                                   aggs={"item_id": ["list", "count"], "device_type": ["list"], "timestamp": ["first"]}))
+        grouped = feats >> ops.Groupby(groupby_cols=["user_id"], sort_cols=["timestamp"], name_sep="-",
+                                       aggs={"item_id": ["list", "count"], "device_type": ["list"], "timestamp": ["first"]})
+        direct = nvt.Workflow(grouped[["user_id", "timestamp-first"]] + (grouped[["item_id-list", "device_type-list"]] >> ops.AddTags([Tags.LIST]))
+                              + (grouped[["item_id-count"]] >> ops.AddTags([Tags.CONTINUOUS])))
         direct.fit(Dataset(data, cpu=True))
         theirs = direct.transform(Dataset(data, cpu=True)).to_ddf().compute().reset_index(drop=True)
     pd.testing.assert_frame_equal(ours, theirs)
@@ -132,20 +138,29 @@ def test_session_groupby_equals_nvtabular(store, sample, tmp_path):
     assert "item_id-count" not in fitted.record.metadata["cardinalities"]  # a count, not ids
     assert "item_id-count" not in result.record.summary["oov"]
     assert fitted.record.metadata["cardinalities"]["item_id-list"]["multi_hot"] is True
+    # Transformers4Rec finds the item sequence by its tags: ITEM_ID (= item + id) and LIST; the count is a number.
+    tags = {c["name"]: set(c["tags"]) for c in fitted.record.metadata["output_schema"]}
+    assert {"item", "id", "list", "categorical"} <= tags["item_id-list"]
+    assert "list" in tags["device_type-list"] and "id" not in tags["device_type-list"]
+    assert tags["item_id-count"] == {"item", "continuous"}
+    assert [n for n, t in tags.items() if {"item", "id"} <= t] == ["item_id-list"]
 
 
 def test_groupby_on_a_column_the_groups_do_not_produce(store, sample, tmp_path):
     config = yaml.safe_load((CONFIGS / "session.yaml").read_text())
     config["groupby"]["sort"] = ["ts"]
+    fit_id_space(store, sample)
     with pytest.raises(ConfigError, match=r"groupby: ts not produced by the feature groups \(they produce item_id, device_type, user_id, timestamp\)"):
         stage.fit(store, stage.FitOptions(write_config(tmp_path, config), [str(sample / "interactions" / "day_1.parquet")]))
 
 
-def test_unseen_categories_are_counted_as_oov(store, sample):
+def test_unseen_categories_are_counted_as_oov(store, sample, tmp_path):
     train = [str(sample / "interactions" / f"day_{d}.parquet") for d in (1, 2)]
     valid = [str(sample / "interactions" / "day_3.parquet")]
-    stage.fit(store, stage.FitOptions(str(CONFIGS / "interactions.yaml"), train))
-    result = stage.transform(store, stage.TransformOptions("interactions", valid, name="valid"))
+    own = {"name": "own", "features": [{"columns": ["item_id", "gender"], "ops": ["categorify"]}],
+           "joins": [{"path": str(sample / "users.parquet"), "key": "user_id", "columns": ["gender"]}]}
+    stage.fit(store, stage.FitOptions(write_config(tmp_path, own), train))  # a vocabulary of its own, from days 1-2
+    result = stage.transform(store, stage.TransformOptions("own", valid, name="valid"))
     frame = read_dataset(store.path("datasets", "valid"))
     raw = pd.read_parquet(valid[0])
     seen_items = set(pd.concat(pd.read_parquet(p) for p in train)["item_id"])
@@ -154,9 +169,17 @@ def test_unseen_categories_are_counted_as_oov(store, sample):
     assert result.record.summary["oov"]["item_id"] == expected == int((frame["item_id"] == 2).sum())
     assert result.record.summary["null"]["gender"] == int((frame["gender"] == 1).sum())
 
+    # The shipped config takes the catalog's vocabulary: the same new items get real ids.
+    fit_id_space(store, sample)
+    stage.fit(store, stage.FitOptions(str(CONFIGS / "interactions.yaml"), train))
+    shared = stage.transform(store, stage.TransformOptions("interactions", valid, name="valid-shared"))
+    assert shared.record.summary["oov"]["item_id"] == 0
+    assert (read_dataset(store.path("datasets", "valid-shared"))["item_id"] >= 3).all()
+
 
 def test_cold_start_masking_is_reproducible_recorded_and_opt_in(store, sample, tmp_path):
     train = [str(sample / "interactions" / f"day_{d}.parquet") for d in (1, 2)]
+    fit_id_space(store, sample)
     stage.fit(store, stage.FitOptions(str(CONFIGS / "interactions.yaml"), train))
     plain = stage.transform(store, stage.TransformOptions("interactions", train, name="plain"))
     assert plain.record.params["mask"] is None and "masked_rows" not in plain.record.summary
@@ -176,7 +199,17 @@ def test_cold_start_masking_is_reproducible_recorded_and_opt_in(store, sample, t
     assert counts[0] == int(anonymous.sum()) and 0.02 < counts[0] / len(a) < 0.09
     assert (a.loc[anonymous, ["gender", "top_category"]] == 1).all().all()  # joined features null together
     assert counts[1] == int((a["device_type"] == 2).sum()) and 0.02 < counts[1] / len(a) < 0.09
-    untouched = ~anonymous & (a["device_type"] != 2)
+    # `ids` group: whole items lose their id, never their content key (or anything else).
+    hidden = a["item_id"] == 2
+    assert counts[2] == int(hidden.sum()) > 0
+    assert (a["item_id_content"] == p["item_id_content"]).all() and (p["item_id"] == p["item_id_content"]).all()
+    per_item = hidden.groupby(a["item_id_content"]).mean()
+    assert set(per_item.unique()) == {0.0, 1.0}  # all or none of an item's rows
+    assert 0.01 < per_item.mean() < 0.15
+    others = [c for c in a.columns if c != "item_id"]
+    pd.testing.assert_frame_equal(a.loc[hidden & ~anonymous & (a["device_type"] != 2), others],
+                                  p.loc[hidden & ~anonymous & (a["device_type"] != 2), others])
+    untouched = ~anonymous & (a["device_type"] != 2) & ~hidden
     pd.testing.assert_frame_equal(a[untouched], p[untouched])
     assert masked.record.metadata["masking"]["spec"]["seed"] == 42
     assert masked.record.params["mask"]["groups"][0]["rate"] == 0.05
@@ -200,14 +233,26 @@ def test_masking_by_entity_masks_whole_users(tmp_path):
 
 def test_mask_errors(store, sample, tmp_path):
     train = [str(sample / "interactions" / "day_1.parquet")]
-    stage.fit(store, stage.FitOptions(str(CONFIGS / "context.yaml"), train))
+    stage.fit(store, stage.FitOptions(str(CONFIGS / "context.yaml"), train, name="ctx"))
     with pytest.raises(UsageError, match="has no masking block"):
-        stage.transform(store, stage.TransformOptions("context", train, mask=True))
+        stage.transform(store, stage.TransformOptions("ctx", train, mask=True))
     config = yaml.safe_load((CONFIGS / "interactions.yaml").read_text())
     config["joins"][0]["path"] = str(CONFIGS.parent / "sample_data" / "users.parquet")
     config["masking"]["groups"][0]["columns"] = {"user_id": "anonymous"}
     with pytest.raises(ConfigError, match=r"masking.groups\[0\].columns.user_id: user_id is numeric, the sentinel 'anonymous' is not"):
         stage.fit(store, stage.FitOptions(write_config(tmp_path, config), train))
+    fit_id_space(store, sample)
+    config["masking"]["groups"] = [{"ids": ["item_id", "category"], "rate": 0.1}]
+    with pytest.raises(ConfigError, match=r"masking.groups\[0\].ids: category not a categorified output of this workflow \(those are: device_type, gender"):
+        stage.fit(store, stage.FitOptions(write_config(tmp_path, config), train))
+    config["masking"]["groups"] = [{"ids": ["item_id"], "columns": {"user_id": -1}, "rate": 0.1}]
+    with pytest.raises(ConfigError, match=r"masking.groups\[0\]: .*give exactly one of columns \(input sentinels\) or ids"):
+        stage.fit(store, stage.FitOptions(write_config(tmp_path, config), train))
+    session = yaml.safe_load((CONFIGS / "session.yaml").read_text())
+    session["masking"] = {"groups": [{"ids": ["item_id"], "rate": 0.1}]}
+    with pytest.raises(ConfigError, match="masking ids needs one output row per input row: it cannot be combined with groupby"):
+        stage.fit(store, stage.FitOptions(write_config(tmp_path, session), train))
+    assert store.get("workflows", "interactions") is None
 
 
 def test_fit_and_transform_on_a_dask_cluster_equal_local(store, sample, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import pytest
 from embedtab.errors import ArtifactNotFound, ConfigError, DataError, IntegrityError
 from embedtab.workflow import functions, stage
 from embedtab.workflow.stage import quiet_merlin
-from tests.conftest import CONFIGS, SAMPLE
+from tests.conftest import CONFIGS, SAMPLE, fit_id_space
 
 
 def read_dataset(path) -> pd.DataFrame:
@@ -21,7 +21,13 @@ def read_dataset(path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
 
 
-def direct_graph(which: str, out_path: str):
+def fitted_vocabulary(store, workflow: str, column: str) -> pd.Series:
+    """A fitted workflow's vocabulary in id order, read the way NVTabular wrote it."""
+    unique = pd.read_parquet(store.path("workflows", workflow) / "categories" / f"unique.{column}.parquet")
+    return unique[column].dropna().sort_index()
+
+
+def direct_graph(which: str, out_path: str, store=None):
     """The shipped configs written by hand with NVTabular's Python API."""
     import nvtabular as nvt
     from merlin.schema import Tags
@@ -51,11 +57,15 @@ def direct_graph(which: str, out_path: str):
         for name in ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos"):
             branch = joined[["timestamp"]] >> ops.LambdaOp(getattr(functions, name), dtype=np.float32) >> ops.Rename(postfix=f"_{name}")
             time = branch if time is None else time + branch
+        def shared(workflow, *columns):  # Categorify with the vocabularies of the item/user/context workflows
+            return ops.Categorify(dtype="int32", out_path=out_path, vocabs={c: fitted_vocabulary(store, workflow, c) for c in columns})
+
         return nvt.Workflow(
-            (joined[["user_id"]] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.USER_ID, Tags.USER, Tags.ID]))
-            + (joined[["gender", "top_category"]] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.USER]))
-            + (joined[["item_id"]] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.ITEM_ID, Tags.ITEM, Tags.ID]))
-            + (joined[["device_type"]] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.CONTEXT]))
+            (joined[["user_id"]] >> shared("user", "user_id") >> ops.AddTags([Tags.USER_ID, Tags.USER, Tags.ID]))
+            + (joined[["gender", "top_category"]] >> shared("user", "gender", "top_category") >> ops.AddTags([Tags.USER]))
+            + (joined[["item_id"]] >> shared("item", "item_id") >> ops.AddTags([Tags.ITEM_ID, Tags.ITEM, Tags.ID]))
+            + (joined[["item_id"]] >> shared("item", "item_id") >> ops.Rename(name="item_id_content") >> ops.AddTags([Tags.ITEM]))
+            + (joined[["device_type"]] >> shared("context", "device_type") >> ops.AddTags([Tags.CONTEXT]))
             + (time >> ops.AddTags([Tags.CONTEXT, Tags.CONTINUOUS]))
             + (joined[["click"]] >> nvt.ops.AddMetadata() >> ops.AddTags([Tags.TARGET, Tags.BINARY_CLASSIFICATION]))
         )
@@ -75,12 +85,14 @@ def test_transform_equals_the_same_graph_built_with_nvtabular(store, sample, tmp
     from merlin.io import Dataset
 
     data = [str(sample / d) for d in DATA[which]]
+    if which == "interactions":
+        fit_id_space(store, sample)
     fitted = stage.fit(store, stage.FitOptions(str(CONFIGS / f"{which}.yaml"), data))
     out = stage.transform(store, stage.TransformOptions(which, data, name=f"{which}-out"))
     ours = read_dataset(store.path("datasets", f"{which}-out"))
 
     with quiet_merlin():
-        direct = direct_graph(which, str(tmp_path / "direct"))
+        direct = direct_graph(which, str(tmp_path / "direct"), store)
         direct.fit(Dataset(data, cpu=True))
         theirs = direct.transform(Dataset(data, cpu=True)).to_ddf().compute().reset_index(drop=True)
         sizes = nvt.ops.get_embedding_sizes(direct)
