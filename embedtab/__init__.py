@@ -3,4 +3,4 @@
 Importing embedtab is cheap: heavy libraries (torch, nvtabular, open_clip) load inside the stages.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
