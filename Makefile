@@ -1,26 +1,49 @@
 # One entry point for set-up, the sample pipeline and the tests (CI calls `make test`).
-PYTHON ?= python3.11
-VENV   ?= .venv
-BIN     = $(VENV)/bin
-STAMP   = $(VENV)/.embedtab-installed
+#
+# Two environments:
+#   .venv         Python 3.11, the full pinned stack of constraints.txt (NVTabular 23.08 needs <= 3.11)
+#   .venv-modern  Python 3.12, the base install with the newest numpy 2 / pandas / pyarrow / torch /
+#                 sentence-transformers / open-clip the registry offers, no NVTabular
+PYTHON        ?= python3.11
+MODERN_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3.12)
+VENV          ?= .venv
+MODERN        ?= .venv-modern
+BIN            = $(VENV)/bin
+STAMP          = $(VENV)/.embedtab-installed
+MODERN_STAMP   = $(MODERN)/.embedtab-installed
 
-.PHONY: setup demo test bench clean-demo
+.PHONY: setup setup-modern demo test test-pinned test-modern clean-demo
 
 setup: $(STAMP)
 
 # Re-install only when the dependency declarations change.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[merlin,dev]'
 	touch $(STAMP)
+
+setup-modern: $(MODERN_STAMP)
+
+# Unpinned on purpose: this environment follows the newest releases, so CI meets them first.
+$(MODERN_STAMP): pyproject.toml
+	test -x $(MODERN)/bin/python || $(MODERN_PYTHON) -m venv $(MODERN)
+	$(MODERN)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	touch $(MODERN_STAMP)
 
 ## Run the whole chain on sample_data/ into ./artifacts-demo and print `embedtab status`.
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
-## Run the test suite (what CI runs).
-test: setup
-	$(BIN)/python -m pytest -q
+## The test suite in both environments (what CI runs): the pinned stack runs everything, including
+## the cross-environment test that hands one artifact directory back and forth with the modern one;
+## the modern stack runs every test that does not need NVTabular.
+test: test-pinned test-modern
+
+test-pinned: setup setup-modern
+	EMBEDTAB_MODERN_PYTHON="$(CURDIR)/$(MODERN)/bin/python" $(BIN)/python -m pytest -q
+
+test-modern: setup-modern
+	$(MODERN)/bin/python -m pytest -q
 
 clean-demo:
 	rm -rf artifacts-demo

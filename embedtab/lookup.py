@@ -110,7 +110,9 @@ def vocabulary(store: ArtifactStore, workflow: str, column: str, trust: bool) ->
     if unique.is_file():
         return _from_unique_file(unique, column, cards[column]["cardinality"]), record
     # Joint encodings or split vocabularies live elsewhere: ask the (verified) workflow itself.
-    from embedtab.workflow.stage import categorify_paths, load_workflow, quiet_merlin
+    from embedtab.workflow.stage import categorify_paths, load_workflow, quiet_merlin, require_merlin
+
+    require_merlin(f"a lookup of {column!r}, whose vocabulary is not in categories/unique.{column}.parquet,")
 
     loaded, _ = load_workflow(store, workflow, trust=trust)
     with quiet_merlin():

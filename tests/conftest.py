@@ -24,12 +24,16 @@ def _gpu_present() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    if _gpu_present():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device with CuPy/cuML/cuDF")
+    from embedtab.workflow.stage import merlin_installed
+
+    no_gpu = pytest.mark.skip(reason="needs a CUDA device with CuPy/cuML/cuDF")
+    no_merlin = pytest.mark.skip(reason="needs NVTabular/Merlin (pip install 'embedtab[merlin]', Python <= 3.11)")
+    gpu, merlin = _gpu_present(), merlin_installed()
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        if "gpu" in item.keywords and not gpu:
+            item.add_marker(no_gpu)
+        if "merlin" in item.keywords and not merlin:
+            item.add_marker(no_merlin)
 
 
 @pytest.fixture(scope="session", autouse=True)

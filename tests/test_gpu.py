@@ -48,6 +48,7 @@ def test_text_encoding_on_cuda_matches_cpu(store, sample):
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.merlin
 def test_workflow_fits_on_cudf_when_present(store, sample):
     from embedtab.workflow import stage
     from tests.conftest import CONFIGS

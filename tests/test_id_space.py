@@ -26,6 +26,8 @@ from embedtab.workflow.stage import quiet_merlin
 from tests.conftest import REPO, SAMPLE
 from tests.workflow.test_stage import read_dataset
 
+pytestmark = pytest.mark.merlin  # NVTabular workflows (the [merlin] extra)
+
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory) -> ArtifactStore:
@@ -144,6 +146,7 @@ import json, warnings
 warnings.filterwarnings("ignore")
 import nvtabular as nvt
 from merlin.io import Dataset
+
 
 for name, (folder, data, out) in json.loads(sys.argv[1]).items():
     workflow = nvt.Workflow.load(folder)

@@ -14,6 +14,8 @@ from embedtab import lookup, tables
 from embedtab.errors import DataError, UsageError
 from embedtab.workflow.stage import load_workflow, quiet_merlin
 
+pytestmark = pytest.mark.merlin  # NVTabular workflows (the [merlin] extra)
+
 
 def encoder_vectors(store, name) -> dict:
     table = tables.read_parts(tables.part_files(store.path("embeddings", name)))

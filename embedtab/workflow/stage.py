@@ -38,6 +38,22 @@ _PACKAGES = ("nvtabular", "merlin-core", "pandas", "dask", "distributed", "pyarr
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"  # the variable Dask itself reads for `scheduler-address`
 
 
+def merlin_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("nvtabular", "merlin", "dask"))
+
+
+def require_merlin(command: str) -> None:
+    """NVTabular is an extra (its last release stops at Python 3.11 and numpy 1): say how to get it."""
+    if not merlin_installed():
+        raise UsageError(
+            f"{command} needs NVTabular, which is not installed in this Python: pip install 'embedtab[merlin]' "
+            "(Python 3.10-3.11), or run it in a Merlin container on the same artifact directory "
+            "(encode, reduce, lookup and status work without it)"
+        )
+
+
 @contextlib.contextmanager
 def quiet_merlin() -> Iterator[None]:
     """Merlin warns on import about TensorFlow/Triton being absent and on CPU-only runs; not our users' concern."""
@@ -278,6 +294,7 @@ class FitResult:
 def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) -> FitResult:
     from embedtab.workflow.compile import Context, side_table_path
 
+    require_merlin("fit-workflow")
     config = load_config(options.config)
     name = options.name or config.name or Path(options.config).stem
     paths = tables.resolve_inputs(options.data)
@@ -471,6 +488,7 @@ def _workflow_identity(store: ArtifactStore, options: TransformOptions) -> tuple
 
 
 def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporter = SILENT) -> FitResult:
+    require_merlin("transform")
     name = options.name or Path(options.workflow).name
     paths = tables.resolve_inputs(options.data)
     record, workflow_fp, needed, masking = _workflow_identity(store, options)

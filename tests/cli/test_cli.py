@@ -51,7 +51,8 @@ def test_unknown_command_is_one_line_exit_2():
     [
         (["encode", "text", "missing.parquet", "-c", "title"], 1, "Error: input missing.parquet does not exist"),
         (["reduce", "nope"], 2, "Error: no embeddings artifact named 'nope'"),
-        (["fit-workflow", "no-such.yaml", "--data", "x.parquet"], 2, "Error: workflow config no-such.yaml does not exist"),
+        pytest.param(["fit-workflow", "no-such.yaml", "--data", "x.parquet"], 2, "Error: workflow config no-such.yaml does not exist",
+                     marks=pytest.mark.merlin),
         (["encode", "text", "x.parquet", "--device", "tpu", "-c", "t"], 2, None),
         (["reduce", "x", "--dims", "many"], 2, "Error: Invalid value for '--dims'"),
     ],
@@ -66,6 +67,7 @@ def test_errors_are_one_line_with_exit_codes(tmp_path, args, code, message):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.merlin
 def test_bad_config_names_file_and_path(tmp_path, sample):
     config = tmp_path / "wf.yaml"
     config.write_text("features:\n  - columns: [item_id]\n    ops: [categorfy]\n")
@@ -95,6 +97,7 @@ def test_artifacts_dir_from_environment(tmp_path, capsys, monkeypatch):
     assert json.loads(capsys.readouterr().out)["root"] == str(tmp_path / "env-artifacts")
 
 
+@pytest.mark.merlin
 def test_status_lists_every_artifact_with_fingerprints(chain, capsys):
     assert run(["status", "--json", "-A", str(chain.root)]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -110,6 +113,7 @@ def test_status_lists_every_artifact_with_fingerprints(chain, capsys):
     assert "text-train" in table and "interactions" in table
 
 
+@pytest.mark.merlin
 def test_encode_fit_lookup_through_the_cli_with_json(tmp_path, sample, capsys):
     root = str(tmp_path / "a")
     items = str(sample / "items.parquet")
@@ -143,6 +147,7 @@ def test_sharded_encode_through_the_cli(tmp_path, sample, capsys):
     assert "invalid --shard '0/2'" in capsys.readouterr().err
 
 
+@pytest.mark.merlin
 def test_reduce_and_lookup_options_through_the_cli(chain, tmp_path, capsys):
     import shutil
 
@@ -162,3 +167,20 @@ def test_reduce_and_lookup_options_through_the_cli(chain, tmp_path, capsys):
     assert set(out["metadata"]["by_source"]) == {"t80", "image"}
     assert run(["lookup", "-e", "image", "-w", "interactions", "--min-coverage", "1.0", "--name", "strict", *a]) == 1
     assert "--min-coverage 100.0%" in capsys.readouterr().err
+    assert run(["lookup", "-e", "image", "-w", "interactions", "--name", "reach", *a]) == 0
+    assert "198 of 198 encoded items reachable (100.0%)" in capsys.readouterr().err
+    assert run(["lookup", "-e", "image", "-w", "interactions", "--min-reachable", "2", "--name", "bad", *a]) == 2
+    assert "--min-reachable is a share between 0 and 1" in capsys.readouterr().err
+
+
+def test_workflow_commands_without_nvtabular_name_the_extra(tmp_path, sample, capsys, monkeypatch):
+    """Where NVTabular is absent (a modern Python, the base install), one line names what to install."""
+    from embedtab.workflow import stage
+
+    monkeypatch.setattr(stage, "merlin_installed", lambda: False)  # really absent in the modern test environment
+    for args in (["fit-workflow", str(CONFIGS / "item.yaml"), "-d", str(sample / "items.parquet")],
+                 ["transform", "item", "-d", str(sample / "items.parquet")]):
+        assert run([*args, "-A", str(tmp_path / "a")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.splitlines() == [err] and err.startswith(f"Error: {args[0]} needs NVTabular")
+        assert "pip install 'embedtab[merlin]' (Python 3.10-3.11)" in err

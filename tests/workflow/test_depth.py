@@ -15,6 +15,8 @@ from embedtab.workflow.stage import quiet_merlin
 from tests.conftest import CONFIGS, fit_id_space
 from tests.workflow.test_stage import read_dataset
 
+pytestmark = pytest.mark.merlin  # NVTabular workflows (the [merlin] extra)
+
 
 @pytest.fixture(scope="module")
 def rich_data(tmp_path_factory, sample):

@@ -15,6 +15,8 @@ from embedtab.workflow import functions, stage
 from embedtab.workflow.stage import quiet_merlin
 from tests.conftest import CONFIGS, SAMPLE, fit_id_space
 
+pytestmark = pytest.mark.merlin  # NVTabular workflows (the [merlin] extra)
+
 
 def read_dataset(path) -> pd.DataFrame:
     parts = sorted(glob.glob(os.path.join(path, "*.parquet")))

@@ -12,6 +12,8 @@ from tests.conftest import CONFIGS
 from tests.workflow.test_depth import write_config
 from tests.workflow.test_stage import read_dataset
 
+pytestmark = pytest.mark.merlin  # NVTabular workflows (the [merlin] extra)
+
 
 def ids_of(store, dataset: str, column: str = "item_id") -> list[int]:
     return read_dataset(store.path("datasets", dataset))[column].tolist()
