@@ -33,11 +33,12 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -90,6 +91,34 @@ def legacy_layout(record: "ArtifactRecord") -> bool:
 _rename = os.rename
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+_HOST = socket.gethostname()
+
+
+def owner_tag() -> str:
+    """Names of in-progress folders carry their writer: '@<pid>.<host>.<random>' (no '@' in artifact names)."""
+    return f"@{os.getpid()}.{_HOST}."
+
+
+def _dead_owner(entry: str) -> bool:
+    """A staging entry whose writer ran on this host and is gone (entries of live writers, or of
+    other hosts sharing the directory, are never touched)."""
+    if "@" not in entry:
+        return False
+    pid, _, rest = entry.rpartition("@")[2].partition(".")
+    host = rest.rpartition(".")[0]
+    return pid.isdigit() and host == _HOST and not _pid_alive(int(pid))
+
+
 class OutputFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str
@@ -136,6 +165,7 @@ class PendingPublish(BaseModel):
     record: ArtifactRecord
     staging: str
     trash: str
+    group: str | None = None  # artifacts published together: all of them or none
 
 
 class Manifest(BaseModel):
@@ -159,6 +189,7 @@ class Plan:
     up_to_date: bool
     started: float = field(default_factory=time.time)
     packages: tuple[str, ...] = ()
+    damaged: list[str] = field(default_factory=list)  # why the existing artifact is rebuilt, if it is damaged
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -184,6 +215,7 @@ class ArtifactStore:
         self.lock_timeout = lock_timeout
         self._lock_fd: int | None = None
         self._lock_depth = 0
+        self._hashes: dict[tuple[str, int, int, int], str] = {}  # (path, size, mtime_ns, inode) -> sha256
 
     # ----------------------------------------------------------------- layout
     @property
@@ -235,24 +267,65 @@ class ArtifactStore:
                     if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                         raise
                     if time.monotonic() >= deadline:
-                        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-                        raise LockTimeout(
-                            f"{self.root} is locked by another embedtab process (pid {holder}) "
-                            f"for more than {self.lock_timeout:.0f}s; wait for it or raise "
-                            "EMBEDTAB_LOCK_TIMEOUT"
-                        ) from None
+                        raise LockTimeout(self._lock_holder(fd)) from None
                     time.sleep(0.05)
             os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            os.pwrite(fd, f"{os.getpid()} {_HOST}".encode(), 0)
             self._lock_fd, self._lock_depth = fd, 1
             try:
                 self._recover()
+                self._reclaim()
                 yield
             finally:
                 self._lock_fd, self._lock_depth = None, 0
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    def _lock_holder(self, fd: int) -> str:
+        pid, _, host = os.pread(fd, 256, 0).decode(errors="replace").strip().partition(" ")
+        waited = f"for more than {self.lock_timeout:.0f}s"
+        if not pid.isdigit():
+            return f"{self.root} is locked by another embedtab process {waited}; wait for it or raise EMBEDTAB_LOCK_TIMEOUT"
+        if host and host != _HOST:
+            return (f"{self.root} is locked {waited} by pid {pid} on host {host}; wait for it "
+                    "or raise EMBEDTAB_LOCK_TIMEOUT")
+        if _pid_alive(int(pid)):
+            return (f"{self.root} is locked {waited} by embedtab pid {pid}, which is still running; wait for it "
+                    "or raise EMBEDTAB_LOCK_TIMEOUT")
+        return (f"{self.root} is locked {waited}, but pid {pid} that took the lock is no longer running: a process "
+                "it started (a Dask or DataLoader worker, say) still holds it; stop that process")
+
+    def _debris(self) -> list[Path]:
+        """What writers that died left behind: their staging folders, publication trash that no
+        pending publication needs, half-written manifests. Only called with the lock held, or to count."""
+        root = self.staging_root()
+        found = [p for p in self.root.glob(f".{MANIFEST}.*.tmp")]
+        if not root.is_dir():
+            return found
+        needed = set()
+        if self.manifest_path.exists():
+            needed = {Path(p.trash).name for p in self.read_manifest().pending.values()}
+        for entry in root.iterdir():
+            if entry.name.startswith("trash.") and entry.name not in needed:
+                found.append(entry)
+            elif _dead_owner(entry.name):
+                found.append(entry)
+        return found
+
+    def _reclaim(self) -> None:
+        for path in self._debris():
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+    def reclaimable_bytes(self) -> int:
+        total = 0
+        for path in self._debris():
+            files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+            total += sum(f.stat().st_size for f in files)
+        return total
 
     # --------------------------------------------------------------- manifest
     def read_manifest(self) -> Manifest:
@@ -270,10 +343,20 @@ class ArtifactStore:
                 f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}); embedtab will "
                 "not touch it: restore it from a backup or move it away to start afresh"
             ) from None
-        if isinstance(raw, dict) and raw.get("format_version") not in (None, FORMAT_VERSION):
+        if not isinstance(raw, dict) or "format_version" not in raw:
+            raise ManifestError(
+                f"{path} is not an embedtab manifest (no format_version); embedtab will not touch it: "
+                "restore it from a backup or move it away to start afresh"
+            )
+        if raw.get("format_version") != FORMAT_VERSION:
             raise ManifestError(
                 f"{path} has format_version {raw.get('format_version')!r}; this embedtab reads "
                 f"version {FORMAT_VERSION}: upgrade embedtab or use another artifact directory"
+            )
+        if "artifacts" not in raw:
+            raise ManifestError(
+                f"{path} is not an embedtab manifest (no artifacts); embedtab will not touch it: "
+                "restore it from a backup or move it away to start afresh"
             )
         try:
             return Manifest.model_validate(raw)
@@ -322,26 +405,35 @@ class ArtifactStore:
                 problems.append(f"{out.path} changed size")
         return problems
 
+    def _sha256(self, path: Path) -> str:
+        """sha256 of a file, remembered for this process while the file stays the same."""
+        info = path.stat()
+        key = (str(path), info.st_size, info.st_mtime_ns, info.st_ino)
+        if key not in self._hashes:
+            self._hashes[key] = sha256_file(path)
+        return self._hashes[key]
+
+    def damaged_files(self, record: ArtifactRecord) -> list[str]:
+        """Every way the artifact's folder differs from what embedtab wrote: missing files, changed
+        bytes (sha256), files it did not write. Reads every file."""
+        base = self.path(record.kind, record.name)
+        problems = self.missing_outputs(record)
+        broken = {p.split(" ")[0] for p in problems}
+        for out in record.outputs:
+            if out.path not in broken and self._sha256(base / out.path) != out.sha256:
+                problems.append(f"{out.path} differs from what embedtab wrote (sha256)")
+        present = {str(p) for p in directory_files(base)} if base.is_dir() else set()
+        problems += [f"{extra} is not embedtab's (an extra file)" for extra in sorted(present - {o.path for o in record.outputs})]
+        return problems
+
     def verify(self, record: ArtifactRecord) -> Path:
         """Full check before trusting an artifact's files: every sha256 matches, nothing extra."""
-        base = self.path(record.kind, record.name)
-        expected = {o.path: o.sha256 for o in record.outputs}
-        present = {str(p) for p in directory_files(base)} if base.is_dir() else set()
-        for rel, digest in expected.items():
-            if rel not in present:
-                raise IntegrityError(f"{record.key}: {rel} is missing from {base}")
-            if sha256_file(base / rel) != digest:
-                raise IntegrityError(
-                    f"{record.key}: {rel} differs from what embedtab wrote (sha256 mismatch); "
-                    "refusing to use it"
-                )
-        extra = sorted(present - set(expected))
-        if extra:
-            raise IntegrityError(
-                f"{record.key}: {base} holds files embedtab did not write: {', '.join(extra[:5])}; "
-                "refusing to use it"
-            )
-        return base
+        problems = self.damaged_files(record)
+        if problems:
+            more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise IntegrityError(f"{record.key} is damaged: {'; '.join(problems[:5])}{more}; refusing to use it "
+                                 "(rerun the command that made it to rebuild it)")
+        return self.path(record.kind, record.name)
 
     def upstream_changes(self, record: ArtifactRecord, manifest: Manifest | None = None) -> list[str]:
         """Why a record is stale: upstream artifacts that changed or vanished since it was made."""
@@ -357,9 +449,9 @@ class ArtifactStore:
         return reasons
 
     def current(self, record: ArtifactRecord | None, input_fingerprint: str) -> bool:
-        """Made from these inputs, every file there, in the current layout (an old one is rewritten)."""
+        """Made from these inputs, every file as written, in the current layout (an old one is rewritten)."""
         return (record is not None and record.input_fingerprint == input_fingerprint
-                and not self.missing_outputs(record) and not legacy_layout(record))
+                and not self.damaged_files(record) and not legacy_layout(record))
 
     # ------------------------------------------------------------- planning
     def plan(
@@ -375,6 +467,7 @@ class ArtifactStore:
         content: Any = None,
         refresh: bool = False,
         refresh_ignore: tuple[str, ...] = (),
+        warn: Callable[[str], None] | None = None,
     ) -> Plan:
         """Decide whether work is needed. `content` is anything else that identifies the inputs.
 
@@ -398,13 +491,22 @@ class ArtifactStore:
         )
         existing = self.get(kind, name)
         up_to_date = False
-        if existing is not None and not self.missing_outputs(existing):
-            if existing.input_fingerprint == fingerprint and not force:
-                up_to_date = self.current(existing, fingerprint)
-            elif not force and not (refresh and _same_recipe(existing.params, params, refresh_ignore)):
+        damaged: list[str] = []
+        if existing is not None:
+            damaged = self.missing_outputs(existing)
+            same_inputs = existing.input_fingerprint == fingerprint
+            if not damaged and same_inputs and not force:
+                # About to call it up to date: only if every byte is what was written.
+                damaged = self.damaged_files(existing)
+                up_to_date = not damaged and not legacy_layout(existing)  # (an old layout is rewritten)
+            if damaged:
+                if warn is not None:
+                    warn(f"{kind} {name!r} is damaged ({'; '.join(damaged[:3])}); rebuilding it")
+            elif not same_inputs and not force and not (refresh and _same_recipe(existing.params, params, refresh_ignore)):
                 raise ArtifactExists(
-                    f"{kind} {name!r} already exists and was made from other inputs or options; "
-                    "pass --force to replace it, or choose another --name"
+                    f"{kind} {name!r} already exists and was made from other inputs or options "
+                    f"({_differences(existing, params, files, upstream, refresh_ignore)}); pass --force to replace it, "
+                    "or choose another --name"
                 )
         return Plan(
             kind=kind,
@@ -416,6 +518,7 @@ class ArtifactStore:
             existing=existing,
             up_to_date=up_to_date,
             packages=packages,
+            damaged=damaged,
         )
 
     # ------------------------------------------------------------- staging
@@ -424,14 +527,14 @@ class ArtifactStore:
         """A fresh private folder inside the artifact dir; removed unless published."""
         root = self.staging_root()
         root.mkdir(parents=True, exist_ok=True)
-        path = root / f"{plan.kind}.{plan.name}.{uuid.uuid4().hex[:12]}"
+        path = root / f"{plan.kind}.{plan.name}{owner_tag()}{uuid.uuid4().hex[:12]}"
         path.mkdir()
         try:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def publish(
+    def prepare(
         self,
         plan: Plan,
         staging: Path,
@@ -439,10 +542,10 @@ class ArtifactStore:
         summary: dict[str, Any] | None = None,
         device: str = "cpu",
     ) -> ArtifactRecord:
-        """Record every file of `staging` and move it into place atomically."""
+        """The record of a finished staging folder (every file hashed); nothing is moved yet."""
         outputs = [_describe(staging, rel) for rel in directory_files(staging)]
         finished = time.time()
-        record = ArtifactRecord(
+        return ArtifactRecord(
             kind=plan.kind,
             name=plan.name,
             stage=plan.stage,
@@ -459,47 +562,105 @@ class ArtifactStore:
             finished_at=now_iso(finished),
             duration_s=round(finished - plan.started, 3),
         )
-        target = self.path(plan.kind, plan.name)
-        trash = self.staging_root() / f"trash.{uuid.uuid4().hex[:12]}"
-        with self.lock():
-            manifest = self.read_manifest()
-            manifest.pending[record.key] = PendingPublish(
-                record=record,
-                staging=str(staging.relative_to(self.root)),
-                trash=str(trash.relative_to(self.root)),
-            )
-            self._write_manifest(manifest)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                _rename(target, trash)
-            _rename(staging, target)
-            _fsync_dir(target.parent)
-            self._finish(manifest, record.key)
+
+    def publish(
+        self,
+        plan: Plan,
+        staging: Path,
+        metadata: dict[str, Any] | None = None,
+        summary: dict[str, Any] | None = None,
+        device: str = "cpu",
+    ) -> ArtifactRecord:
+        """Record every file of `staging` and move it into place atomically."""
+        record = self.prepare(plan, staging, metadata, summary, device)
+        self.commit([(record, staging)])
         return record
 
-    def _finish(self, manifest: Manifest, key: str) -> None:
-        pending = manifest.pending.pop(key)
-        manifest.artifacts[key] = pending.record
+    def commit(self, items: list[tuple[ArtifactRecord, Path]]) -> None:
+        """Move prepared artifacts into place: all of them or, after a crash at any point, none
+        (the pending entries share a group; recovery rolls the whole group back or forward)."""
+        group = uuid.uuid4().hex[:12] if len(items) > 1 else None
+        with self.lock():
+            manifest = self.read_manifest()
+            moves = []
+            for record, staging in items:
+                trash = self.staging_root() / f"trash.{uuid.uuid4().hex[:12]}"
+                manifest.pending[record.key] = PendingPublish(
+                    record=record, staging=str(staging.relative_to(self.root)),
+                    trash=str(trash.relative_to(self.root)), group=group,
+                )
+                moves.append((self.path(record.kind, record.name), staging, trash))
+            self._write_manifest(manifest)
+            for target, staging, trash in moves:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.exists():
+                    _rename(target, trash)
+                _rename(staging, target)
+                _fsync_dir(target.parent)
+            self._finish(manifest, [record.key for record, _ in items])
+
+    def _finish(self, manifest: Manifest, keys: list[str]) -> None:
+        pendings = [manifest.pending.pop(key) for key in keys]
+        for pending in pendings:
+            manifest.artifacts[pending.record.key] = pending.record
         self._write_manifest(manifest)
-        shutil.rmtree(self.root / pending.trash, ignore_errors=True)
+        for pending in pendings:
+            shutil.rmtree(self.root / pending.trash, ignore_errors=True)
 
     def _recover(self) -> None:
-        """Finish or roll back publications a crashed writer left pending (lock held)."""
+        """Finish or roll back publications a crashed writer left pending (lock held). A group is
+        rolled back whole if any member had not moved into place yet, else finished whole."""
         if not self.manifest_path.exists():
             return
         manifest = self.read_manifest()
-        for key, pending in list(manifest.pending.items()):
-            staging, trash = self.root / pending.staging, self.root / pending.trash
-            target = self.path(pending.record.kind, pending.record.name)
-            if staging.exists():
-                # The new folder never moved into place: put the old one back, drop the new one.
-                if trash.exists() and not target.exists():
-                    _rename(trash, target)
-                shutil.rmtree(staging, ignore_errors=True)
-                manifest.pending.pop(key)
+        groups: dict[str, list[str]] = {}
+        for key, pending in manifest.pending.items():
+            groups.setdefault(pending.group or key, []).append(key)
+        for keys in groups.values():
+            members = [manifest.pending[k] for k in keys]
+            if any((self.root / m.staging).exists() for m in members):
+                for member in members:
+                    self._roll_back(member)
+                for key in keys:
+                    manifest.pending.pop(key)
                 self._write_manifest(manifest)
             else:
-                self._finish(manifest, key)
+                self._finish(manifest, keys)
+
+    def _roll_back(self, pending: PendingPublish) -> None:
+        staging, trash = self.root / pending.staging, self.root / pending.trash
+        target = self.path(pending.record.kind, pending.record.name)
+        if not staging.exists() and target.exists():
+            # This member had moved into place: take it out again.
+            shutil.rmtree(target, ignore_errors=True)
+        if trash.exists() and not target.exists():
+            _rename(trash, target)  # the previous version back
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _differences(existing: ArtifactRecord, params: dict[str, Any], files: list[dict[str, Any]],
+                 upstream: list[dict[str, Any]], ignore: tuple[str, ...] = ()) -> str:
+    """What changed since the artifact was made, in a few words, for the --force refusal. Input
+    files are compared by content: the same file at another path is no change."""
+    changes = [f"{key}: {_short(existing.params.get(key))} -> {_short(params.get(key))}"
+               for key in sorted(set(existing.params) | set(params))
+               if key not in ignore and existing.params.get(key) != params.get(key)]
+    old_files = {f["sha256"]: Path(f["path"]).name for f in existing.inputs.get("files", [])}
+    new_files = {f["sha256"]: Path(f["path"]).name for f in files}
+    changes += [f"input {name} is new or changed" for sha, name in sorted(new_files.items(), key=lambda kv: kv[1]) if sha not in old_files]
+    changes += [f"input {name} is no longer given" for sha, name in sorted(old_files.items(), key=lambda kv: kv[1])
+                if sha not in new_files and name not in {new_files[s] for s in new_files if s not in old_files}]
+    old_up = {f"{u['kind']}/{u['name']}": u["fingerprint"] for u in existing.inputs.get("artifacts", [])}
+    changes += [f"{key} changed" for key, fp in ((f"{u['kind']}/{u['name']}", u["fingerprint"]) for u in upstream)
+                if key in old_up and old_up[key] != fp]
+    if not changes:
+        return "the input data changed"
+    return "; ".join(changes[:3]) + (f"; +{len(changes) - 3} more" if len(changes) > 3 else "")
 
 
 def _same_recipe(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...]) -> bool:

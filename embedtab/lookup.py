@@ -159,7 +159,7 @@ class Filled:
 def _fill_from(store: ArtifactStore, record: ArtifactRecord, vocab: Vocabulary, column: str, fill: str) -> Filled:
     import pandas as pd
 
-    directory = store.path("embeddings", record.name)
+    directory = store.verify(record)  # damaged vectors are refused, never looked up
     id_column = record.metadata.get("id_column", "item_id")
     dim = int(record.metadata.get("dim", 0))
     first = tables.part_files(directory)
@@ -241,7 +241,7 @@ def run(store: ArtifactStore, options: LookupOptions, reporter: Reporter = SILEN
               "min_reachable": options.min_reachable}
     plan = store.plan(
         "lookups", options.output_name, "lookup", params, input_artifacts=[wf_record, *sources],
-        force=options.force, packages=("numpy", "pyarrow", "pandas"), refresh=True,
+        force=options.force, packages=("numpy", "pyarrow", "pandas"), refresh=True, warn=reporter.warn,
     )
     if plan.up_to_date:
         return LookupResult(plan.existing, True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from embedtab.artifacts import ArtifactRecord, ArtifactStore, Manifest, legacy_layout
-from embedtab.errors import IntegrityError
+from embedtab.errors import UsageError
 
 
 def row_count(record: ArtifactRecord) -> int | None:
@@ -19,13 +19,12 @@ def row_count(record: ArtifactRecord) -> int | None:
 
 
 def health(store: ArtifactStore, record: ArtifactRecord, verify: bool = False, manifest: Manifest | None = None) -> tuple[str, list[str]]:
-    """('ok' | 'damaged' | 'stale', reasons). Damaged files outrank staleness."""
-    problems = store.missing_outputs(record)
-    if not problems and verify:
-        try:
-            store.verify(record)
-        except IntegrityError as exc:
-            problems = [str(exc)]
+    """('ok' | 'pending' | 'damaged' | 'stale', reasons). Damaged files outrank staleness; with
+    `verify` every file is re-hashed, else only presence and sizes are checked."""
+    manifest = manifest or store.read_manifest()
+    if record.key in manifest.pending:  # files mid-move: neither the old record's nor damaged
+        return "pending", ["an interrupted publication; the next command that writes here finishes or rolls it back"]
+    problems = store.damaged_files(record) if verify else store.missing_outputs(record)
     if problems:
         return "damaged", problems
     reasons = store.upstream_changes(record, manifest)
@@ -37,6 +36,8 @@ def health(store: ArtifactStore, record: ArtifactRecord, verify: bool = False, m
 
 
 def collect(store: ArtifactStore, verify: bool = False) -> dict[str, Any]:
+    if not store.root.exists():
+        raise UsageError(f"artifact directory {store.root} does not exist (check --artifacts / EMBEDTAB_ARTIFACTS)")
     manifest = store.read_manifest()
     artifacts = []
     for record in sorted(manifest.artifacts.values(), key=lambda r: (r.kind, r.name)):
@@ -56,4 +57,6 @@ def collect(store: ArtifactStore, verify: bool = False) -> dict[str, Any]:
         "format_version": manifest.format_version,
         "artifacts": artifacts,
         "pending": sorted(manifest.pending),
+        "damaged": sum(a["health"].startswith("damaged") for a in artifacts),
+        "reclaimable_bytes": store.reclaimable_bytes(),
     }

@@ -36,12 +36,26 @@ def resolve_inputs(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
             found.extend(hits)
         elif path.is_file():
             found.append(path)
+        elif path.exists():
+            raise DataError(f"input {text} is {special_file_kind(path)}, not a file")
         else:
             raise DataError(f"input {text} does not exist")
     for path in found:
         if path.suffix not in TABLE_SUFFIXES:
             raise UsageError(f"{path}: unsupported input format (use .parquet or .csv)")
     return found
+
+
+def special_file_kind(path: Path) -> str:
+    """What a path that exists but is no regular file or directory is, for messages."""
+    import stat
+
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def read_column(path: Path, column: str) -> pa.ChunkedArray:

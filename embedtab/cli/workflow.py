@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 import typer
 from rich.table import Table
 
-from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, TrustOpt, open_store, report_result, reporter, stderr
+from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, TrustOpt, open_store, report_result, reporter, state, stderr
 
 SchedulerOpt = Annotated[
     Optional[str],
@@ -45,7 +45,7 @@ def fit_workflow(
     result = fit(open_store(artifacts), FitOptions(config, data, name, force, dask_scheduler, part_size), reporter())
     report_result(result.record, result.up_to_date, as_json)
     cards = result.record.metadata.get("cardinalities", {})
-    if cards and not as_json and not result.up_to_date:
+    if cards and not as_json and not result.up_to_date and not state.quiet:
         table = Table("categorical column", "cardinality", "embedding dim", title="Categorify cardinalities", title_justify="left")
         for column, sizes in cards.items():
             table.add_row(column, f"{sizes['cardinality']:,}", str(sizes["embedding_dim"]))

@@ -50,8 +50,13 @@ def load_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
         raise ImageLoadError("file not found") from None
     except OSError as exc:
         raise ImageLoadError(f"cannot read file ({exc.strerror})") from None
+    except ValueError:
+        raise ImageLoadError("invalid path (contains a NUL byte)") from None
     if size == 0:
         raise ImageLoadError("empty file")
+    # --max-pixels governs, in both directions: Pillow's own bomb limit (89 M pixels by default) is
+    # the same header-only test we make right after open(), before anything is decoded.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

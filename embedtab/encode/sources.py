@@ -58,25 +58,38 @@ def template_fields(template: str) -> list[str]:
     return fields
 
 
-def render_texts(batch: pa.RecordBatch | pa.Table, template: str, fields: Sequence[str]) -> list[str]:
-    """One string per row; nulls render as empty strings; surrounding whitespace stripped."""
+def render_texts(batch: pa.RecordBatch | pa.Table, template: str, fields: Sequence[str]) -> list[str | None]:
+    """One string per row; nulls render as empty strings; surrounding whitespace stripped.
+
+    A row whose fields are all null is None, and one whose fields are all null or blank is "":
+    the template's own punctuation ("{title}. {description}" -> ".") is no text to encode.
+    """
     columns = {f: batch.column(f).to_pylist() for f in fields}
-    out = []
+    out: list[str | None] = []
     for i in range(batch.num_rows):
-        values = {f: "" if columns[f][i] is None else columns[f][i] for f in fields}
-        out.append(template.format_map(values).strip())
+        raw = [columns[f][i] for f in fields]
+        if all(v is None for v in raw):
+            out.append(None)
+        elif all(v is None or not str(v).strip() for v in raw):
+            out.append("")
+        else:
+            out.append(template.format_map({f: "" if v is None else v for f, v in zip(fields, raw)}).strip())
     return out
 
 
 # ----------------------------------------------------------------------------- tables
-def _columns_of(path: Path) -> list[str]:
+def _schema_of(path: Path) -> pa.Schema:
     try:
         if path.suffix == ".csv":
             with pacsv.open_csv(path) as reader:
-                return list(reader.schema.names)
-        return list(pq.read_schema(path).names)
+                return reader.schema
+        return pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+
+
+def _columns_of(path: Path) -> list[str]:
+    return list(_schema_of(path).names)
 
 
 def iter_table(paths: Sequence[Path], columns: Sequence[str], rows: int) -> Iterator[pa.RecordBatch]:
@@ -111,6 +124,7 @@ class Source:
     image_root: Path | None = None
     folder: Path | None = None  # a plain folder of images: ids are file stems
     fields: list[str] = field(default_factory=list)
+    _id_type: pa.DataType | None = None
 
     def describe(self) -> str:
         if self.folder is not None:
@@ -118,13 +132,28 @@ class Source:
         return self.paths[0].name if len(self.paths) == 1 else f"{len(self.paths)} input files"
 
     def id_type(self) -> pa.DataType:
+        """The id type of every input file; integers of several widths widen to int64 (lossless),
+        strings to string; anything else that differs is an error naming the files."""
         if self.folder is not None:
             return pa.string()
-        first = self.paths[0]
-        if first.suffix == ".csv":
-            with pacsv.open_csv(first) as reader:
-                return reader.schema.field(self.id_column).type
-        return pq.read_schema(first).field(self.id_column).type
+        if self._id_type is None:
+            found: dict[pa.DataType, Path] = {}
+            for path in self.paths:
+                schema = _schema_of(path)
+                if self.id_column not in schema.names:
+                    raise DataError(f"{path}: missing column(s) {self.id_column} (it has {', '.join(schema.names)})")
+                found.setdefault(schema.field(self.id_column).type, path)
+            types = list(found)
+            if len(types) == 1:
+                self._id_type = types[0]
+            elif all(pa.types.is_integer(t) for t in types) and not any(t == pa.uint64() for t in types):
+                self._id_type = pa.int64()
+            elif all(pa.types.is_string(t) or pa.types.is_large_string(t) for t in types):
+                self._id_type = pa.string()
+            else:
+                named = ", ".join(f"{path.name}: {kind}" for kind, path in found.items())
+                raise DataError(f"the {self.id_column!r} column has different types in the input files ({named}); give them one type")
+        return self._id_type
 
     def batches(self, rows: int) -> Iterator[tuple[pa.Array, list[str | None]]]:
         if self.folder is not None:
@@ -132,16 +161,17 @@ class Source:
                 chunk = self.paths[start : start + rows]
                 yield pa.array([p.stem for p in chunk], type=pa.string()), [str(p) for p in chunk]
             return
+        id_type = self.id_type()
         if self.modality == "text":
             columns = [self.id_column] + [f for f in self.fields if f != self.id_column]
             for batch in iter_table(self.paths, columns, rows):
-                yield batch.column(self.id_column), render_texts(batch, self.template or "", self.fields)
+                yield batch.column(self.id_column).cast(id_type), render_texts(batch, self.template or "", self.fields)
         else:
             assert self.image_column and self.image_root is not None
             for batch in iter_table(self.paths, [self.id_column, self.image_column], rows):
                 raw = batch.column(self.image_column).to_pylist()
                 values = [None if p is None or not str(p).strip() else str(self.image_root / str(p)) for p in raw]
-                yield batch.column(self.id_column), values
+                yield batch.column(self.id_column).cast(id_type), values
 
 
 def image_folder(path: Path) -> list[Path]:
@@ -179,6 +209,8 @@ class StatCache:
             raise ItemProblem("file not found") from None
         except OSError as exc:
             raise ItemProblem(f"cannot read file ({exc.strerror})") from None
+        except ValueError:  # os.stat refuses a path with a NUL byte in it
+            raise ItemProblem("invalid path (contains a NUL byte)") from None
         if not stat.S_ISREG(info.st_mode):
             raise ItemProblem("not a regular file")  # a FIFO or device would block the reader
         if info.st_size == 0:
@@ -193,7 +225,9 @@ class StatCache:
 
 
 def text_key(text: str | None) -> bytes:
-    if not text:
+    if text is None:
+        raise ItemProblem("null text")
+    if not text.strip():
         raise ItemProblem("empty text")
     return content_key(text.encode("utf-8"))
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -467,7 +468,10 @@ def _seal(store, plan, source, options, scan, worklist, work, previous, identity
     ok = np.ones(n, bool)
     ok[list(problems)] = False
     if not ok.any():
-        raise DataError(f"{source.describe()}: none of the {n} items could be encoded (first reason: {next(iter(problems.values()))[1]})")
+        _clean_work(store, options.name)  # every shard is done and nothing in it is usable
+        reasons = Counter(reason for _, reason in problems.values())
+        raise DataError(f"{source.describe()}: none of the {n} items could be encoded "
+                        f"({', '.join(f'{count} {reason}' for reason, count in reasons.most_common(3))})")
 
     previous_npy = None
     if previous is not None and (worklist.reuse_rows >= 0).any():
@@ -626,9 +630,16 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
     model = options.model or DEFAULT_TEXT_MODEL
     source = _source(options)
     existing = store.get("embeddings", options.name)
-    index = _read_index(store, existing) if existing is not None else None
+    # Nothing is reused from a damaged artifact (its index or vectors may be wrong): it is re-encoded.
+    intact = existing is not None and not store.damaged_files(existing)
+    index = _read_index(store, existing) if intact else None
     started = time.time()
     scan = _scan(source, options, _stat_cache(index), reporter)
+    if len(scan.problems) == len(scan.keys):  # nothing to encode: say why, leave nothing behind
+        reasons = Counter(reason for _, reason in scan.problems.values())
+        what = "text to encode" if source.modality == "text" else "an image to encode"
+        raise DataError(f"{source.describe()}: no row has {what}: {len(scan.keys)} of {len(scan.keys)} "
+                        f"({', '.join(f'{n} {reason}' for reason, n in reasons.most_common())})")
 
     params = {**options.recipe(), "model": model, "on_error": options.on_error, "max_errors": options.max_errors,
               "inputs": [str(p) for p in (source.paths if source.folder is None else [source.folder])]}
@@ -640,6 +651,7 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
         input_files=files_fingerprint(source.paths) if source.folder is None else [],
         content=scan.fingerprint, force=options.force, refresh=True, refresh_ignore=("inputs", "on_error", "max_errors"),
         packages=_PACKAGES + (("sentence-transformers", "transformers") if kind == "text" else ("open-clip-torch", "torchvision")),
+        warn=reporter.warn,
     )
     if plan.up_to_date:
         return EncodeResult(plan.existing, True, dict(plan.existing.summary))
@@ -650,7 +662,7 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
     device = torch_device(options.device)
     precision = resolve_precision(options.precision, device)
     identity = _encoder_identity(options, model, precision)
-    previous = _previous(existing, index, identity) if not options.force else None
+    previous = _previous(existing, index, identity) if intact and not options.force else None
     worklist = _work_list(scan, previous)
     key = hash_value([plan.input_fingerprint, identity, previous.record.fingerprint if previous else None, options.shard_size])[:16]
     work = WorkDir.open(store.work_path("embeddings", options.name, key), len(worklist.positions), options.shard_size)

@@ -221,11 +221,15 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
     params = {"source": options.source, "dims": options.dims, "variance": options.variance, "whiten": options.whiten,
               "normalize": options.normalize, "fit_on": options.fit_on, "seed": options.seed, "method": "pca-exact"}
     fit_inputs = [source] if fit_record is source else [source, fit_record]
-    proj_plan = store.plan("projections", name, "reduce fit", params, input_artifacts=fit_inputs, force=options.force, packages=_PACKAGES)
-    emb_plan = store.plan("embeddings", name, "reduce transform", params, input_artifacts=fit_inputs, force=options.force, packages=_PACKAGES)
+    proj_plan = store.plan("projections", name, "reduce fit", params, input_artifacts=fit_inputs, force=options.force,
+                           packages=_PACKAGES, warn=reporter.warn)
+    emb_plan = store.plan("embeddings", name, "reduce transform", params, input_artifacts=fit_inputs, force=options.force,
+                          packages=_PACKAGES, warn=reporter.warn)
     if proj_plan.up_to_date and emb_plan.up_to_date:
         return ReduceResult(proj_plan.existing, emb_plan.existing, True)
 
+    for record in {source.name: source, fit_record.name: fit_record}.values():
+        store.verify(record)  # a damaged input is refused, never fitted on
     reporter.info(f"fitting PCA on {fit_rows:,} x {in_dim} ({'sample of ' + options.source if sample_size else fit_record.name}) with {backend}")
     started = time.time()
     spectrum = _fit(store, fit_record, _sample_rows(total, sample_size, options.seed) if sample_size else None, backend, in_dim, reporter)
@@ -250,11 +254,12 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
         projection.save(proj_staging, info)
         rows = _transform(store, source, projection, emb_staging, device == "cuda", reporter)
         _write_sidecars(emb_staging, _embeddings_meta(source, name, projection))
-        proj_record = store.publish(proj_plan, proj_staging, metadata=info, summary={"fit_seconds": round(fit_seconds, 3)}, device=device)
+        proj_record = store.prepare(proj_plan, proj_staging, metadata=info, summary={"fit_seconds": round(fit_seconds, 3)}, device=device)
         # The reduced vectors also depend on the projection: record it so `status` can tell staleness.
         emb_plan.inputs["artifacts"].append({"kind": "projections", "name": name, "fingerprint": proj_record.fingerprint})
-        emb_record = store.publish(emb_plan, emb_staging, metadata=_embeddings_meta(source, name, projection),
+        emb_record = store.prepare(emb_plan, emb_staging, metadata=_embeddings_meta(source, name, projection),
                                    summary={"rows": rows, "seconds": round(time.time() - started, 3)}, device=device)
+        store.commit([(proj_record, proj_staging), (emb_record, emb_staging)])  # both or neither
     return ReduceResult(proj_record, emb_record, False)
 
 
@@ -270,9 +275,10 @@ def apply(store: ArtifactStore, projection_name: str, source_name: str, name: st
     name = name or f"{source_name}-{projection_name}"
     params = {"apply": projection_name, "source": source_name}
     plan = store.plan("embeddings", name, "reduce apply", params, input_artifacts=[source, proj_record],
-                      force=force, packages=("numpy",), refresh=True)
+                      force=force, packages=("numpy",), refresh=True, warn=reporter.warn)
     if plan.up_to_date:
         return plan.existing, True
+    store.verify(source)  # a damaged input is refused, never projected
     started = time.time()
     use_gpu = gpu_arrays_available()
     with store.staging(plan) as staging:

@@ -347,28 +347,34 @@ def _prune(value: Any, keys: tuple[str, ...]) -> Any:
     return value
 
 
+def _clip(value: Any, limit: int = 80) -> str:
+    """Values from the config, echoed in messages: never more than a short line."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _where(loc: tuple[Any, ...]) -> str:
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        text += f"[{part}]" if isinstance(part, int) else (f".{_clip(part, 40)}" if text else _clip(part, 40))
     return text
 
 
 def _message(error: dict[str, Any]) -> str:
     if error["type"] == "union_tag_invalid":
         tag = error.get("ctx", {}).get("tag")
-        return f"unknown op {tag!r} (allowed: {', '.join(OP_NAMES)})"
+        return f"unknown op {_clip(repr(tag), 60)} (allowed: {', '.join(OP_NAMES)})"
     if error["type"] == "union_tag_not_found":
         return "each op is a name or a one-key mapping, e.g. `- categorify: {dtype: int32}`"
     if error["loc"] and error["loc"][-1] == "__invalid__":
         return "op parameters must be a mapping (or a list, for tags, bucketize and time_features)"
     if error["type"] == "extra_forbidden":
-        return f"unknown parameter {error['loc'][-1]!r}"
+        return f"unknown parameter {_clip(repr(error['loc'][-1]), 60)}"
     if error["type"] == "literal_error" and "aggs" in error["loc"]:
-        return f"unknown aggregation {error['input']!r} (allowed: {', '.join(AGGREGATIONS)})"
+        return f"unknown aggregation {_clip(repr(error['input']), 60)} (allowed: {', '.join(AGGREGATIONS)})"
     if error["type"] == "literal_error" and error["loc"] and error["loc"][-2:-1] == ("tags",):
-        return f"unknown tag {error['input']!r} (allowed: {', '.join(TAGS)})"
-    return error["msg"].removeprefix("Value error, ")
+        return f"unknown tag {_clip(repr(error['input']), 60)} (allowed: {', '.join(TAGS)})"
+    return _clip(error["msg"].removeprefix("Value error, "), 200)
 
 
 def parse_config(raw: Any, source: str) -> WorkflowConfig:
@@ -386,20 +392,74 @@ def parse_config(raw: Any, source: str) -> WorkflowConfig:
     return config
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a workflow config is a page of YAML; this is generous
+MAX_CONFIG_VALUES = 100_000  # values after YAML aliases are expanded ("billion laughs" stop here)
+
+
+MAX_NESTING = 64
+
+
+def _flow_depth(text: str) -> int:
+    """Deepest nesting of YAML flow collections ([...] and {...}), counted over the whole text.
+    Quotes are not parsed: brackets inside strings only make the estimate larger."""
+    import numpy as np
+
+    raw = np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8)
+    steps = np.isin(raw, (ord("["), ord("{"))).astype(np.int64) - np.isin(raw, (ord("]"), ord("}")))
+    return int(steps.cumsum().max()) if len(steps) else 0
+
+
+def _expanded_size(value: Any, cap: int) -> int:
+    """How many values the structure holds once aliases are expanded, stopping at cap + 1.
+
+    PyYAML shares one object per alias, so loading is cheap; it is walking the expansion
+    (validation, error messages) that explodes. Memoized per object, so this stays linear.
+    """
+    memo: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    while stack:  # iterative post-order: deep nesting cannot overflow the Python stack
+        node, done = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        if done:
+            memo[id(node)] = min(cap + 1, 1 + sum(memo.get(id(c), 1) if isinstance(c, (dict, list)) else 1 for c in children))
+        elif id(node) in memo:
+            continue
+        else:
+            memo[id(node)] = cap + 1  # seen while open: a self-reference counts as too large
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if isinstance(c, (dict, list)) and id(c) not in memo)
+    return memo.get(id(value), 1)
+
+
 def load_config(path: str | Path) -> WorkflowConfig:
     import yaml
 
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is {size / 2**20:.1f} MiB; a workflow config may be at most {MAX_CONFIG_BYTES >> 20} MiB")
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"workflow config {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"cannot read workflow config {path}: {exc.strerror}") from None
+    if _flow_depth(text) > MAX_NESTING:  # libyaml recurses in C: thousands of '[' crash the process
+        raise ConfigError(f"{path}: nested more than {MAX_NESTING} levels deep; a workflow config is not")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where present: much faster
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise ConfigError(f"{path}:{where} is not valid YAML ({_clip(getattr(exc, 'problem', None) or exc)})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a workflow config") from None
+    if _expanded_size(raw, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise ConfigError(f"{path}: expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases?); "
+                          "a workflow config is far smaller")
     return parse_config(raw, str(path))

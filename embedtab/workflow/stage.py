@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from embedtab import tables
-from embedtab.artifacts import ArtifactRecord, ArtifactStore
+from embedtab.artifacts import ArtifactRecord, ArtifactStore, owner_tag
 from embedtab.device import gpu_dataframes_available
 from embedtab.errors import ArtifactNotFound, ConfigError, DataError, UsageError
 from embedtab.fingerprint import file_fingerprint, files_fingerprint, hash_value
@@ -311,7 +311,7 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) 
     plan = store.plan(
         "workflows", name, "fit-workflow", params,
         input_files=files_fingerprint(paths) + files_fingerprint(p for p in [*side, *vocabularies.tables] if p.is_file()),
-        input_artifacts=vocabularies.records, force=options.force, packages=_PACKAGES,
+        input_artifacts=vocabularies.records, force=options.force, packages=_PACKAGES, warn=reporter.warn,
     )
     if plan.up_to_date:
         return FitResult(plan.existing, True)
@@ -321,7 +321,7 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) 
         from embedtab.workflow.compile import compile_workflow, feature_graph
 
         store.staging_root().mkdir(parents=True, exist_ok=True)
-        with store.staging(plan) as staging, tempfile.TemporaryDirectory(dir=store.staging_root(), prefix="fit-") as scratch:
+        with store.staging(plan) as staging, tempfile.TemporaryDirectory(dir=store.staging_root(), prefix=f"fit{owner_tag()}") as scratch:
             ctx = Context(out_path=scratch, base_dir=base_dir, use_gpu=use_gpu, vocabulary=vocabularies)
             features = feature_graph(config, ctx)
             _check_groupby(config, features, paths, options.config)
@@ -504,7 +504,7 @@ def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporte
     plan = store.plan(
         "datasets", name, "transform", params, input_files=files_fingerprint(paths),
         input_artifacts=[record] if record else [], force=options.force, packages=_PACKAGES, refresh=True,
-        content=workflow_fp,
+        content=workflow_fp, warn=reporter.warn,
     )
     if plan.up_to_date:
         return FitResult(plan.existing, True)
@@ -522,7 +522,10 @@ def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporte
             output = workflow.transform(dataset)
             if options.mask and has_id_groups(masking):
                 output = _masked_ids(output, raw, masking, use_gpu)
+            workflow_dir = _external_folder(options.workflow) or store.path("workflows", options.workflow)
+            output.schema = _final_cat_paths(output.schema, workflow_dir)
             output.to_parquet(str(staging), out_files_per_proc=1)
+            _final_file_list(staging, store.path("datasets", name))
         except (KeyError, ValueError, TypeError) as exc:
             raise DataError(f"transforming {paths[0].name} with {options.workflow!r}: {type(exc).__name__}: {exc}") from None
         seconds = time.time() - started
@@ -537,6 +540,28 @@ def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporte
             summary["masked_rows"] = masked_rows
         out = store.publish(plan, staging, metadata=metadata, summary=summary, device="cuda" if use_gpu else "cpu")
     return FitResult(out, False)
+
+
+def _final_cat_paths(schema: Any, workflow_dir: Path) -> Any:
+    """Categorify's `cat_path` in the output schema names the folder the workflow was fitted in (a
+    scratch folder, gone since); name the saved workflow's own category file instead."""
+    from merlin.schema import Schema
+
+    columns = []
+    for column in schema:
+        properties = dict(column.properties or {})
+        if "cat_path" in properties:
+            properties["cat_path"] = str(workflow_dir / "categories" / Path(properties["cat_path"]).name)
+            column = column.with_properties(properties)
+        columns.append(column)
+    return Schema(columns)
+
+
+def _final_file_list(staging: Path, final: Path) -> None:
+    """NVTabular's _file_list.txt names the parts where they were written (the staging folder)."""
+    listing = staging / "_file_list.txt"
+    if listing.is_file():
+        listing.write_text(listing.read_text().replace(str(staging), str(final)))
 
 
 def _masked_ids(output: Any, raw: Any, spec: dict[str, Any], use_gpu: bool) -> Any:

@@ -93,6 +93,7 @@ def test_corrupted_manifest_exit_1_and_debug_shows_traceback(tmp_path):
 
 def test_artifacts_dir_from_environment(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("EMBEDTAB_ARTIFACTS", str(tmp_path / "env-artifacts"))
+    (tmp_path / "env-artifacts").mkdir()
     assert run(["status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["root"] == str(tmp_path / "env-artifacts")
 

@@ -139,7 +139,7 @@ def test_tampered_workflow_is_refused_before_unpickling(store, sample, tmp_path)
     stage.fit(store, stage.FitOptions(str(CONFIGS / "item.yaml"), data, name="wf"))
     marker = tmp_path / "pwned"
     (store.path("workflows", "wf") / "workflow.pkl").write_bytes(pickle.dumps(_Payload(str(marker))))
-    with pytest.raises(IntegrityError, match=r"workflows/wf: workflow.pkl differs from what embedtab wrote"):
+    with pytest.raises(IntegrityError, match=r"workflows/wf is damaged: workflow.pkl changed size; refusing to use it"):
         stage.transform(store, stage.TransformOptions("wf", data))
     assert not marker.exists()
     assert store.get("datasets", "wf") is None
@@ -149,7 +149,7 @@ def test_extra_file_in_workflow_dir_is_refused(store, sample):
     data = [str(sample / "items.parquet")]
     stage.fit(store, stage.FitOptions(str(CONFIGS / "item.yaml"), data, name="wf"))
     (store.path("workflows", "wf") / "categories" / "evil.parquet").write_bytes(b"x")
-    with pytest.raises(IntegrityError, match="did not write: categories/evil.parquet"):
+    with pytest.raises(IntegrityError, match=r"workflows/wf is damaged: categories/evil.parquet is not embedtab's \(an extra file\)"):
         stage.load_workflow(store, "wf")
 
 
