@@ -32,7 +32,6 @@ from embedtab.errors import ArtifactNotFound, ConfigError, DataError, UsageError
 from embedtab.fingerprint import file_fingerprint, files_fingerprint, hash_value
 from embedtab.reporting import SILENT, Reporter
 from embedtab.workflow.config import NUMERIC_OPS, WorkflowConfig, load_config
-from embedtab.workflow.masking import has_id_groups
 
 _PACKAGES = ("nvtabular", "merlin-core", "pandas", "dask", "distributed", "pyarrow", "numpy")
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"  # the variable Dask itself reads for `scheduler-address`
@@ -520,6 +519,8 @@ def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporte
             dataset, masked_rows = _masked(dataset, masking, use_gpu)
         try:
             output = workflow.transform(dataset)
+            from embedtab.workflow.masking import has_id_groups  # (pandas: imported only to transform)
+
             if options.mask and has_id_groups(masking):
                 output = _masked_ids(output, raw, masking, use_gpu)
             workflow_dir = _external_folder(options.workflow) or store.path("workflows", options.workflow)
