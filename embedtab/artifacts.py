@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from embedtab import __version__
 from embedtab.errors import (
+    ArtifactBusy,
     ArtifactExists,
     ArtifactNotFound,
     IntegrityError,
@@ -58,6 +59,7 @@ KINDS = ("embeddings", "projections", "workflows", "datasets", "lookups")
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 STAGING = ".staging"
+BUILD_LOCKS = ".locks"  # one per artifact being made: .locks/<kind>.<name>
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 # Files beside the data parts of an artifact (see the module docstring for why they start with "_").
@@ -89,6 +91,14 @@ def legacy_layout(record: "ArtifactRecord") -> bool:
 
 # Indirection so tests can simulate a crash between the steps of a publication.
 _rename = os.rename
+
+
+def _read_intent(fd: int) -> dict[str, Any] | None:
+    """What the run holding a build lock is making (None while it has not said yet)."""
+    try:
+        return json.loads(os.pread(fd, 4096, 0).decode() or "null")
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -175,6 +185,25 @@ class Manifest(BaseModel):
     pending: dict[str, PendingPublish] = Field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What a plan decided, in words: state is "up to date", "run" (new or forced), "stale" (its
+    inputs changed, or it is damaged) or "needs --force"; why says what changed."""
+
+    kind: str
+    name: str
+    state: str
+    why: str = ""
+
+
+class DryRunStop(Exception):
+    """Raised by `ArtifactStore.building` in a dry run: the stage planned and stops before writing."""
+
+    def __init__(self, plan: "Plan"):
+        super().__init__(f"dry run: {plan.kind} {plan.name!r} would be built")
+        self.plan = plan
+
+
 @dataclass
 class Plan:
     """What a stage is about to make, decided before any work is done."""
@@ -190,6 +219,7 @@ class Plan:
     started: float = field(default_factory=time.time)
     packages: tuple[str, ...] = ()
     damaged: list[str] = field(default_factory=list)  # why the existing artifact is rebuilt, if it is damaged
+    force: bool = False
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -216,6 +246,10 @@ class ArtifactStore:
         self._lock_fd: int | None = None
         self._lock_depth = 0
         self._hashes: dict[tuple[str, int, int, int], str] = {}  # (path, size, mtime_ns, inode) -> sha256
+        # Dry runs (`embedtab run --dry-run`): stages plan as usual, each plan's verdict is kept
+        # here, and `building` stops the stage before it writes anything.
+        self.dry_run = False
+        self.verdicts: list[Verdict] = []
 
     # ----------------------------------------------------------------- layout
     @property
@@ -327,6 +361,66 @@ class ArtifactStore:
             total += sum(f.stat().st_size for f in files)
         return total
 
+    @contextlib.contextmanager
+    def building(self, plan: Plan) -> Iterator[ArtifactRecord | None]:
+        """Hold the artifact's build lock while making it (the store lock is only held to publish).
+
+        A second run making the same artifact from the same inputs waits, then gets what the first
+        one made (yielded: the caller reports it up to date) -- or builds, if the first failed. A
+        run from other inputs or options fails at once, naming the run that holds it. And if the
+        artifact changed since `plan` was made (another run published in between), this run does
+        not write over it unless forced.
+        """
+        if self.dry_run:
+            raise DryRunStop(plan)
+        folder = self.root / BUILD_LOCKS
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / f"{plan.kind}.{plan.name}", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            waited, deadline = False, time.monotonic() + self.lock_timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise
+                holder = _read_intent(fd)
+                if holder and holder.get("input_fingerprint") != plan.input_fingerprint:
+                    raise ArtifactBusy(
+                        f"{plan.kind} {plan.name!r} is being made right now by pid {holder.get('pid')} on "
+                        f"{holder.get('host')} ({holder.get('stage')}, started {holder.get('started')}) from other "
+                        "inputs or options; wait for it to finish, or choose another --name"
+                    )
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(f"{plan.kind} {plan.name!r} has been in the making by another run for more "
+                                      f"than {self.lock_timeout:.0f}s; wait for it or raise EMBEDTAB_LOCK_TIMEOUT")
+                waited = True
+                time.sleep(0.2)
+            intent = {"pid": os.getpid(), "host": _HOST, "stage": plan.stage, "started": now_iso(),
+                      "input_fingerprint": plan.input_fingerprint}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(intent).encode(), 0)
+            try:
+                now = self.get(plan.kind, plan.name)
+                if waited and self.current(now, plan.input_fingerprint):
+                    yield now  # the run we waited for made exactly this
+                    return
+                before = plan.existing.fingerprint if plan.existing else None
+                if now is not None and now.fingerprint != before and not plan.force:
+                    if self.current(now, plan.input_fingerprint):
+                        yield now
+                        return
+                    raise ArtifactExists(
+                        f"{plan.kind} {plan.name!r} was just written by another run from other inputs or options; "
+                        "nothing was written over it: pass --force to replace it, or choose another --name"
+                    )
+                yield None
+            finally:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing releases the flock
+
     # --------------------------------------------------------------- manifest
     def read_manifest(self) -> Manifest:
         path = self.manifest_path
@@ -371,11 +465,15 @@ class ArtifactStore:
     def _write_manifest(self, manifest: Manifest) -> None:
         assert self._lock_depth, "manifest written without the lock"
         tmp = self.root / f".{MANIFEST}.{os.getpid()}.tmp"
-        with open(tmp, "w") as handle:
-            handle.write(manifest.model_dump_json(indent=2))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.manifest_path)
+        try:
+            with open(tmp, "w") as handle:
+                handle.write(manifest.model_dump_json(indent=2))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.manifest_path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk leaves the old manifest and nothing else
+            raise
         _fsync_dir(self.root)
 
     def records(self) -> list[ArtifactRecord]:
@@ -492,6 +590,7 @@ class ArtifactStore:
         existing = self.get(kind, name)
         up_to_date = False
         damaged: list[str] = []
+        verdict = Verdict(kind, name, "run", "new" if existing is None else "forced" if force else "")
         if existing is not None:
             damaged = self.missing_outputs(existing)
             same_inputs = existing.input_fingerprint == fingerprint
@@ -499,15 +598,24 @@ class ArtifactStore:
                 # About to call it up to date: only if every byte is what was written.
                 damaged = self.damaged_files(existing)
                 up_to_date = not damaged and not legacy_layout(existing)  # (an old layout is rewritten)
+                verdict = Verdict(kind, name, "up to date" if up_to_date else "stale",
+                                  "" if up_to_date else "written in the pre-0.2 layout")
             if damaged:
-                if warn is not None:
+                verdict = Verdict(kind, name, "stale", f"damaged: {'; '.join(damaged[:3])}")
+                if warn is not None and not self.dry_run:
                     warn(f"{kind} {name!r} is damaged ({'; '.join(damaged[:3])}); rebuilding it")
-            elif not same_inputs and not force and not (refresh and _same_recipe(existing.params, params, refresh_ignore)):
-                raise ArtifactExists(
-                    f"{kind} {name!r} already exists and was made from other inputs or options "
-                    f"({_differences(existing, params, files, upstream, refresh_ignore)}); pass --force to replace it, "
-                    "or choose another --name"
-                )
+            elif not same_inputs and not force:
+                differences = _differences(existing, params, files, upstream, refresh_ignore)
+                if refresh and _same_recipe(existing.params, params, refresh_ignore):
+                    verdict = Verdict(kind, name, "stale", differences)
+                elif self.dry_run:
+                    verdict = Verdict(kind, name, "needs --force", differences)
+                else:
+                    raise ArtifactExists(
+                        f"{kind} {name!r} already exists and was made from other inputs or options "
+                        f"({differences}); pass --force to replace it, or choose another --name"
+                    )
+        self.verdicts.append(verdict)
         return Plan(
             kind=kind,
             name=name,
@@ -519,6 +627,7 @@ class ArtifactStore:
             up_to_date=up_to_date,
             packages=packages,
             damaged=damaged,
+            force=force,
         )
 
     # ------------------------------------------------------------- staging

@@ -48,3 +48,7 @@ class IntegrityError(EmbedtabError):
 
 class LockTimeout(EmbedtabError):
     """Another embedtab process holds the artifact directory's lock for too long."""
+
+
+class ArtifactBusy(EmbedtabError):
+    """Another run is making the same artifact from other inputs or options right now."""

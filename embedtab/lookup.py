@@ -245,78 +245,81 @@ def run(store: ArtifactStore, options: LookupOptions, reporter: Reporter = SILEN
     )
     if plan.up_to_date:
         return LookupResult(plan.existing, True)
-    started = time.time()
-    vocab, _ = vocabulary(store, options.workflow, options.column, options.trust_workflow)
-    filled = []
-    with reporter.progress("filling lookup tables", total=len(sources), unit="sources") as advance:
-        for record in sources:
-            filled.append(_fill_from(store, record, vocab, options.column, options.fill))
-            advance(1)
-    for item in filled:
-        cov = item.coverage
-        if cov["with_embedding"] == 0:
-            raise DataError(
-                f"no id of embeddings {item.name!r} is in the vocabulary of {options.column!r} "
-                f"(e.g. {cov['not_in_vocabulary_examples'][:3]} vs vocabulary {vocab.values.to_pylist()[:3]})"
-            )
-        if cov["coverage"] < options.min_coverage:
-            raise DataError(
-                f"embeddings {item.name!r} cover {cov['with_embedding']:,} of {cov['vocabulary']:,} {options.column} values "
-                f"({cov['coverage']:.1%} < --min-coverage {options.min_coverage:.1%}); missing e.g. {cov['missing_examples']}; "
-                f"{cov['embeddings_not_in_vocabulary']:,} embeddings have ids outside the vocabulary, e.g. {cov['not_in_vocabulary_examples']}"
-            )
-        if cov["reachable"] < options.min_reachable:
-            raise DataError(
-                f"{cov['embeddings_not_in_vocabulary']:,} of {cov['encoded']:,} items of embeddings {item.name!r} are not in the "
-                f"{options.column} vocabulary of workflow {options.workflow!r} ({1 - cov['reachable']:.1%}; e.g. "
-                f"{cov['not_in_vocabulary_examples'][:3]}): no id can ever look their vectors up. Give the workflow the "
-                f"catalog's vocabulary (categorify: {{vocabulary: ...}}, see the README), or pass --min-reachable "
-                f"{math.floor(cov['reachable'] * 100) / 100:.2f} to accept it"
-            )
-    single = len(filled) == 1
-    dims = {item.name: int(item.matrix.shape[1]) for item in filled}
-    metadata = {
-        "column": options.column,
-        "cardinality": vocab.cardinality,
-        "vocabulary": int(len(vocab.ids)),
-        "reserved_ids": int(vocab.cardinality - len(vocab.ids)),
-        "dim": sum(dims.values()) if options.concat or single else None,
-        "dims": dims,
-        "concat": options.concat,
-        "fill": options.fill,
-        "by_source": {item.name: item.coverage for item in filled},
-        "sources": {"workflow": wf_record.fingerprint, **{r.name: r.fingerprint for r in sources}},
-    }
-    if single:  # the headline numbers, flat, for the common one-source case
-        metadata.update({k: filled[0].coverage[k] for k in ("with_embedding", "coverage", "missing_examples", "reachable")})
-    with store.staging(plan) as staging:
-        columns: dict[str, Any] = {}
-        if single or options.concat:
-            matrix = filled[0].matrix if single else np.hstack([f.matrix for f in filled])
-            present = np.logical_and.reduce([f.present for f in filled])
-            np.save(staging / lookup_dense_name(), matrix)
-            columns["present"] = present
-            if not single:
-                columns.update({f"present_{f.name}": f.present for f in filled})
-            columns[tables.EMBEDDING] = matrix
-        else:
-            for f in filled:
-                np.save(staging / lookup_dense_name(f.name), f.matrix)
-                columns[f"present_{f.name}"] = f.present
-                columns[f"{tables.EMBEDDING}_{f.name}"] = f.matrix
-        _write_table(staging / LOOKUP_TABLE, options.column, vocab, columns)
-        (staging / LOOKUP_INFO).write_text(json.dumps(metadata, indent=2, default=str))
-        record = store.publish(plan, staging, metadata=metadata, summary={"seconds": round(time.time() - started, 3)})
-    for item in filled:
-        cov = item.coverage
-        if cov["embeddings_not_in_vocabulary"]:
-            reporter.warn(
-                f"{item.name}: {cov['embeddings_not_in_vocabulary']} of {cov['encoded']} encoded items are not in the "
-                f"{options.column} vocabulary and cannot be looked up, e.g. {cov['not_in_vocabulary_examples'][:3]}"
-            )
-        if cov["missing_examples"]:
-            reporter.warn(
-                f"{item.name}: {cov['vocabulary'] - cov['with_embedding']} of {cov['vocabulary']} {options.column} values "
-                f"have no embedding ({options.fill}, present=false), e.g. {cov['missing_examples'][:3]}"
-            )
-    return LookupResult(record, False)
+    with store.building(plan) as made:
+        if made is not None:
+            return LookupResult(made, True)
+        started = time.time()
+        vocab, _ = vocabulary(store, options.workflow, options.column, options.trust_workflow)
+        filled = []
+        with reporter.progress("filling lookup tables", total=len(sources), unit="sources") as advance:
+            for record in sources:
+                filled.append(_fill_from(store, record, vocab, options.column, options.fill))
+                advance(1)
+        for item in filled:
+            cov = item.coverage
+            if cov["with_embedding"] == 0:
+                raise DataError(
+                    f"no id of embeddings {item.name!r} is in the vocabulary of {options.column!r} "
+                    f"(e.g. {cov['not_in_vocabulary_examples'][:3]} vs vocabulary {vocab.values.to_pylist()[:3]})"
+                )
+            if cov["coverage"] < options.min_coverage:
+                raise DataError(
+                    f"embeddings {item.name!r} cover {cov['with_embedding']:,} of {cov['vocabulary']:,} {options.column} values "
+                    f"({cov['coverage']:.1%} < --min-coverage {options.min_coverage:.1%}); missing e.g. {cov['missing_examples']}; "
+                    f"{cov['embeddings_not_in_vocabulary']:,} embeddings have ids outside the vocabulary, e.g. {cov['not_in_vocabulary_examples']}"
+                )
+            if cov["reachable"] < options.min_reachable:
+                raise DataError(
+                    f"{cov['embeddings_not_in_vocabulary']:,} of {cov['encoded']:,} items of embeddings {item.name!r} are not in the "
+                    f"{options.column} vocabulary of workflow {options.workflow!r} ({1 - cov['reachable']:.1%}; e.g. "
+                    f"{cov['not_in_vocabulary_examples'][:3]}): no id can ever look their vectors up. Give the workflow the "
+                    f"catalog's vocabulary (categorify: {{vocabulary: ...}}, see the README), or pass --min-reachable "
+                    f"{math.floor(cov['reachable'] * 100) / 100:.2f} to accept it"
+                )
+        single = len(filled) == 1
+        dims = {item.name: int(item.matrix.shape[1]) for item in filled}
+        metadata = {
+            "column": options.column,
+            "cardinality": vocab.cardinality,
+            "vocabulary": int(len(vocab.ids)),
+            "reserved_ids": int(vocab.cardinality - len(vocab.ids)),
+            "dim": sum(dims.values()) if options.concat or single else None,
+            "dims": dims,
+            "concat": options.concat,
+            "fill": options.fill,
+            "by_source": {item.name: item.coverage for item in filled},
+            "sources": {"workflow": wf_record.fingerprint, **{r.name: r.fingerprint for r in sources}},
+        }
+        if single:  # the headline numbers, flat, for the common one-source case
+            metadata.update({k: filled[0].coverage[k] for k in ("with_embedding", "coverage", "missing_examples", "reachable")})
+        with store.staging(plan) as staging:
+            columns: dict[str, Any] = {}
+            if single or options.concat:
+                matrix = filled[0].matrix if single else np.hstack([f.matrix for f in filled])
+                present = np.logical_and.reduce([f.present for f in filled])
+                np.save(staging / lookup_dense_name(), matrix)
+                columns["present"] = present
+                if not single:
+                    columns.update({f"present_{f.name}": f.present for f in filled})
+                columns[tables.EMBEDDING] = matrix
+            else:
+                for f in filled:
+                    np.save(staging / lookup_dense_name(f.name), f.matrix)
+                    columns[f"present_{f.name}"] = f.present
+                    columns[f"{tables.EMBEDDING}_{f.name}"] = f.matrix
+            _write_table(staging / LOOKUP_TABLE, options.column, vocab, columns)
+            (staging / LOOKUP_INFO).write_text(json.dumps(metadata, indent=2, default=str))
+            record = store.publish(plan, staging, metadata=metadata, summary={"seconds": round(time.time() - started, 3)})
+        for item in filled:
+            cov = item.coverage
+            if cov["embeddings_not_in_vocabulary"]:
+                reporter.warn(
+                    f"{item.name}: {cov['embeddings_not_in_vocabulary']} of {cov['encoded']} encoded items are not in the "
+                    f"{options.column} vocabulary and cannot be looked up, e.g. {cov['not_in_vocabulary_examples'][:3]}"
+                )
+            if cov["missing_examples"]:
+                reporter.warn(
+                    f"{item.name}: {cov['vocabulary'] - cov['with_embedding']} of {cov['vocabulary']} {options.column} values "
+                    f"have no embedding ({options.fill}, present=false), e.g. {cov['missing_examples'][:3]}"
+                )
+        return LookupResult(record, False)

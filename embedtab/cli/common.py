@@ -27,7 +27,8 @@ from rich.progress import (
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from embedtab.artifacts import ArtifactRecord, ArtifactStore
+    from embedtab.api import Artifacts
+    from embedtab.artifacts import ArtifactRecord
 
 
 @dataclass
@@ -104,10 +105,11 @@ def reporter() -> RichReporter:
     return RichReporter()
 
 
-def open_store(artifacts: Path) -> "ArtifactStore":
-    from embedtab.artifacts import ArtifactStore
+def open_artifacts(artifacts: Path) -> "Artifacts":
+    """The Python API over --artifacts, reporting to the terminal."""
+    from embedtab.api import Artifacts
 
-    return ArtifactStore(artifacts)
+    return Artifacts(artifacts, reporter())
 
 
 def emit_json(value: Any) -> None:

@@ -13,9 +13,8 @@ from embedtab.cli.common import (
     ForceOpt,
     JsonOpt,
     emit_json,
-    open_store,
+    open_artifacts,
     report_result,
-    reporter,
     stderr,
 )
 
@@ -57,7 +56,9 @@ MaxErrorsOpt = Annotated[
 
 def _finish(result, as_json: bool) -> None:
     """Closing report: the artifact, or (a --shard job that left work to others) what is left."""
-    if not result.sealed:
+    from embedtab.api import ShardJob
+
+    if isinstance(result, ShardJob):
         if as_json:
             emit_json({"sealed": False, "missing_shards": result.missing_shards, "summary": result.summary})
             return
@@ -119,19 +120,16 @@ def text(
 
     [bold]Examples[/bold]
 
-      embedtab encode text sample_data/items.parquet --template '{title}. {description}' --name text
+      embedtab encode text items.parquet --template '{title}. {description}'
 
-      embedtab encode text 'catalog/*.parquet' -c title -c description -m ./my-sbert-model --name text
+      embedtab encode text 'catalog/*.parquet' -c title -m ./my-sbert-model
     """
-    from embedtab.encode import TextOptions, run_text
-
-    options = TextOptions(
-        inputs=inputs, name=name, template=template, text_columns=tuple(text_column or ()),
-        id_column=id_column, model=model, device=device, precision=precision, batch_size=batch_size,
-        normalize=normalize, shard_size=shard_size, on_error=on_error, max_errors=max_errors, force=force,
-        dedupe=dedupe, shard=shard, seal=seal,
+    result = open_artifacts(artifacts).encode_text(
+        inputs, name=name, template=template, columns=text_column or (), id_column=id_column, model=model,
+        device=device, precision=precision, batch_size=batch_size, normalize=normalize, shard_size=shard_size,
+        on_error=on_error, max_errors=max_errors, force=force, dedupe=dedupe, shard=shard, seal=seal,
     )
-    _finish(run_text(open_store(artifacts), options, reporter()), as_json)
+    _finish(result, as_json)
 
 
 @app.command("image")
@@ -158,6 +156,9 @@ def image(
         Optional[int], typer.Option("--workers", help="Image decoding processes (default: one per spare core, at most 4).")
     ] = None,
     max_pixels: Annotated[int, typer.Option("--max-pixels", help="Larger images are skipped (decompression-bomb guard).")] = 50_000_000,
+    allow_outside_root: Annotated[
+        bool, typer.Option("--allow-outside-root", help="Open image paths that resolve outside --image-root (or the folder); by default they are recorded as errors, unread.")
+    ] = False,
     shard_size: ShardSizeOpt = 4096,
     dedupe: DedupeOpt = False,
     shard: ShardOpt = None,
@@ -177,21 +178,18 @@ def image(
 
     [bold]Examples[/bold]
 
-      embedtab encode image sample_data/items.parquet --model embedtab-smoke-clip --name image
+      embedtab encode image items.parquet --model embedtab-smoke-clip
 
       embedtab encode image ./photos/ --model local-dir:/models/clip --name photos
 
-      embedtab encode image items.parquet -m ViT-B-32 -p vit.pt --shard 2/4   # job 2 of 4 in CI
+      embedtab encode image items.parquet -m ViT-B-32 -p vit.pt --shard 2/4
 
-      embedtab encode image items.parquet -m ViT-B-32 -p ./open_clip_vit_b32.pt --image-root /data/img
+      embedtab encode image items.parquet -m ViT-B-32 -p vit.pt --image-root /img
     """
-    from embedtab.encode import ImageOptions, run_image
-
-    options = ImageOptions(
-        inputs=inputs, name=name, model=model, pretrained=pretrained, image_column=image_column,
-        image_root=str(image_root) if image_root else None, id_column=id_column, device=device,
-        precision=precision, batch_size=batch_size, normalize=normalize, shard_size=shard_size,
-        on_error=on_error, max_errors=max_errors, force=force, dedupe=dedupe, shard=shard, seal=seal,
-        workers=workers, max_pixels=max_pixels,
+    result = open_artifacts(artifacts).encode_image(
+        inputs, name=name, model=model, pretrained=pretrained, image_column=image_column, image_root=image_root,
+        id_column=id_column, device=device, precision=precision, batch_size=batch_size, normalize=normalize,
+        shard_size=shard_size, on_error=on_error, max_errors=max_errors, force=force, dedupe=dedupe, shard=shard,
+        seal=seal, workers=workers, max_pixels=max_pixels, allow_outside_root=allow_outside_root,
     )
-    _finish(run_image(open_store(artifacts), options, reporter()), as_json)
+    _finish(result, as_json)

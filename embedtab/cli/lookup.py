@@ -6,7 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, TrustOpt, open_store, report_result, reporter
+from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, TrustOpt, open_artifacts, report_result
 
 
 def lookup(
@@ -39,15 +39,15 @@ def lookup(
 
     [bold]Examples[/bold]
 
-      embedtab lookup --embeddings text-pca64 --workflow interactions --column item_id
+      embedtab lookup --embeddings text-pca64 --workflow item --column item_id
 
-      embedtab lookup -e image-pca16 -e text-pca64 -w item --concat --fill mean --min-coverage 0.95
+      embedtab lookup -e image-pca16 -e text-pca64 -w item --concat --fill mean
     """
-    from embedtab.lookup import LookupOptions, run
-
-    options = LookupOptions(embeddings, workflow, column, name, force, trust_workflow, concat, fill, min_coverage, min_reachable)
-    result = run(open_store(artifacts), options, reporter())
-    m = result.record.metadata
+    result = open_artifacts(artifacts).lookup(
+        embeddings, workflow=workflow, column=column, name=name, concat=concat, fill=fill, min_coverage=min_coverage,
+        min_reachable=min_reachable, trust_workflow=trust_workflow, force=force,
+    )
+    m = result.metadata
     lines = [f"{m['cardinality']:,} rows ({m['reserved_ids']} reserved) x {m['dim'] if m['dim'] else m['dims']} dims, fill {m['fill']}"]
     for source, cov in m["by_source"].items():
         lines.append(f"{source}: {cov['with_embedding']:,} of {cov['vocabulary']:,} vocabulary ids have an embedding ({cov['coverage']:.1%}); "

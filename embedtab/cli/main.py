@@ -62,6 +62,47 @@ app.command("lookup")(lookup)
 app.command("status")(status)
 
 
+_METAVARS = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "Path": "PATH", "list[str]": "TEXT", "list[Path]": "PATH"}
+
+
+def _reflow(text: str | None) -> str | None:
+    """Join the source line breaks inside a docstring paragraph (rich help keeps them and then
+    wraps again, which leaves ragged lines); paragraphs of indented lines -- examples -- stay."""
+    if not text:
+        return text
+    paragraphs = []
+    for paragraph in text.split("\n\n"):
+        lines = paragraph.split("\n")
+        indented = all(line.startswith("  ") for line in lines if line.strip())
+        paragraphs.append(paragraph if indented else " ".join(line.strip() for line in lines))
+    return "\n\n".join(paragraphs)
+
+
+def _polish(command) -> None:
+    """Help as typer's own examples show it: flags without a type column, values with a classic
+    upper-case metavar (typer 0.29 prints <bool>, <str>, <list[str]> otherwise), reflowed text."""
+    command.help = _reflow(command.help)
+    for param in command.params:
+        if isinstance(param, typer.core.TyperArgument):
+            param.display_type_rich = lambda ctx: None  # its name column already says what it is
+        elif getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif getattr(param, "metavar", None) is None and hasattr(param, "bare_type"):
+            bare = param.bare_type()
+            param.metavar = _METAVARS.get(bare, bare.upper()) + ("..." if getattr(param, "nargs", 1) != 1 else "")
+    make_help_option = command.get_help_option
+
+    def help_option(ctx, make=make_help_option):  # --help is made per call, outside command.params
+        option = make(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _polish(sub)
+
+
 _INTERRUPTED = "interrupted; nothing was published for the interrupted stage (finished work shards are kept: rerun to resume)"
 
 
@@ -75,6 +116,7 @@ def run(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = common.state.debug or "--debug" in args
     command = typer.main.get_command(app)
+    _polish(command)
     try:
         result = command.main(args=args, prog_name="embedtab", standalone_mode=False)
         if result == 130:  # typer turns Ctrl-C into a silent exit code 130
@@ -100,10 +142,43 @@ def run(argv: list[str] | None = None) -> int:
         if debug:
             raise
         return _fail(_INTERRUPTED, 130)
+    except OSError as exc:  # the machine refused: full disk, read-only folder, permissions
+        if debug:
+            raise
+        return _fail(_os_error(exc), 1)
     except Exception as exc:  # an embedtab bug or an unexpected library failure
         if debug:
             raise
         return _fail(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", 1)
+
+
+_KEPT = "nothing was published; finished encode work shards are kept, so a rerun resumes"
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for an OSError a user's machine can cause. numpy and pyarrow raise some without an
+    errno ("76800 requested and 48096 written"), so their text is read as well."""
+    import errno
+
+    text = str(exc)
+    where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+    short_write = exc.errno is None and "requested and" in text and "written" in text
+    if exc.errno == errno.EFBIG or "File too large" in text or (short_write and _file_size_limited()):
+        return f"a file grew past this process's file-size limit (ulimit -f){where}; {_KEPT}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or short_write:
+        return f"the disk is full{where} ({text.strip()}); {_KEPT}: free some space and rerun"
+    if exc.errno == errno.EROFS or "Read-only file system" in text:
+        return f"read-only file system{where}: point --artifacts at a writable folder; nothing was changed"
+    if exc.errno in (errno.EACCES, errno.EPERM) or "Permission denied" in text:
+        target = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return f"permission denied{target}: this user cannot read or write there; nothing was changed"
+    return f"cannot read or write{where}: {exc.strerror or text}"
+
+
+def _file_size_limited() -> bool:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, emit_json, open_store, report_result, reporter
+from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, emit_json, open_artifacts, report_result
 
 
 def reduce(
@@ -45,31 +45,29 @@ def reduce(
 
     [bold]Examples[/bold]
 
-      embedtab reduce text --dims 64            # -> projections/text-pca64, embeddings/text-pca64
+      embedtab reduce text --dims 64        # -> text-pca64 (projection + embeddings)
 
       embedtab reduce image --variance 0.95 --fit-on 100000 --backend streaming
 
       embedtab reduce image-new --apply image-pca64 --name image-new-pca64
     """
-    from embedtab.reduce import ReduceOptions, apply as apply_projection, run
-
-    store = open_store(artifacts)
+    art = open_artifacts(artifacts)
     if apply:
         if dims or variance or fit_on or whiten or normalize:
             raise typer.BadParameter("--apply reuses the saved projection; drop --dims/--variance/--fit-on/--whiten/--normalize", param_hint="--apply")
-        record, up_to_date = apply_projection(store, apply, source, name, force, reporter())
-        report_result(record, up_to_date, as_json, [f"{record.summary.get('rows', 0):,} rows projected with projections/{apply}"])
+        done = art.apply_projection(apply, source, name, force)
+        report_result(done.record, done.up_to_date, as_json, [f"{done.summary.get('rows', 0):,} rows projected with projections/{apply}"])
         return
-    options = ReduceOptions(source, dims if dims is not None or variance is not None else 64, name, backend, whiten,
-                            normalize, variance, fit_on, seed, force)
-    result = run(store, options, reporter())
+    result = art.reduce(source, dims, variance=variance, name=name, backend=backend, whiten=whiten, normalize=normalize,
+                        fit_on=fit_on, seed=seed, force=force)
     if as_json:
-        emit_json({"up_to_date": result.up_to_date, "projection": result.projection.model_dump(), "embeddings": result.embeddings.model_dump()})
+        emit_json({"up_to_date": result.embeddings.up_to_date, "projection": result.projection.record.model_dump(),
+                   "embeddings": result.embeddings.record.model_dump()})
         return
     info = result.projection.metadata
     curve = "  ".join(f"{k}:{v:.0%}" for k, v in info.get("explained_variance_curve", {}).items())
     report_result(
-        result.embeddings, result.up_to_date, False,
+        result.embeddings.record, result.embeddings.up_to_date, False,
         [
             f"{info['input_dim']} -> {info['dims']} dims with {info['backend']}: "
             f"{info['explained_variance_ratio_total']:.1%} of the variance kept",

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, emit_json, open_store, stdout
+from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, emit_json, open_artifacts, stdout
 
 
 def status(
@@ -25,9 +25,7 @@ def status(
 
       embedtab status --json | jq '.artifacts[] | {kind, name, fingerprint}'
     """
-    from embedtab.status import collect
-
-    report = collect(open_store(artifacts), verify=verify)
+    report = open_artifacts(artifacts).status(verify=verify)
     if as_json:
         emit_json(report)
         _exit_if_damaged(report)

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 import typer
 from rich.table import Table
 
-from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, TrustOpt, open_store, report_result, reporter, state, stderr
+from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, TrustOpt, open_artifacts, report_result, state, stderr
 
 SchedulerOpt = Annotated[
     Optional[str],
@@ -38,11 +38,10 @@ def fit_workflow(
 
       embedtab fit-workflow configs/item.yaml --data sample_data/items.parquet
 
-      embedtab fit-workflow configs/interactions.yaml -d 'sample_data/interactions/*.parquet' -n train
+      embedtab fit-workflow configs/context.yaml -d 'sample_data/interactions/*.parquet'
     """
-    from embedtab.workflow.stage import FitOptions, fit
-
-    result = fit(open_store(artifacts), FitOptions(config, data, name, force, dask_scheduler, part_size), reporter())
+    result = open_artifacts(artifacts).fit_workflow(config, data, name=name, force=force, dask_scheduler=dask_scheduler,
+                                                     part_size=part_size)
     report_result(result.record, result.up_to_date, as_json)
     cards = result.record.metadata.get("cardinalities", {})
     if cards and not as_json and not result.up_to_date and not state.quiet:
@@ -71,16 +70,14 @@ def transform(
 
     [bold]Examples[/bold]
 
-      embedtab transform interactions --data 'sample_data/interactions/day_[12].parquet' --name train --mask
+      embedtab transform interactions -d 'data/day_[12].parquet' -n train --mask
 
-      embedtab transform interactions -d sample_data/interactions/day_3.parquet --name valid
+      embedtab transform interactions -d data/day_3.parquet -n valid
 
-      embedtab transform interactions -d 'big/*.parquet' --part-size 256MB --dask-scheduler tcp://127.0.0.1:8786
+      embedtab transform interactions -d 'big/*.parquet' --dask-scheduler tcp://h:8786
     """
-    from embedtab.workflow.stage import TransformOptions, transform as run_transform
-
-    options = TransformOptions(workflow, data, name, force, part_size, mask, dask_scheduler, trust_workflow)
-    result = run_transform(open_store(artifacts), options, reporter())
+    result = open_artifacts(artifacts).transform(workflow, data, name=name, mask=mask, force=force, part_size=part_size,
+                                                  dask_scheduler=dask_scheduler, trust_workflow=trust_workflow)
     summary = result.record.summary
     lines = [f"{summary.get('rows', 0):,} rows"]
     oov = {k: v for k, v in summary.get("oov", {}).items() if v}

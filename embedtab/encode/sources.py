@@ -124,7 +124,23 @@ class Source:
     image_root: Path | None = None
     folder: Path | None = None  # a plain folder of images: ids are file stems
     fields: list[str] = field(default_factory=list)
+    allow_outside_root: bool = False
     _id_type: pa.DataType | None = None
+
+    def check_image_path(self, path: str) -> None:
+        """Catalogs come from vendors and scrapers: a path that resolves outside the image root
+        (`../../etc/passwd`, an absolute path, a symlink leading out) is an item problem and is
+        never opened, unless allowed."""
+        root = self.folder if self.folder is not None else self.image_root
+        if self.allow_outside_root or root is None:
+            return
+        try:
+            resolved = os.path.realpath(path)
+        except ValueError:
+            raise ItemProblem("invalid path (contains a NUL byte)") from None
+        base = os.path.realpath(root)
+        if resolved != base and not resolved.startswith(base.rstrip(os.sep) + os.sep):
+            raise ItemProblem("outside the image root")
 
     def describe(self) -> str:
         if self.folder is not None:

@@ -110,10 +110,14 @@ class ImageOptions(EncodeOptions):
     pretrained: str | None = None
     max_pixels: int = 50_000_000
     workers: int | None = None  # DataLoader worker processes (None: one per spare core, at most 4)
+    allow_outside_root: bool = False  # open paths that resolve outside image_root (or the folder)
 
     def recipe(self) -> dict[str, Any]:
-        return {**super().recipe(), "modality": "image", "pretrained": self.pretrained,
-                "image_column": self.image_column, "max_pixels": self.max_pixels}
+        recipe = {**super().recipe(), "modality": "image", "pretrained": self.pretrained,
+                  "image_column": self.image_column, "max_pixels": self.max_pixels}
+        if self.allow_outside_root:  # (only when set: artifacts made before the option stay up to date)
+            recipe["allow_outside_root"] = True
+        return recipe
 
 
 @dataclass
@@ -196,6 +200,7 @@ def _scan(source: src.Source, options: EncodeOptions, stat_cache: src.StatCache,
                     else:
                         if value is None:
                             raise src.ItemProblem("no image path")
+                        source.check_image_path(value)
                         key, size, mtime = stat_cache.key(value)
                         keys += key
                         sizes.append(size)
@@ -593,7 +598,8 @@ class _IndexWriter:
 def _source(options: EncodeOptions) -> src.Source:
     if isinstance(options, ImageOptions) and src.is_image_folder(options.inputs):
         folder = Path(options.inputs[0])
-        return src.Source("image", src.image_folder(folder), options.id_column, folder=folder)
+        return src.Source("image", src.image_folder(folder), options.id_column, folder=folder,
+                          allow_outside_root=options.allow_outside_root)
     paths = tables.resolve_inputs(options.inputs)
     if isinstance(options, TextOptions):
         template = text_template(options)
@@ -602,7 +608,8 @@ def _source(options: EncodeOptions) -> src.Source:
     root = Path(options.image_root) if options.image_root else paths[0].parent
     if not root.is_dir():
         raise DataError(f"--image-root {root} is not a directory")
-    return src.Source("image", paths, options.id_column, image_column=options.image_column, image_root=root)
+    return src.Source("image", paths, options.id_column, image_column=options.image_column, image_root=root,
+                      allow_outside_root=options.allow_outside_root)
 
 
 def run_text(store: ArtifactStore, options: TextOptions, reporter: Reporter = SILENT) -> EncodeResult:
@@ -655,14 +662,24 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
     )
     if plan.up_to_date:
         return EncodeResult(plan.existing, True, dict(plan.existing.summary))
+    if options.shard or options.seal:  # sharded jobs meet in the work folder, not on the build lock
+        return _make(store, options, plan, source, scan, existing, index, model, started, reporter)
+    with store.building(plan) as made:
+        if made is not None:  # an identical run finished it while this one waited
+            return EncodeResult(made, True, dict(made.summary))
+        return _make(store, options, plan, source, scan, existing, index, model, started, reporter)
 
+
+def _make(store: ArtifactStore, options: EncodeOptions, plan: Any, source: src.Source, scan: Scan,
+          existing: ArtifactRecord | None, index: pa.Table | None, model: str, started: float, reporter: Reporter) -> EncodeResult:
+    """Encode what the plan needs (resuming finished work shards), then seal the artifact."""
     from embedtab.device import torch_device
     from embedtab.encode.backends import resolve_precision
 
     device = torch_device(options.device)
     precision = resolve_precision(options.precision, device)
     identity = _encoder_identity(options, model, precision)
-    previous = _previous(existing, index, identity) if intact and not options.force else None
+    previous = _previous(existing, index, identity) if index is not None and not options.force else None
     worklist = _work_list(scan, previous)
     key = hash_value([plan.input_fingerprint, identity, previous.record.fingerprint if previous else None, options.shard_size])[:16]
     work = WorkDir.open(store.work_path("embeddings", options.name, key), len(worklist.positions), options.shard_size)

@@ -228,39 +228,42 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
     if proj_plan.up_to_date and emb_plan.up_to_date:
         return ReduceResult(proj_plan.existing, emb_plan.existing, True)
 
-    for record in {source.name: source, fit_record.name: fit_record}.values():
-        store.verify(record)  # a damaged input is refused, never fitted on
-    reporter.info(f"fitting PCA on {fit_rows:,} x {in_dim} ({'sample of ' + options.source if sample_size else fit_record.name}) with {backend}")
-    started = time.time()
-    spectrum = _fit(store, fit_record, _sample_rows(total, sample_size, options.seed) if sample_size else None, backend, in_dim, reporter)
-    dims = options.dims if options.dims is not None else spectrum.dims_for(options.variance)
-    if dims >= in_dim and options.variance is not None:
-        dims = in_dim  # reaching that share needs every component: keep them all
-    projection = spectrum.projection(dims, options.whiten, options.normalize)
-    fit_seconds = time.time() - started
-    kept = float(projection.explained_variance_ratio.sum())
-    info = {
-        "dims": dims, "input_dim": in_dim, "whiten": options.whiten, "normalize": options.normalize, "backend": backend,
-        "source": {"name": source.name, "fingerprint": source.fingerprint},
-        "fit_on": {"name": fit_record.name, "fingerprint": fit_record.fingerprint, "rows": spectrum.rows,
-                   "sample": sample_size, "seed": options.seed if sample_size else None},
-        "explained_variance_ratio_total": round(kept, 6),
-        "explained_variance_ratio": [round(float(v), 6) for v in projection.explained_variance_ratio],
-        "explained_variance_curve": _curve(projection.explained_variance_ratio),
-    }
-    device = "cuda" if backend == "cuml" or (backend == "streaming" and gpu_arrays_available()) else "cpu"
-    # Transform first, publish both after: a NaN in the rows to transform leaves nothing behind.
-    with store.staging(proj_plan) as proj_staging, store.staging(emb_plan) as emb_staging:
-        projection.save(proj_staging, info)
-        rows = _transform(store, source, projection, emb_staging, device == "cuda", reporter)
-        _write_sidecars(emb_staging, _embeddings_meta(source, name, projection))
-        proj_record = store.prepare(proj_plan, proj_staging, metadata=info, summary={"fit_seconds": round(fit_seconds, 3)}, device=device)
-        # The reduced vectors also depend on the projection: record it so `status` can tell staleness.
-        emb_plan.inputs["artifacts"].append({"kind": "projections", "name": name, "fingerprint": proj_record.fingerprint})
-        emb_record = store.prepare(emb_plan, emb_staging, metadata=_embeddings_meta(source, name, projection),
-                                   summary={"rows": rows, "seconds": round(time.time() - started, 3)}, device=device)
-        store.commit([(proj_record, proj_staging), (emb_record, emb_staging)])  # both or neither
-    return ReduceResult(proj_record, emb_record, False)
+    with store.building(emb_plan) as made:  # one build of this name at a time (see ArtifactStore.building)
+        if made is not None:
+            return ReduceResult(store.require("projections", name), made, True)
+        for record in {source.name: source, fit_record.name: fit_record}.values():
+            store.verify(record)  # a damaged input is refused, never fitted on
+        reporter.info(f"fitting PCA on {fit_rows:,} x {in_dim} ({'sample of ' + options.source if sample_size else fit_record.name}) with {backend}")
+        started = time.time()
+        spectrum = _fit(store, fit_record, _sample_rows(total, sample_size, options.seed) if sample_size else None, backend, in_dim, reporter)
+        dims = options.dims if options.dims is not None else spectrum.dims_for(options.variance)
+        if dims >= in_dim and options.variance is not None:
+            dims = in_dim  # reaching that share needs every component: keep them all
+        projection = spectrum.projection(dims, options.whiten, options.normalize)
+        fit_seconds = time.time() - started
+        kept = float(projection.explained_variance_ratio.sum())
+        info = {
+            "dims": dims, "input_dim": in_dim, "whiten": options.whiten, "normalize": options.normalize, "backend": backend,
+            "source": {"name": source.name, "fingerprint": source.fingerprint},
+            "fit_on": {"name": fit_record.name, "fingerprint": fit_record.fingerprint, "rows": spectrum.rows,
+                       "sample": sample_size, "seed": options.seed if sample_size else None},
+            "explained_variance_ratio_total": round(kept, 6),
+            "explained_variance_ratio": [round(float(v), 6) for v in projection.explained_variance_ratio],
+            "explained_variance_curve": _curve(projection.explained_variance_ratio),
+        }
+        device = "cuda" if backend == "cuml" or (backend == "streaming" and gpu_arrays_available()) else "cpu"
+        # Transform first, publish both after: a NaN in the rows to transform leaves nothing behind.
+        with store.staging(proj_plan) as proj_staging, store.staging(emb_plan) as emb_staging:
+            projection.save(proj_staging, info)
+            rows = _transform(store, source, projection, emb_staging, device == "cuda", reporter)
+            _write_sidecars(emb_staging, _embeddings_meta(source, name, projection))
+            proj_record = store.prepare(proj_plan, proj_staging, metadata=info, summary={"fit_seconds": round(fit_seconds, 3)}, device=device)
+            # The reduced vectors also depend on the projection: record it so `status` can tell staleness.
+            emb_plan.inputs["artifacts"].append({"kind": "projections", "name": name, "fingerprint": proj_record.fingerprint})
+            emb_record = store.prepare(emb_plan, emb_staging, metadata=_embeddings_meta(source, name, projection),
+                                       summary={"rows": rows, "seconds": round(time.time() - started, 3)}, device=device)
+            store.commit([(proj_record, proj_staging), (emb_record, emb_staging)])  # both or neither
+        return ReduceResult(proj_record, emb_record, False)
 
 
 def apply(store: ArtifactStore, projection_name: str, source_name: str, name: str | None = None,
@@ -278,14 +281,17 @@ def apply(store: ArtifactStore, projection_name: str, source_name: str, name: st
                       force=force, packages=("numpy",), refresh=True, warn=reporter.warn)
     if plan.up_to_date:
         return plan.existing, True
-    store.verify(source)  # a damaged input is refused, never projected
-    started = time.time()
-    use_gpu = gpu_arrays_available()
-    with store.staging(plan) as staging:
-        rows = _transform(store, source, projection, staging, use_gpu, reporter)
-        meta = _embeddings_meta(source, projection_name, projection)
-        _write_sidecars(staging, meta)
-        record = store.publish(plan, staging, metadata={**meta, "projection_fingerprint": proj_record.fingerprint},
-                               summary={"rows": rows, "seconds": round(time.time() - started, 3)},
-                               device="cuda" if use_gpu else "cpu")
-    return record, False
+    with store.building(plan) as made:
+        if made is not None:
+            return made, True
+        store.verify(source)  # a damaged input is refused, never projected
+        started = time.time()
+        use_gpu = gpu_arrays_available()
+        with store.staging(plan) as staging:
+            rows = _transform(store, source, projection, staging, use_gpu, reporter)
+            meta = _embeddings_meta(source, projection_name, projection)
+            _write_sidecars(staging, meta)
+            record = store.publish(plan, staging, metadata={**meta, "projection_fingerprint": proj_record.fingerprint},
+                                   summary={"rows": rows, "seconds": round(time.time() - started, 3)},
+                                   device="cuda" if use_gpu else "cpu")
+        return record, False

@@ -433,23 +433,25 @@ def _expanded_size(value: Any, cap: int) -> int:
     return memo.get(id(value), 1)
 
 
-def load_config(path: str | Path) -> WorkflowConfig:
+def read_yaml(path: str | Path, what: str = "workflow config") -> tuple[Any, str]:
+    """(parsed value, text) of a small YAML file embedtab reads (workflow configs, pipeline files),
+    bounded in size, nesting and alias expansion before anything walks it."""
     import yaml
 
     path = Path(path)
     try:
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path} is {size / 2**10:,.0f} KiB; a workflow config may be at most {MAX_CONFIG_BYTES >> 10} KiB")
+            raise ConfigError(f"{path} is {size / 2**10:,.0f} KiB; a {what} may be at most {MAX_CONFIG_BYTES >> 10} KiB")
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"workflow config {path} does not exist") from None
+        raise ConfigError(f"{what} {path} does not exist") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read workflow config {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     if _flow_depth(text) > MAX_NESTING:  # libyaml recurses in C: thousands of '[' crash the process
-        raise ConfigError(f"{path}: nested more than {MAX_NESTING} levels deep; a workflow config is not")
+        raise ConfigError(f"{path}: nested more than {MAX_NESTING} levels deep; a {what} is not")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where present: much faster
     try:
         raw = yaml.load(text, Loader=loader)
@@ -458,8 +460,37 @@ def load_config(path: str | Path) -> WorkflowConfig:
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}:{where} is not valid YAML ({_clip(getattr(exc, 'problem', None) or exc)})") from None
     except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to be a workflow config") from None
+        raise ConfigError(f"{path}: nested too deeply to be a {what}") from None
     if _expanded_size(raw, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
         raise ConfigError(f"{path}: holds more than {MAX_CONFIG_VALUES:,} values once YAML aliases are expanded; "
-                          "a workflow config is far smaller")
+                          f"a {what} is far smaller")
+    return raw, text
+
+
+def yaml_line(text: str, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the value at `loc` (mapping keys and list indexes) in YAML `text`, for
+    messages; None when it cannot be found. Only called on errors, so composing again is fine."""
+    import yaml
+
+    try:
+        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        return None
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == part), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def load_config(path: str | Path) -> WorkflowConfig:
+    raw, _ = read_yaml(path)
     return parse_config(raw, str(path))

@@ -315,45 +315,48 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) 
     if plan.up_to_date:
         return FitResult(plan.existing, True)
 
-    with quiet_merlin(), dask_cluster(options.dask_scheduler, reporter) as cluster:
+    with store.building(plan) as made:
+        if made is not None:
+            return FitResult(made, True)
+        with quiet_merlin(), dask_cluster(options.dask_scheduler, reporter) as cluster:
 
-        from embedtab.workflow.compile import compile_workflow, feature_graph
+            from embedtab.workflow.compile import compile_workflow, feature_graph
 
-        store.staging_root().mkdir(parents=True, exist_ok=True)
-        with store.staging(plan) as staging, tempfile.TemporaryDirectory(dir=store.staging_root(), prefix=f"fit{owner_tag()}") as scratch:
-            ctx = Context(out_path=scratch, base_dir=base_dir, use_gpu=use_gpu, vocabulary=vocabularies)
-            features = feature_graph(config, ctx)
-            _check_groupby(config, features, paths, options.config)
-            workflow = compile_workflow(config, ctx, features)
-            reporter.info(f"fitting workflow {name!r} on {len(paths)} file(s) ({'GPU/cuDF' if use_gpu else 'CPU/pandas'}, {cluster} Dask)")
-            started = time.time()
-            try:
-                workflow.fit(_dataset(paths, use_gpu, options.part_size))
-            except (KeyError, ValueError, TypeError, AttributeError) as exc:
-                raise DataError(f"fitting {options.config} on {paths[0].name}: {type(exc).__name__}: {exc}") from None
-            fit_seconds = time.time() - started
-            from embedtab.workflow import functions
+            store.staging_root().mkdir(parents=True, exist_ok=True)
+            with store.staging(plan) as staging, tempfile.TemporaryDirectory(dir=store.staging_root(), prefix=f"fit{owner_tag()}") as scratch:
+                ctx = Context(out_path=scratch, base_dir=base_dir, use_gpu=use_gpu, vocabulary=vocabularies)
+                features = feature_graph(config, ctx)
+                _check_groupby(config, features, paths, options.config)
+                workflow = compile_workflow(config, ctx, features)
+                reporter.info(f"fitting workflow {name!r} on {len(paths)} file(s) ({'GPU/cuDF' if use_gpu else 'CPU/pandas'}, {cluster} Dask)")
+                started = time.time()
+                try:
+                    workflow.fit(_dataset(paths, use_gpu, options.part_size))
+                except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                    raise DataError(f"fitting {options.config} on {paths[0].name}: {type(exc).__name__}: {exc}") from None
+                fit_seconds = time.time() - started
+                from embedtab.workflow import functions
 
-            # The named functions travel inside workflow.pkl, so plain NVTabular loads it without embedtab.
-            workflow.save(str(staging), modules_byvalue=[functions])
-            vocabularies.check_fitted(staging)
-            cardinalities = embedding_sizes(workflow, derived_aggregates(params["config"]))
-            _check_id_masking(config, cardinalities, options.config)
-            metadata = {
-                "engine": "gpu" if use_gpu else "cpu",
-                "dask": cluster,
-                "input_columns": config.input_columns(),
-                "output_schema": _schema_summary(workflow.output_schema),
-                "cardinalities": cardinalities,
-                "masking": config.masking_spec(),
-                "side_tables": [str(p) for p in ctx.side_tables],
-                "vocabularies": vocabularies.used,
-            }
-            record = store.publish(
-                plan, staging, metadata=metadata, summary={"fit_seconds": round(fit_seconds, 3)},
-                device="cuda" if use_gpu else "cpu",
-            )
-    return FitResult(record, False)
+                # The named functions travel inside workflow.pkl, so plain NVTabular loads it without embedtab.
+                workflow.save(str(staging), modules_byvalue=[functions])
+                vocabularies.check_fitted(staging)
+                cardinalities = embedding_sizes(workflow, derived_aggregates(params["config"]))
+                _check_id_masking(config, cardinalities, options.config)
+                metadata = {
+                    "engine": "gpu" if use_gpu else "cpu",
+                    "dask": cluster,
+                    "input_columns": config.input_columns(),
+                    "output_schema": _schema_summary(workflow.output_schema),
+                    "cardinalities": cardinalities,
+                    "masking": config.masking_spec(),
+                    "side_tables": [str(p) for p in ctx.side_tables],
+                    "vocabularies": vocabularies.used,
+                }
+                record = store.publish(
+                    plan, staging, metadata=metadata, summary={"fit_seconds": round(fit_seconds, 3)},
+                    device="cuda" if use_gpu else "cpu",
+                )
+        return FitResult(record, False)
 
 
 def _check_id_masking(config: WorkflowConfig, cardinalities: dict[str, Any], source: str) -> None:
@@ -507,40 +510,43 @@ def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporte
     )
     if plan.up_to_date:
         return FitResult(plan.existing, True)
-    workflow, _ = load_workflow(store, options.workflow, trust=options.trust_workflow)
-    use_gpu = gpu_dataframes_available()
-    with quiet_merlin(), dask_cluster(options.dask_scheduler, reporter) as cluster, store.staging(plan) as staging:
-        reporter.info(f"transforming {len(paths)} file(s) with workflow {options.workflow!r} ({cluster} Dask)")
-        started = time.time()
-        dataset = _dataset(paths, use_gpu, options.part_size)
-        masked_rows = None
-        raw = dataset
-        if options.mask:
-            dataset, masked_rows = _masked(dataset, masking, use_gpu)
-        try:
-            output = workflow.transform(dataset)
-            from embedtab.workflow.masking import has_id_groups  # (pandas: imported only to transform)
+    with store.building(plan) as made:
+        if made is not None:
+            return FitResult(made, True)
+        workflow, _ = load_workflow(store, options.workflow, trust=options.trust_workflow)
+        use_gpu = gpu_dataframes_available()
+        with quiet_merlin(), dask_cluster(options.dask_scheduler, reporter) as cluster, store.staging(plan) as staging:
+            reporter.info(f"transforming {len(paths)} file(s) with workflow {options.workflow!r} ({cluster} Dask)")
+            started = time.time()
+            dataset = _dataset(paths, use_gpu, options.part_size)
+            masked_rows = None
+            raw = dataset
+            if options.mask:
+                dataset, masked_rows = _masked(dataset, masking, use_gpu)
+            try:
+                output = workflow.transform(dataset)
+                from embedtab.workflow.masking import has_id_groups  # (pandas: imported only to transform)
 
-            if options.mask and has_id_groups(masking):
-                output = _masked_ids(output, raw, masking, use_gpu)
-            workflow_dir = _external_folder(options.workflow) or store.path("workflows", options.workflow)
-            output.schema = _final_cat_paths(output.schema, workflow_dir)
-            output.to_parquet(str(staging), out_files_per_proc=1)
-            _final_file_list(staging, store.path("datasets", name))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise DataError(f"transforming {paths[0].name} with {options.workflow!r}: {type(exc).__name__}: {exc}") from None
-        seconds = time.time() - started
-        rows = sum(tables.parquet_rows(p) for p in sorted(staging.glob("*.parquet")))
-        oov = oov_counts(staging, workflow.output_schema, derived_aggregates(record.params.get("config") if record else None))
-        metadata = {"engine": "gpu" if use_gpu else "cpu", "dask": cluster, "workflow": options.workflow,
-                    "output_schema": _schema_summary(workflow.output_schema), "rows": rows,
-                    "masking": {"spec": masking, "masked_rows": masked_rows} if options.mask else None}
-        summary = {"rows": rows, "seconds": round(seconds, 3), "oov": {k: v["oov"] for k, v in oov.items()},
-                   "null": {k: v["null"] for k, v in oov.items()}}
-        if masked_rows is not None:
-            summary["masked_rows"] = masked_rows
-        out = store.publish(plan, staging, metadata=metadata, summary=summary, device="cuda" if use_gpu else "cpu")
-    return FitResult(out, False)
+                if options.mask and has_id_groups(masking):
+                    output = _masked_ids(output, raw, masking, use_gpu)
+                workflow_dir = _external_folder(options.workflow) or store.path("workflows", options.workflow)
+                output.schema = _final_cat_paths(output.schema, workflow_dir)
+                output.to_parquet(str(staging), out_files_per_proc=1)
+                _final_file_list(staging, store.path("datasets", name))
+            except (KeyError, ValueError, TypeError) as exc:
+                raise DataError(f"transforming {paths[0].name} with {options.workflow!r}: {type(exc).__name__}: {exc}") from None
+            seconds = time.time() - started
+            rows = sum(tables.parquet_rows(p) for p in sorted(staging.glob("*.parquet")))
+            oov = oov_counts(staging, workflow.output_schema, derived_aggregates(record.params.get("config") if record else None))
+            metadata = {"engine": "gpu" if use_gpu else "cpu", "dask": cluster, "workflow": options.workflow,
+                        "output_schema": _schema_summary(workflow.output_schema), "rows": rows,
+                        "masking": {"spec": masking, "masked_rows": masked_rows} if options.mask else None}
+            summary = {"rows": rows, "seconds": round(seconds, 3), "oov": {k: v["oov"] for k, v in oov.items()},
+                       "null": {k: v["null"] for k, v in oov.items()}}
+            if masked_rows is not None:
+                summary["masked_rows"] = masked_rows
+            out = store.publish(plan, staging, metadata=metadata, summary=summary, device="cuda" if use_gpu else "cpu")
+        return FitResult(out, False)
 
 
 def _final_cat_paths(schema: Any, workflow_dir: Path) -> Any:

@@ -185,3 +185,17 @@ def test_workflow_commands_without_nvtabular_name_the_extra(tmp_path, sample, ca
         err = capsys.readouterr().err.strip()
         assert err.splitlines() == [err] and err.startswith(f"Error: {args[0]} needs NVTabular")
         assert "pip install 'embedtab[merlin]' (Python 3.10-3.11)" in err
+
+
+@pytest.mark.parametrize("command", ["", "encode", "encode text", "encode image", "reduce", "fit-workflow", "transform", "lookup", "status"])
+def test_help_reads_well_at_80_columns(command):
+    proc = cli(*command.split(), "--help", env={"COLUMNS": "80"})
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert lines and all(len(line) <= 80 for line in lines), max(lines, key=len)
+    assert not any(tag in proc.stdout for tag in ("<bool>", "<str>", "<int>", "<float>", "<list"))
+    for line in lines:  # flags read as flags: nothing between the flag and its help text
+        if "--force " in line or "--json " in line:
+            assert "TEXT" not in line and "BOOL" not in line.upper().replace("BOOLEAN", ""), line
+    if command in ("lookup", "reduce", "encode text"):
+        assert "TEXT" in proc.stdout  # values keep a metavar

@@ -1,0 +1,226 @@
+"""The Python API: an artifact directory as an object, with one method per command.
+
+    import embedtab
+
+    art = embedtab.Artifacts("artifacts")
+    text = art.encode_text("sample_data/items.parquet", template="{title}. {brand}")
+    pca = art.reduce("text", dims=64)                # -> embeddings "text-pca64" + its projection
+    art.fit_workflow("configs/demo/item.yaml", data="sample_data/items.parquet")
+    table = art.lookup("text-pca64", workflow="item")
+    table.vectors()                                  # numpy (cardinality, 64): row i = item id i
+
+Every method takes the options of its command (as keyword arguments, named as the long flags with
+`_` for `-`), behaves the same way (up to date when nothing changed, incremental, resumable, the
+same errors: `embedtab.errors.EmbedtabError` subclasses), and returns an `Artifact`. The CLI
+(embedtab/cli) is a thin layer over this module; it only adds terminal output.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from embedtab import tables
+from embedtab.artifacts import (
+    EMBEDDINGS_ERRORS,
+    LOOKUP_TABLE,
+    ArtifactRecord,
+    ArtifactStore,
+    lookup_dense_name,
+)
+from embedtab.errors import UsageError
+from embedtab.reporting import SILENT, Reporter
+
+Inputs = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def _paths(inputs: Inputs) -> list[str]:
+    return [str(inputs)] if isinstance(inputs, (str, os.PathLike)) else [str(i) for i in inputs]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One artifact as a command left it: its manifest record and whether this call rebuilt it."""
+
+    store: ArtifactStore = field(repr=False)
+    record: ArtifactRecord = field(repr=False)
+    up_to_date: bool = False  # True: nothing changed, so nothing was done
+
+    kind = property(lambda self: self.record.kind)
+    name = property(lambda self: self.record.name)
+    summary = property(lambda self: dict(self.record.summary))
+    metadata = property(lambda self: dict(self.record.metadata))
+    fingerprint = property(lambda self: self.record.fingerprint)
+
+    @property
+    def path(self) -> Path:
+        return self.store.path(self.kind, self.name)
+
+    def __repr__(self) -> str:
+        state = "up to date" if self.up_to_date else "written"
+        return f"<Artifact {self.kind}/{self.name} ({state}) at {self.path}>"
+
+    def _verified(self) -> Path:
+        return self.store.verify(self.record)  # a damaged artifact is refused, never read
+
+    def table(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """The data as one Arrow table: embeddings (id, embedding), a dataset's rows, a lookup's table."""
+        folder = self._verified()
+        if self.kind == "lookups":
+            return tables.read_parts([folder / LOOKUP_TABLE], columns)
+        if self.kind in ("embeddings", "datasets"):  # the data parts (sidecar files start with "_")
+            parts = sorted((p for p in folder.glob("*.parquet") if not p.name.startswith("_")), key=lambda p: (len(p.name), p.name))
+            return tables.read_parts(parts, columns)  # (part_2 before part_10)
+        raise UsageError(f"{self.kind} artifacts are not tables; open {self.path} with the library that wrote it")
+
+    def to_pandas(self) -> Any:
+        return self.table().to_pandas()
+
+    def vectors(self, source: str | None = None) -> np.ndarray:
+        """The vectors as one float32 array: an embeddings artifact's rows in id order of its parts,
+        or a lookup's dense table (row i = categorified id i; `source` picks one of several)."""
+        folder = self._verified()
+        if self.kind == "embeddings":
+            return tables.vectors(tables.read_parts(tables.part_files(folder), [tables.EMBEDDING]))
+        if self.kind == "lookups":
+            name = lookup_dense_name(source if source is not None or self.metadata.get("dim") else None)
+            if not (folder / name).exists():
+                raise UsageError(f"lookup {self.name!r} has one dense table per source; pass one of "
+                                 f"{sorted(self.metadata.get('dims', {}))}")
+            return np.load(folder / name)
+        raise UsageError(f"{self.kind} artifacts hold no vectors")
+
+    def errors(self) -> pa.Table:
+        """Encode only: the items that were skipped, with the reason."""
+        path = self._verified() / EMBEDDINGS_ERRORS
+        return tables.read_parts([path]) if path.exists() else pa.table({})
+
+
+class Reduced(NamedTuple):
+    embeddings: Artifact
+    projection: Artifact
+
+
+class ShardJob(NamedTuple):
+    """What an `encode_*(shard="i/n")` call returns while other jobs' shards are still missing."""
+
+    summary: dict[str, Any]
+    missing_shards: list[int]
+
+
+class Artifacts:
+    """An artifact directory (created on first write). Pass a `Reporter` to see progress."""
+
+    def __init__(self, root: str | os.PathLike = "artifacts", reporter: Reporter = SILENT):
+        self.store = ArtifactStore(root)
+        self.reporter = reporter
+
+    @property
+    def root(self) -> Path:
+        return self.store.root
+
+    def __repr__(self) -> str:
+        return f"<Artifacts {self.root}: {len(self.store.records()) if self.root.exists() else 0} artifacts>"
+
+    def _wrap(self, record: ArtifactRecord, up_to_date: bool) -> Artifact:
+        return Artifact(self.store, record, up_to_date)
+
+    # ------------------------------------------------------------------ reading
+    def get(self, kind: str, name: str) -> Artifact:
+        """An existing artifact (ArtifactNotFound, naming what there is, if it does not exist)."""
+        return self._wrap(self.store.require(kind, name), True)
+
+    def list(self, kind: str | None = None) -> list[Artifact]:
+        if not self.root.exists():
+            return []
+        return [self._wrap(r, True) for r in self.store.records() if kind in (None, r.kind)]
+
+    def status(self, verify: bool = False) -> dict[str, Any]:
+        """What `embedtab status --json` prints: every artifact with its health."""
+        from embedtab.status import collect
+
+        return collect(self.store, verify=verify)
+
+    def workflow(self, name: str, trust: bool = False) -> Any:
+        """A fitted workflow as an `nvtabular.Workflow`, loaded only after its files check out."""
+        from embedtab.workflow.stage import load_workflow, require_merlin
+
+        require_merlin("loading a workflow")
+        return load_workflow(self.store, name, trust)[0]
+
+    # ------------------------------------------------------------------ commands
+    def encode_text(self, inputs: Inputs, *, name: str = "text", template: str | None = None,
+                    columns: Sequence[str] = (), **options: Any) -> Artifact | ShardJob:
+        """`embedtab encode text`. options: id_column, model, device, precision, batch_size,
+        normalize, shard_size, dedupe, shard, seal, on_error, max_errors, force."""
+        from embedtab.encode import TextOptions, run_text
+
+        opts = TextOptions(inputs=_paths(inputs), name=name, template=template, text_columns=tuple(columns), **options)
+        return self._encoded(run_text(self.store, opts, self.reporter))
+
+    def encode_image(self, inputs: Inputs, *, model: str, name: str = "image", **options: Any) -> Artifact | ShardJob:
+        """`embedtab encode image`. options: pretrained, image_column, image_root, id_column,
+        device, precision, batch_size, normalize, workers, max_pixels, allow_outside_root,
+        shard_size, dedupe, shard, seal, on_error, max_errors, force."""
+        from embedtab.encode import ImageOptions, run_image
+
+        if options.get("image_root") is not None:
+            options["image_root"] = str(options["image_root"])
+        opts = ImageOptions(inputs=_paths(inputs), name=name, model=model, **options)
+        return self._encoded(run_image(self.store, opts, self.reporter))
+
+    def _encoded(self, result: Any) -> Artifact | ShardJob:
+        if not result.sealed:
+            return ShardJob(dict(result.summary), list(result.missing_shards))
+        return self._wrap(result.record, result.up_to_date)
+
+    def reduce(self, source: str, dims: int | None = None, *, variance: float | None = None, name: str | None = None,
+               backend: str = "auto", whiten: bool = False, normalize: bool = False, fit_on: str | int | None = None,
+               seed: int = 0, force: bool = False) -> Reduced:
+        """`embedtab reduce`: fit PCA on `source`; (reduced embeddings, projection)."""
+        from embedtab.reduce import ReduceOptions, run
+
+        if dims is None and variance is None:
+            dims = 64
+        options = ReduceOptions(source, dims, name, backend, whiten, normalize, variance,
+                                None if fit_on is None else str(fit_on), seed, force)
+        result = run(self.store, options, self.reporter)
+        return Reduced(self._wrap(result.embeddings, result.up_to_date), self._wrap(result.projection, result.up_to_date))
+
+    def apply_projection(self, projection: str, source: str, name: str | None = None, force: bool = False) -> Artifact:
+        """`embedtab reduce SOURCE --apply PROJECTION`: new items into a saved projection's space."""
+        from embedtab.reduce import apply
+
+        return self._wrap(*apply(self.store, projection, source, name, force, self.reporter))
+
+    def fit_workflow(self, config: str | os.PathLike, data: Inputs, *, name: str | None = None, force: bool = False,
+                     dask_scheduler: str | None = None, part_size: str | None = None) -> Artifact:
+        """`embedtab fit-workflow` (needs the [merlin] extra)."""
+        from embedtab.workflow.stage import FitOptions, fit
+
+        result = fit(self.store, FitOptions(str(config), _paths(data), name, force, dask_scheduler, part_size), self.reporter)
+        return self._wrap(result.record, result.up_to_date)
+
+    def transform(self, workflow: str, data: Inputs, *, name: str | None = None, mask: bool = False, force: bool = False,
+                  part_size: str | None = None, dask_scheduler: str | None = None, trust_workflow: bool = False) -> Artifact:
+        """`embedtab transform` (needs the [merlin] extra)."""
+        from embedtab.workflow.stage import TransformOptions, transform
+
+        options = TransformOptions(workflow, _paths(data), name, force, part_size, mask, dask_scheduler, trust_workflow)
+        result = transform(self.store, options, self.reporter)
+        return self._wrap(result.record, result.up_to_date)
+
+    def lookup(self, embeddings: str | Sequence[str], *, workflow: str, column: str = "item_id", name: str | None = None,
+               concat: bool = False, fill: str = "zeros", min_coverage: float = 0.0, min_reachable: float = 0.95,
+               trust_workflow: bool = False, force: bool = False) -> Artifact:
+        """`embedtab lookup`: row i of the table is the embedding of the item with categorified id i."""
+        from embedtab.lookup import LookupOptions, run
+
+        options = LookupOptions(embeddings, workflow, column, name, force, trust_workflow, concat, fill, min_coverage, min_reachable)
+        result = run(self.store, options, self.reporter)
+        return self._wrap(result.record, result.up_to_date)
