@@ -27,12 +27,13 @@ setup-modern: $(MODERN_STAMP)
 # Unpinned on purpose: this environment follows the newest releases, so CI meets them first.
 $(MODERN_STAMP): pyproject.toml
 	test -x $(MODERN)/bin/python || $(MODERN_PYTHON) -m venv $(MODERN)
-	$(MODERN)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(MODERN)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev,dask]'
 	touch $(MODERN_STAMP)
 
 ## Run the whole chain on sample_data/ into ./artifacts-demo and print `embedtab status`.
 demo: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+	EMBEDTAB_ARTIFACTS=artifacts-demo HF_HUB_OFFLINE=1 $(BIN)/embedtab run configs/pipeline.yaml
+	EMBEDTAB_ARTIFACTS=artifacts-demo $(BIN)/embedtab status
 
 ## The test suite in both environments (what CI runs): the pinned stack runs everything, including
 ## the cross-environment test that hands one artifact directory back and forth with the modern one;

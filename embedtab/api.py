@@ -154,6 +154,14 @@ class Artifacts:
         return load_workflow(self.store, name, trust)[0]
 
     # ------------------------------------------------------------------ commands
+    def run_pipeline(self, pipeline: str | os.PathLike, *, only: Sequence[str] = (), force: Sequence[str] = (),
+                     dry_run: bool = False, on_stage: Any = None) -> Any:
+        """`embedtab run`: the stages of a pipeline file in dependency order; a `RunReport`."""
+        from embedtab import pipeline as pipelines
+
+        loaded = pipelines.load(pipeline, self.store)
+        return pipelines.run(self.store, loaded, list(only), list(force), dry_run, self.reporter, on_stage)
+
     def encode_text(self, inputs: Inputs, *, name: str = "text", template: str | None = None,
                     columns: Sequence[str] = (), **options: Any) -> Artifact | ShardJob:
         """`embedtab encode text`. options: id_column, model, device, precision, batch_size,

@@ -250,6 +250,9 @@ class ArtifactStore:
         # here, and `building` stops the stage before it writes anything.
         self.dry_run = False
         self.verdicts: list[Verdict] = []
+        # make-like (`embedtab run`): a stage whose options are unchanged rebuilds when what it
+        # reads changed -- fitted workflows and projections too, which on their own need --force.
+        self.follow_inputs = False
 
     # ----------------------------------------------------------------- layout
     @property
@@ -566,28 +569,36 @@ class ArtifactStore:
         refresh: bool = False,
         refresh_ignore: tuple[str, ...] = (),
         warn: Callable[[str], None] | None = None,
+        read_files: list[dict[str, Any]] | None = None,
+        was: tuple[list[dict[str, Any]], Any] | None = None,
     ) -> Plan:
         """Decide whether work is needed. `content` is anything else that identifies the inputs.
 
         Unchanged inputs and intact outputs: up to date. Changed inputs: ArtifactExists unless
         force -- or, for derived artifacts (`refresh`), a rebuild when only upstream data changed
         and the parameters (except `refresh_ignore`) are the same.
+
+        `read_files` are recorded (provenance, and what `--force` messages name) but not
+        fingerprinted: the stage fingerprints what it uses of them in `content`. `was` is the
+        (files, content) an artifact of an earlier version was fingerprinted with; such an
+        artifact is current too, so an upgrade does not make everything stale.
         """
         self.path(kind, name)  # validates kind and name
         files = input_files or []
         upstream = [
             {"kind": r.kind, "name": r.name, "fingerprint": r.fingerprint} for r in input_artifacts or []
         ]
-        fingerprint = hash_value(
-            {
-                "stage": stage,
-                "params": params,
-                "files": sorted(f["sha256"] for f in files),
-                "artifacts": [u["fingerprint"] for u in upstream],
-                "content": content,
-            }
-        )
+
+        def fingerprint_of(files: list[dict[str, Any]], content: Any) -> str:
+            return hash_value({"stage": stage, "params": params, "files": sorted(f["sha256"] for f in files),
+                               "artifacts": [u["fingerprint"] for u in upstream], "content": content})
+
+        fingerprint = fingerprint_of(files, content)
+        earlier = fingerprint_of(*was) if was is not None else None
+        files = files + (read_files or [])
         existing = self.get(kind, name)
+        if existing is not None and earlier is not None and existing.input_fingerprint == earlier:
+            fingerprint = earlier  # the same inputs, fingerprinted the earlier way
         up_to_date = False
         damaged: list[str] = []
         verdict = Verdict(kind, name, "run", "new" if existing is None else "forced" if force else "")
@@ -606,7 +617,7 @@ class ArtifactStore:
                     warn(f"{kind} {name!r} is damaged ({'; '.join(damaged[:3])}); rebuilding it")
             elif not same_inputs and not force:
                 differences = _differences(existing, params, files, upstream, refresh_ignore)
-                if refresh and _same_recipe(existing.params, params, refresh_ignore):
+                if (refresh or self.follow_inputs) and _same_recipe(existing.params, params, refresh_ignore):
                     verdict = Verdict(kind, name, "stale", differences)
                 elif self.dry_run:
                     verdict = Verdict(kind, name, "needs --force", differences)

@@ -62,3 +62,26 @@ def library_versions(packages: Iterable[str]) -> dict[str, str]:
 def directory_files(root: Path) -> list[Path]:
     """Every regular file under root, relative to root, sorted."""
     return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+
+
+def columns_fingerprint(paths: Iterable[str | os.PathLike], columns: Iterable[str]) -> str | None:
+    """Content hash of only these columns of these tables (values and row order), so that an edit
+    to a column a stage does not read (an item's description, for the item workflow) leaves it up
+    to date. None when a column cannot be hashed by value (nested values): the caller then keeps
+    whole-file hashes. pandas' hash_pandas_object is the value hash (stable, null-aware); Arrow
+    buffers cannot be hashed directly, as the bytes under nulls are undefined."""
+    import pandas as pd
+
+    from embedtab import tables
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        for column in sorted(set(columns)):
+            values = tables.read_column(path, column)
+            try:
+                hashed = pd.util.hash_pandas_object(values.to_pandas(), index=False).to_numpy()
+            except TypeError:  # lists or dicts in the column
+                return None
+            digest.update(canonical_json([path.name, column, str(values.type), len(values)]).encode())
+            digest.update(hashed.tobytes())
+    return digest.hexdigest()

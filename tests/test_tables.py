@@ -58,3 +58,22 @@ def test_iter_embeddings_streams_batches_and_part_writer_keeps_parts(tmp_path):
     back = tables.read_parts(tables.part_files(out))
     assert back.column("item_id").to_pylist() == list(range(100))
     np.testing.assert_array_equal(tables.vectors(back)[50:], np.full((50, 3), 2, np.float32))
+
+
+def test_columns_fingerprint_follows_only_the_columns_asked_for(tmp_path):
+    import pandas as pd
+
+    from embedtab.fingerprint import columns_fingerprint
+
+    path = tmp_path / "t.parquet"
+    frame = pd.DataFrame({"a": [1, 2, None], "b": ["x", "y", "z"], "tags": [[1], [2], []]})
+    frame.to_parquet(path)
+    first = columns_fingerprint([path], ["a"])
+    frame.assign(b=["changed", "y", "z"]).to_parquet(path)
+    assert columns_fingerprint([path], ["a"]) == first  # another column changed
+    assert columns_fingerprint([path], ["a", "b"]) != columns_fingerprint([path], ["a"])
+    frame.assign(a=[2, 1, None]).to_parquet(path)
+    assert columns_fingerprint([path], ["a"]) != first  # values (here: row order) changed
+    frame.assign(a=[1, 2, 3]).to_parquet(path)
+    assert columns_fingerprint([path], ["a"]) != first  # a null became a value
+    assert columns_fingerprint([path], ["tags"]) is None  # nested values: the caller hashes the file

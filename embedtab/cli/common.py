@@ -11,7 +11,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Iterator
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -47,7 +47,7 @@ ArtifactsOpt = Annotated[
         "--artifacts",
         "-A",
         envvar="EMBEDTAB_ARTIFACTS",
-        help="Artifact directory shared by all stages (env: EMBEDTAB_ARTIFACTS).",
+        help="Artifact directory shared by all stages.",
         show_default=True,
     ),
 ]
@@ -58,6 +58,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 TrustOpt = Annotated[
     bool,
     typer.Option("--trust-workflow", help="Load the workflow without checking the recorded sha256s (loading runs code from workflow.pkl)."),
+]
+SchedulerOpt = Annotated[
+    Optional[str],
+    typer.Option("--dask-scheduler", envvar="DASK_SCHEDULER_ADDRESS",
+                 help="Run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786; default: local."),
 ]
 DEFAULT_ARTIFACTS = Path("artifacts")
 

@@ -12,6 +12,7 @@ from embedtab.cli.common import (
     ArtifactsOpt,
     ForceOpt,
     JsonOpt,
+    SchedulerOpt,
     emit_json,
     open_artifacts,
     report_result,
@@ -108,6 +109,7 @@ def text(
     seal: SealOpt = False,
     on_error: OnErrorOpt = "skip",
     max_errors: MaxErrorsOpt = None,
+    dask_scheduler: SchedulerOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
@@ -128,6 +130,7 @@ def text(
         inputs, name=name, template=template, columns=text_column or (), id_column=id_column, model=model,
         device=device, precision=precision, batch_size=batch_size, normalize=normalize, shard_size=shard_size,
         on_error=on_error, max_errors=max_errors, force=force, dedupe=dedupe, shard=shard, seal=seal,
+        dask_scheduler=dask_scheduler,
     )
     _finish(result, as_json)
 
@@ -165,6 +168,7 @@ def image(
     seal: SealOpt = False,
     on_error: OnErrorOpt = "skip",
     max_errors: MaxErrorsOpt = None,
+    dask_scheduler: SchedulerOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
@@ -191,5 +195,6 @@ def image(
         id_column=id_column, device=device, precision=precision, batch_size=batch_size, normalize=normalize,
         shard_size=shard_size, on_error=on_error, max_errors=max_errors, force=force, dedupe=dedupe, shard=shard,
         seal=seal, workers=workers, max_pixels=max_pixels, allow_outside_root=allow_outside_root,
+        dask_scheduler=dask_scheduler,
     )
     _finish(result, as_json)

@@ -15,6 +15,7 @@ from embedtab import __version__
 from embedtab.cli import common
 from embedtab.cli.encode import app as encode_app
 from embedtab.cli.lookup import lookup
+from embedtab.cli.pipeline import run as run_pipeline
 from embedtab.cli.reduce import reduce
 from embedtab.cli.status import status
 from embedtab.cli.workflow import fit_workflow, transform
@@ -60,6 +61,7 @@ app.command("fit-workflow")(fit_workflow)
 app.command("transform")(transform)
 app.command("lookup")(lookup)
 app.command("status")(status)
+app.command("run")(run_pipeline)
 
 
 _METAVARS = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "Path": "PATH", "list[str]": "TEXT", "list[Path]": "PATH"}

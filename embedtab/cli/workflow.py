@@ -7,13 +7,19 @@ from typing import Annotated, List, Optional
 import typer
 from rich.table import Table
 
-from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, TrustOpt, open_artifacts, report_result, state, stderr
+from embedtab.cli.common import (
+    DEFAULT_ARTIFACTS,
+    ArtifactsOpt,
+    ForceOpt,
+    JsonOpt,
+    SchedulerOpt,
+    TrustOpt,
+    open_artifacts,
+    report_result,
+    state,
+    stderr,
+)
 
-SchedulerOpt = Annotated[
-    Optional[str],
-    typer.Option("--dask-scheduler", envvar="DASK_SCHEDULER_ADDRESS",
-                 help="Run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (env: DASK_SCHEDULER_ADDRESS). Default: local."),
-]
 PartSizeOpt = Annotated[Optional[str], typer.Option("--part-size", help="Dask partition size, e.g. 256MB (bounds memory).")]
 DataOpt = Annotated[
     List[str], typer.Option("--data", "-d", help="Input parquet/csv: file, glob or directory (repeatable).", show_default=False)

@@ -73,6 +73,7 @@ class EncodeOptions:
     shard: str | None = None  # "i/n", 1-based: this job encodes every n-th work shard
     seal: bool = False  # only assemble shards other jobs made
     force: bool = False
+    dask_scheduler: str | None = None  # run the work shards as tasks on this Dask cluster
 
     def check(self) -> None:
         if self.batch_size < 1 or self.shard_size < 1:
@@ -447,6 +448,30 @@ def _do_work(source, options, scan, worklist, work, shards, backend, reporter) -
     return decode_errors, truncated
 
 
+def _do_work_on_dask(client, source, options, scan, worklist, work, shards, model, device, precision, reporter) -> tuple[int, int]:
+    """`_do_work` with each shard a task on the cluster (see embedtab.encode.distributed)."""
+    from embedtab.encode import distributed
+
+    image = isinstance(options, ImageOptions)
+    task = distributed.ShardTask("image" if image else "text", model, getattr(options, "pretrained", None), device, precision,
+                                 options.batch_size, options.normalize, getattr(options, "max_pixels", 0),
+                                 getattr(options, "workers", None), str(work.path), work.shards, work.shard_size, work.total)
+    in_flight = 2 * max(1, len(client.scheduler_info()["workers"]))
+    decode_errors = truncated = 0
+    todo_items = sum(work.bounds(s)[1] - work.bounds(s)[0] for s in shards)
+    what = "images" if image else "texts"
+    with reporter.progress(f"encoding {what} on Dask", total=todo_items, unit=what) as advance:
+        values = _stream_work_values(source, worklist.positions, shards, work, options.shard_size)
+        for shard, errors, cut in distributed.run_shards(client, task, values, advance, in_flight):
+            if errors and options.on_error == "fail":
+                position = int(worklist.positions[errors[0][0]])
+                raise DataError(f"{options.id_column}={scan.ids[position].as_py()}: {errors[0][1]}")
+            decode_errors += len(errors)
+            truncated += cut
+            _check_budget(len(scan.problems) + decode_errors, options)
+    return decode_errors, truncated
+
+
 def _check_budget(errors: int, options: EncodeOptions) -> None:
     if options.max_errors is not None and errors > options.max_errors:
         raise DataError(f"{errors} items cannot be encoded, more than --max-errors {options.max_errors}; nothing was published")
@@ -653,9 +678,11 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
     if existing is not None and not options.force:
         _check_same_source(existing, params["inputs"], scan)
     kind = "text" if source.modality == "text" else "image"
+    # The scan (ids, content keys of the texts or image files, unusable rows) is what decides the
+    # vectors: other columns of the input tables may change without making the artifact stale.
+    files = files_fingerprint(source.paths) if source.folder is None else []
     plan = store.plan(
-        "embeddings", options.name, f"encode {kind}", params,
-        input_files=files_fingerprint(source.paths) if source.folder is None else [],
+        "embeddings", options.name, f"encode {kind}", params, read_files=files, was=(files, scan.fingerprint),
         content=scan.fingerprint, force=options.force, refresh=True, refresh_ignore=("inputs", "on_error", "max_errors"),
         packages=_PACKAGES + (("sentence-transformers", "transformers") if kind == "text" else ("open-clip-torch", "torchvision")),
         warn=reporter.warn,
@@ -676,7 +703,16 @@ def _make(store: ArtifactStore, options: EncodeOptions, plan: Any, source: src.S
     from embedtab.device import torch_device
     from embedtab.encode.backends import resolve_precision
 
-    device = torch_device(options.device)
+    client = None
+    if options.dask_scheduler and not options.seal:
+        from embedtab.encode import distributed
+
+        client = distributed.connect(options.dask_scheduler)
+        device = client.submit(distributed.worker_device, options.device, pure=False).result()  # the workers' device
+        reporter.info(f"encoding on the Dask cluster at {options.dask_scheduler} "
+                      f"({len(client.scheduler_info()['workers'])} workers, {device})")
+    else:
+        device = torch_device(options.device)
     precision = resolve_precision(options.precision, device)
     identity = _encoder_identity(options, model, precision)
     previous = _previous(existing, index, identity) if index is not None and not options.force else None
@@ -691,7 +727,12 @@ def _make(store: ArtifactStore, options: EncodeOptions, plan: Any, source: src.S
         reporter.info(f"resuming: {len(mine) - len(todo)} of {len(mine)} work shards already done")
     decode_errors = truncated = 0
     backend = None
-    if todo:
+    if todo and client is not None:
+        try:
+            decode_errors, truncated = _do_work_on_dask(client, source, options, scan, worklist, work, todo, model, device, precision, reporter)
+        finally:
+            client.close()
+    elif todo:
         backend = _load_backend(options, model, device, precision, reporter)
         decode_errors, truncated = _do_work(source, options, scan, worklist, work, todo, backend, reporter)
     preprocess = None

@@ -29,7 +29,7 @@ from embedtab import tables
 from embedtab.artifacts import ArtifactRecord, ArtifactStore, owner_tag
 from embedtab.device import gpu_dataframes_available
 from embedtab.errors import ArtifactNotFound, ConfigError, DataError, UsageError
-from embedtab.fingerprint import file_fingerprint, files_fingerprint, hash_value
+from embedtab.fingerprint import columns_fingerprint, file_fingerprint, files_fingerprint, hash_value
 from embedtab.reporting import SILENT, Reporter
 from embedtab.workflow.config import NUMERIC_OPS, WorkflowConfig, load_config
 
@@ -307,9 +307,13 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) 
         raise ConfigError(f"{options.config}: workflow {name!r} cannot take a vocabulary from itself")
     use_gpu = gpu_dataframes_available()
     params = {"config": config.as_params(), "config_path": str(options.config), "data": [str(p) for p in paths]}
+    # The fit reads only the columns the config uses: an edit to another one (an item's
+    # description) leaves the workflow up to date. Joined and vocabulary tables count whole.
+    data_files, other_files = files_fingerprint(paths), files_fingerprint(p for p in [*side, *vocabularies.tables] if p.is_file())
+    used = columns_fingerprint(paths, [c for c in config.input_columns() if c in input_schema(paths)])
     plan = store.plan(
-        "workflows", name, "fit-workflow", params,
-        input_files=files_fingerprint(paths) + files_fingerprint(p for p in [*side, *vocabularies.tables] if p.is_file()),
+        "workflows", name, "fit-workflow", params, input_files=other_files if used else data_files + other_files,
+        read_files=data_files if used else [], content=used, was=(data_files + other_files, None),
         input_artifacts=vocabularies.records, force=options.force, packages=_PACKAGES, warn=reporter.warn,
     )
     if plan.up_to_date:
@@ -503,10 +507,14 @@ def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporte
     if options.mask and not masking:
         raise UsageError(f"--mask: workflow {options.workflow!r} has no masking block in its config")
     params = {"workflow": options.workflow, "data": [str(p) for p in paths], "mask": masking if options.mask else None}
+    # As for fit: the columns the workflow (and the masking) read decide the output, not the others.
+    masked = [c for g in (masking or {}).get("groups", []) if options.mask for c in [*(g.get("columns") or {}), g.get("by")] if c]
+    data_files = files_fingerprint(paths)
+    used = columns_fingerprint(paths, [c for c in [*needed, *masked] if c in dtypes]) if needed else None
     plan = store.plan(
-        "datasets", name, "transform", params, input_files=files_fingerprint(paths),
+        "datasets", name, "transform", params, input_files=[] if used else data_files, read_files=data_files if used else [],
         input_artifacts=[record] if record else [], force=options.force, packages=_PACKAGES, refresh=True,
-        content=workflow_fp, warn=reporter.warn,
+        content=[workflow_fp, used] if used else workflow_fp, was=(data_files, workflow_fp), warn=reporter.warn,
     )
     if plan.up_to_date:
         return FitResult(plan.existing, True)

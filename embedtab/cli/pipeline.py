@@ -1,0 +1,70 @@
+"""`embedtab run`: a pipeline file, make-like (see embedtab.pipeline)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+from rich.table import Table
+
+from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, JsonOpt, emit_json, open_artifacts, state, stderr
+
+_STYLE = {"ran": "green", "up to date": "green", "run": "yellow", "stale": "yellow", "needs --force": "red",
+          "failed": "red", "skipped": "red"}
+
+
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (see configs/pipeline.yaml).", show_default=False)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the plan (run / up to date / stale, and why); change nothing.")] = False,
+    only: Annotated[
+        Optional[List[str]], typer.Option("--only", help="Run this stage (artifact name or kind/name) and what it needs; repeatable.")
+    ] = None,
+    force: Annotated[
+        Optional[List[str]], typer.Option("--force", help="Rebuild this stage even if up to date, or replace what it made; repeatable.")
+    ] = None,
+    as_json: JsonOpt = False,
+    artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
+) -> None:
+    """Run the stages of a pipeline file in dependency order over one artifact directory.
+
+    Dependencies come from artifact names. Stages whose inputs and options are unchanged are
+    reported up to date and skipped; a failed stage stops the stages that need it, keeps every
+    finished artifact, and a rerun continues from there. Exit code 1 when a stage failed.
+
+    [bold]Examples[/bold]
+
+      embedtab run configs/pipeline.yaml -A artifacts
+
+      embedtab run configs/pipeline.yaml --dry-run
+
+      embedtab run configs/pipeline.yaml --only text-train --force text
+    """
+    art = open_artifacts(artifacts)
+
+    def header(stage) -> None:
+        if not state.quiet and not as_json:
+            stderr.print(f"\n[bold]{stage.describe()}[/bold]  [dim]({pipeline}:{stage.line})[/dim]")
+
+    report = art.run_pipeline(pipeline, only=only or (), force=force or (), dry_run=dry_run, on_stage=header)
+    if as_json:
+        emit_json({"pipeline": report.pipeline, "dry_run": dry_run, "failed": report.failed,
+                   "stages": [dataclasses.asdict(s) for s in report.stages]})
+    else:
+        table = Table(title=f"{'plan' if dry_run else 'run'} of {pipeline}", title_justify="left")
+        columns = ("stage", "command", "status") + (() if dry_run else ("time", "rows", "items/s"))
+        for column in columns:
+            table.add_column(column, justify="right" if column in ("time", "rows", "items/s") else "left")
+        for s in report.stages:
+            style = _STYLE.get(s.status, "")
+            status = f"[{style}]{s.status}[/{style}]" + (f": {s.why}" if s.why else "") + (f": {s.error}" if s.error else "")
+            measured = (f"{s.duration_s:.1f}s", f"{s.rows:,}" if s.rows is not None else "", f"{s.items_per_s:,.0f}" if s.items_per_s else "")
+            table.add_row(s.stage, s.command, status, *(() if dry_run else measured))
+        stderr.print(table, width=None if stderr.is_terminal else 400)
+    if report.failed:
+        from embedtab.errors import EmbedtabError
+
+        failed = [s.stage for s in report.stages if s.status == "failed"]
+        raise EmbedtabError(f"{len(failed)} stage(s) failed ({', '.join(failed)}); the stages that needed them did not run; "
+                            "finished artifacts are kept: rerun to continue")

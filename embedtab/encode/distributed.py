@@ -1,0 +1,131 @@
+"""Encode work shards as tasks on an existing Dask `distributed` cluster.
+
+The client (the `embedtab encode` process) plans exactly as a local run does, streams each
+missing work shard's texts or image paths to a task, and seals the artifact when every shard is
+done. Each task encodes one shard on its worker -- which loads the model once and keeps it for
+the following tasks -- and publishes it into the artifact's work folder with the same `WorkDir`
+code as a local run. So workers must see the artifact directory and the inputs at the same
+paths (a shared filesystem), resume after a lost worker or client is the local resume, and the
+sealed artifact is the one a local run makes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from embedtab.errors import DataError, EmbedtabError, UsageError
+
+_BACKENDS: dict[tuple, Any] = {}  # per worker process: the loaded model, reused by every task
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """What a worker needs to encode one work shard (picklable, small)."""
+
+    modality: str
+    model: str
+    pretrained: str | None
+    device: str
+    precision: str
+    batch_size: int
+    normalize: bool
+    max_pixels: int
+    workers: int | None
+    work_path: str
+    shards: int
+    shard_size: int
+    total: int
+
+
+def connect(address: str) -> Any:
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError("--dask-scheduler needs the distributed package: pip install 'embedtab[dask]'") from None
+    try:
+        return Client(address, timeout="10s", set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise UsageError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+
+
+def worker_device(requested: str) -> str:
+    """The device 'auto' means on a worker (a dask-cuda worker sees its own GPU as cuda:0)."""
+    from embedtab.device import torch_device
+
+    return torch_device(requested)
+
+
+def _backend(task: ShardTask) -> Any:
+    from embedtab.encode.backends import ImageBackend, TextBackend
+
+    key = (task.modality, task.model, task.pretrained, task.device, task.precision, task.batch_size, task.normalize)
+    if key not in _BACKENDS:
+        if task.modality == "image":
+            _BACKENDS[key] = ImageBackend(task.model, task.pretrained, task.device, task.precision, task.batch_size, task.normalize)
+        else:
+            _BACKENDS[key] = TextBackend(task.model, task.device, task.precision, task.batch_size, task.normalize)
+    return _BACKENDS[key]
+
+
+def encode_shard(task: ShardTask, shard: int, values: list) -> tuple[int, int, list[tuple[int, str]], int]:
+    """Runs on a worker: encode one shard and publish it. Returns (shard, rows, errors, truncated)."""
+    from embedtab.encode import stage
+    from embedtab.encode.work import WorkDir
+
+    backend = _backend(task)
+    if task.modality == "image":
+        # Dask's worker processes are daemons, which may not start DataLoader workers of their own.
+        workers = 0 if multiprocessing.current_process().daemon else task.workers
+        options = stage.ImageOptions(inputs=[], name="-", batch_size=task.batch_size, max_pixels=task.max_pixels, workers=workers)
+        vectors, errors, truncated = stage._encode_image_shard(backend, values, options, lambda n: None)
+    else:
+        vectors, errors, truncated = stage._encode_text_shard(backend, values, lambda n: None)
+    work = WorkDir(Path(task.work_path), task.shards, task.shard_size, task.total)
+    start = work.bounds(shard)[0]
+    errors = [(start + i, reason) for i, reason in errors]
+    work.save(shard, vectors, errors)
+    return shard, len(values), errors, truncated
+
+
+def run_shards(client: Any, task: ShardTask, shard_values: Iterator[tuple[int, list]], advance: Any,
+               in_flight: int) -> Iterator[tuple[int, list[tuple[int, str]], int]]:
+    """Submit the shards (at most `in_flight` waiting at once, so the client never holds the whole
+    catalog) and yield (shard, errors, truncated) as they finish. A lost worker's task is rerun by
+    the scheduler on another; a task that fails raises here."""
+    from distributed import as_completed
+
+    pending = as_completed(loop=client.loop)
+    futures: list[Any] = []
+    submitted = 0
+
+    def submit(shard: int, values: list) -> None:
+        # pure=False: a shard is work with a side effect (its files), never a cached result.
+        future = client.submit(encode_shard, task, shard, values, pure=False)
+        futures.append(future)
+        pending.add(future)
+
+    source = iter(shard_values)
+    for shard, values in source:
+        submit(shard, values)
+        submitted += 1
+        if submitted >= in_flight:
+            break
+    try:
+        for future in pending:
+            try:
+                shard, rows, errors, truncated = future.result()
+            except Exception as exc:  # noqa: BLE001 - an error on the worker, raised there
+                if isinstance(exc, EmbedtabError):
+                    raise
+                raise DataError(f"a Dask worker failed encoding a shard: {type(exc).__name__}: {exc}") from None
+            advance(rows)
+            yield shard, errors, truncated
+            following = next(source, None)
+            if following is not None:
+                submit(*following)
+    finally:
+        for future in futures:
+            future.cancel()  # (a no-op for finished ones) an error or Ctrl-C leaves no task running

@@ -1,0 +1,392 @@
+"""`embedtab run pipeline.yaml`: the chain of stages from one file, executed make-like.
+
+A pipeline file lists stages; each stage is one command with the options it has on the command
+line (or in the Python API), its main argument given as the command key's value:
+
+    stages:
+      - encode text: sample_data/items.parquet
+        template: "{title}. {description}"
+      - reduce: text
+        dims: 64
+      - fit-workflow: configs/item.yaml
+        data: sample_data/items.parquet
+      - lookup: text-pca64
+        workflow: item
+
+Dependencies come from artifact names (a `reduce: text` needs the stage that makes embeddings
+`text`), not from the order in the file. Every stage already knows when it is up to date, so the
+runner only orders them, skips the dependents of a failed stage, and reports.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from embedtab.artifacts import ArtifactStore, DryRunStop, Verdict
+from embedtab.errors import ConfigError, EmbedtabError
+from embedtab.reporting import SILENT, Reporter
+
+
+@dataclass
+class ApplyOptions:
+    """`reduce SOURCE --apply PROJECTION` as a stage of its own."""
+
+    projection: str
+    source: str
+    name: str | None = None
+    force: bool = False
+
+
+def _options_classes() -> dict[str, tuple[type, str, dict[str, Any]]]:
+    """command -> (options class, field the command key fills, defaults the CLI supplies)."""
+    from embedtab.encode import ImageOptions, TextOptions
+    from embedtab.lookup import LookupOptions
+    from embedtab.reduce import ReduceOptions
+    from embedtab.workflow.stage import FitOptions, TransformOptions
+
+    return {
+        "encode text": (TextOptions, "inputs", {"name": "text"}),
+        "encode image": (ImageOptions, "inputs", {"name": "image"}),
+        "reduce": (ReduceOptions, "source", {}),
+        "apply": (ApplyOptions, "projection", {}),
+        "fit-workflow": (FitOptions, "config", {}),
+        "transform": (TransformOptions, "workflow", {}),
+        "lookup": (LookupOptions, "embeddings", {}),
+    }
+
+
+COMMANDS = ("encode text", "encode image", "reduce", "apply", "fit-workflow", "transform", "lookup")
+_FLAG_NAMES = {"text_column": "text_columns"}  # command-line flag -> option field, where they differ
+_NOT_IN_PIPELINES = {"shard": "shard CI jobs with the encode command itself", "seal": "shard CI jobs with the encode command itself"}
+
+
+@dataclass
+class Stage:
+    index: int  # position in the file
+    command: str
+    options: Any  # the command's options dataclass
+    outputs: list[tuple[str, str]]  # (kind, name) it makes
+    needs: list[tuple[str, str]]  # (kind, name) it reads
+    line: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.outputs[0][1]
+
+    @property
+    def key(self) -> str:
+        return f"{self.outputs[0][0]}/{self.outputs[0][1]}"
+
+    def describe(self) -> str:
+        return f"{self.command} -> {', '.join(f'{k}/{n}' for k, n in self.outputs)}"
+
+
+@dataclass
+class Pipeline:
+    path: Path
+    stages: list[Stage]  # in dependency order
+    producers: dict[tuple[str, str], Stage]
+
+    def upstream(self, stage: Stage) -> list[Stage]:
+        return [self.producers[need] for need in stage.needs if need in self.producers]
+
+    def select(self, names: list[str]) -> list[Stage]:
+        """The stages named (by artifact name or kind/name) and everything they need, in order."""
+        wanted: set[int] = set()
+        todo = [self.find(name) for name in names]
+        while todo:
+            stage = todo.pop()
+            if stage.index not in wanted:
+                wanted.add(stage.index)
+                todo.extend(self.upstream(stage))
+        return [s for s in self.stages if s.index in wanted]
+
+    def find(self, name: str) -> Stage:
+        matches = [s for s in self.stages if name in (s.name, s.key) or any(name == f"{k}/{n}" for k, n in s.outputs)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise ConfigError(f"{self.path}: no stage makes {name!r}; stages: {', '.join(s.key for s in self.stages)}")
+        raise ConfigError(f"{self.path}: {name!r} names several stages ({', '.join(s.key for s in matches)}); use kind/name")
+
+
+# ----------------------------------------------------------------------------- loading
+def _fail(path: Path, text: str, loc: tuple[Any, ...], message: str) -> ConfigError:
+    from embedtab.workflow.config import yaml_line
+
+    line = yaml_line(text, loc)
+    return ConfigError(f"{path}{f':{line}' if line else ''}: {message}")
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _is_list_field(cls: type, name: str) -> bool:
+    hint = typing.get_type_hints(cls)[name]
+    return any(origin in (list, collections.abc.Sequence)
+               for origin in [typing.get_origin(hint), *(typing.get_origin(a) for a in typing.get_args(hint))])
+
+
+def _stage_options(path: Path, text: str, index: int, raw: Any) -> tuple[str, Any]:
+    from pydantic import TypeAdapter, ValidationError
+
+    where = ("stages", index)
+    if not isinstance(raw, dict):
+        raise _fail(path, text, where, f"stage {index + 1} must be a mapping such as `- reduce: text`")
+    commands = [key for key in raw if key in COMMANDS]
+    if len(commands) != 1:
+        found = f"found {', '.join(map(repr, commands))}" if commands else f"{next(iter(raw), None)!r} is not a command"
+        raise _fail(path, text, where, f"stage {index + 1} needs exactly one command key ({', '.join(COMMANDS)}); {found}")
+    command = commands[0]
+    cls, main, defaults = _options_classes()[command]
+    values: dict[str, Any] = {**defaults, main: raw[command]}
+    known = _field_names(cls)
+    for key, value in raw.items():
+        if key == command:
+            continue
+        name = str(key).replace("-", "_")
+        name = _FLAG_NAMES.get(name, name) if command == "encode text" else name
+        if name in _NOT_IN_PIPELINES:
+            raise _fail(path, text, (*where, key), f"{command}: {key!r} does not belong in a pipeline ({_NOT_IN_PIPELINES[name]})")
+        if name == main or name not in known:
+            options = ", ".join(k for k in known if k != main and k not in _NOT_IN_PIPELINES)
+            raise _fail(path, text, (*where, key), f"{command}: unknown option {key!r} (options: {options})")
+        values[name] = value
+    for name, value in list(values.items()):
+        if isinstance(value, str) and _is_list_field(cls, name):
+            values[name] = [value]  # one input or one embeddings name, written without a list
+        if command == "encode text" and name == "text_columns" and isinstance(value, str):
+            values[name] = [value]
+    try:
+        options = TypeAdapter(cls).validate_python(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field_name = str(error["loc"][0]) if error["loc"] else main
+        key = command if field_name == main else next((k for k in raw if str(k).replace("-", "_") == field_name), field_name)
+        raise _fail(path, text, (*where, key), f"{command}: {field_name}: {error['msg']}") from None
+    if command == "encode image" and not options.model:
+        raise _fail(path, text, where, "encode image: give the model (an OpenCLIP name, 'local-dir:/path' or embedtab-smoke-clip)")
+    return command, options
+
+
+def _edges(command: str, options: Any, path: Path, text: str, index: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(outputs, needs) of a stage, from its options: the names the command would use."""
+    if command.startswith("encode"):
+        return [("embeddings", options.name)], []
+    if command == "reduce":
+        fit_on = [("embeddings", options.fit_on)] if options.fit_on and not str(options.fit_on).isdigit() else []
+        return [("embeddings", options.output_name), ("projections", options.output_name)], [("embeddings", options.source), *fit_on]
+    if command == "apply":
+        return ([("embeddings", options.name or f"{options.source}-{options.projection}")],
+                [("projections", options.projection), ("embeddings", options.source)])
+    if command == "fit-workflow":
+        from embedtab.workflow.config import load_config
+
+        try:
+            config = load_config(options.config)
+        except ConfigError as exc:
+            raise _fail(path, text, ("stages", index, command), str(exc)) from None
+        name = options.name or config.name or Path(options.config).stem
+        return [("workflows", name)], [("workflows", v.workflow) for v in config.vocabulary_sources() if v.workflow]
+    if command == "transform":
+        external = "/" in options.workflow
+        return [("datasets", options.name or Path(options.workflow).name)], [] if external else [("workflows", options.workflow)]
+    return [("lookups", options.output_name)], [*(("embeddings", e) for e in options.embeddings), ("workflows", options.workflow)]
+
+
+def load(path: str | Path, store: ArtifactStore) -> Pipeline:
+    """Read and check a pipeline file completely before anything runs: commands, options and their
+    types, artifact names (made by a stage or already in `store`), no two stages making one
+    artifact, no cycles. Errors are ConfigError with the file and line."""
+    from embedtab.workflow.config import read_yaml
+
+    path = Path(path)
+    raw, text = read_yaml(path, "pipeline file")
+    if not isinstance(raw, dict) or not isinstance(raw.get("stages"), list) or not raw["stages"]:
+        raise ConfigError(f"{path}: expected a mapping with a non-empty `stages:` list")
+    for key in raw:
+        if key not in ("stages", "description"):
+            raise _fail(path, text, (key,), f"unknown top-level key {key!r} (allowed: stages, description)")
+    stages: list[Stage] = []
+    producers: dict[tuple[str, str], Stage] = {}
+    from embedtab.workflow.config import yaml_line
+
+    for index, entry in enumerate(raw["stages"]):
+        command, options = _stage_options(path, text, index, entry)
+        outputs, needs = _edges(command, options, path, text, index)
+        stage = Stage(index, command, options, outputs, needs, yaml_line(text, ("stages", index)))
+        for output in outputs:
+            if output in producers:
+                other = producers[output]
+                raise _fail(path, text, ("stages", index), f"{output[0]}/{output[1]} is already made by stage {other.index + 1} "
+                                                           f"(line {other.line}); give one of them another name")
+            producers[output] = stage
+        stages.append(stage)
+    existing = {(r.kind, r.name) for r in store.records()} if store.manifest_path.exists() else set()
+    for stage in stages:
+        for need in stage.needs:
+            if need not in producers and need not in existing:
+                raise _fail(path, text, ("stages", stage.index, stage.command),
+                            f"{stage.command} needs {need[0]}/{need[1]}, which no stage makes and {store.root} does not hold")
+    return Pipeline(path, _ordered(stages, producers, path), producers)
+
+
+def _ordered(stages: list[Stage], producers: dict[tuple[str, str], Stage], path: Path) -> list[Stage]:
+    """Dependency order; among stages that are ready, the order of the file."""
+    from graphlib import CycleError, TopologicalSorter
+
+    graph = {s.index: {producers[n].index for n in s.needs if n in producers} for s in stages}
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as exc:
+        cycle = " -> ".join(stages[i].key for i in exc.args[1])
+        raise ConfigError(f"{path}: the stages depend on each other in a circle: {cycle}") from None
+    order: list[int] = []
+
+    def visit(index: int) -> None:  # depth first, in file order: each stage right after what it needs
+        if index not in order:
+            for up in sorted(graph[index]):
+                visit(up)
+            order.append(index)
+
+    for stage in stages:
+        visit(stage.index)
+    return [stages[i] for i in order]
+
+
+# ----------------------------------------------------------------------------- running
+@dataclass
+class StageReport:
+    stage: str  # kind/name of its main artifact
+    command: str
+    status: str  # ran | up to date | failed | skipped | (dry run) up to date | run | stale | needs --force
+    why: str = ""
+    duration_s: float = 0.0
+    rows: int | None = None
+    items_per_s: float | None = None
+    error: str | None = None
+    line: int | None = None
+
+
+@dataclass
+class RunReport:
+    pipeline: str
+    stages: list[StageReport] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(s.status in ("failed", "skipped") for s in self.stages)
+
+
+# command -> (module, function): the core function its CLI command calls (loaded on first use)
+_RUNNERS = {"encode text": ("embedtab.encode", "run_text"), "encode image": ("embedtab.encode", "run_image"),
+            "reduce": ("embedtab.reduce", "run"), "fit-workflow": ("embedtab.workflow.stage", "fit"),
+            "transform": ("embedtab.workflow.stage", "transform"), "lookup": ("embedtab.lookup", "run")}
+
+
+def _execute(store: ArtifactStore, stage: Stage, reporter: Reporter) -> tuple[Any, bool]:
+    """Run one stage through the same core function as its command: (main record, up to date)."""
+    import importlib
+
+    options = stage.options
+    if stage.command == "apply":
+        from embedtab.reduce import apply
+
+        return apply(store, options.projection, options.source, options.name, options.force, reporter)
+    module, function = _RUNNERS[stage.command]
+    result = getattr(importlib.import_module(module), function)(store, options, reporter)
+    return (result.embeddings if stage.command == "reduce" else result.record), result.up_to_date
+
+
+def _rows(record: Any) -> int | None:
+    from embedtab.status import row_count
+
+    return row_count(record)
+
+
+def run(store: ArtifactStore, pipeline: Pipeline, only: list[str] = (), force: list[str] = (), dry_run: bool = False,
+        reporter: Reporter = SILENT, on_stage: Callable[[Stage], None] | None = None) -> RunReport:
+    """Run (or with `dry_run`, plan) the pipeline's stages in order. A failed stage is reported and
+    its dependents skipped; stages that do not depend on it still run. KeyboardInterrupt stops the
+    run (what finished is kept: it is published)."""
+    stages = pipeline.select(list(only)) if only else pipeline.stages
+    for name in force:
+        target = pipeline.find(name)
+        target.options = dataclasses.replace(target.options, force=True)
+    report = RunReport(str(pipeline.path))
+    store.follow_inputs = True
+    try:
+        _run_stages(store, pipeline, stages, dry_run, reporter, on_stage, report)
+    finally:
+        store.follow_inputs = False
+    return report
+
+
+def _run_stages(store: ArtifactStore, pipeline: Pipeline, stages: list[Stage], dry_run: bool, reporter: Reporter,
+                on_stage: Callable[[Stage], None] | None, report: RunReport) -> None:
+    outcome: dict[int, str] = {}
+    for stage in stages:
+        blocked = [up for up in pipeline.upstream(stage) if outcome.get(up.index) in ("failed", "skipped")]
+        if blocked:
+            outcome[stage.index] = "skipped"
+            report.stages.append(StageReport(stage.key, stage.command, "skipped", f"{blocked[0].key} failed", line=stage.line))
+            continue
+        if dry_run:
+            outcome[stage.index] = _plan_only(store, pipeline, stage, outcome, report)
+            continue
+        if on_stage is not None:
+            on_stage(stage)
+        started = time.time()
+        try:
+            record, up_to_date = _execute(store, stage, reporter)
+        except EmbedtabError as exc:
+            outcome[stage.index] = "failed"
+            report.stages.append(StageReport(stage.key, stage.command, "failed", duration_s=round(time.time() - started, 3),
+                                             error=str(exc), line=stage.line))
+            reporter.warn(f"{stage.key} failed: {exc}")
+            continue
+        status = "up to date" if up_to_date else "ran"
+        outcome[stage.index] = status
+        duration = time.time() - started
+        rows = _rows(record)
+        speed = record.summary.get("items_per_s") if stage.command.startswith("encode") and not up_to_date else None
+        if speed is None and rows and not up_to_date and duration > 0:
+            speed = rows / duration
+        report.stages.append(StageReport(stage.key, stage.command, status, duration_s=round(duration, 3), rows=rows,
+                                         items_per_s=round(speed, 1) if speed else None, line=stage.line))
+
+
+def _plan_only(store: ArtifactStore, pipeline: Pipeline, stage: Stage, outcome: dict[int, str], report: RunReport) -> str:
+    """A stage's verdict without running it: its own plan when everything it reads is current, else
+    'stale' because of the upstream stage that will run first."""
+    changing = [up for up in pipeline.upstream(stage) if outcome.get(up.index) not in ("up to date",)]
+    if changing:
+        new = all(store.get(kind, name) is None for kind, name in stage.outputs)
+        status, why = ("run", "new") if new else ("stale", f"{changing[0].key} will be rebuilt first")
+        report.stages.append(StageReport(stage.key, stage.command, status, why, line=stage.line))
+        return status
+    store.dry_run, store.verdicts = True, []
+    try:
+        _execute(store, stage, SILENT)
+    except DryRunStop:
+        pass
+    except EmbedtabError as exc:
+        report.stages.append(StageReport(stage.key, stage.command, "failed", error=str(exc), line=stage.line))
+        return "failed"
+    finally:
+        store.dry_run = False
+    verdicts: list[Verdict] = [v for v in store.verdicts if v.state != "up to date"]
+    if not verdicts:
+        report.stages.append(StageReport(stage.key, stage.command, "up to date", line=stage.line))
+        return "up to date"
+    order = ("needs --force", "stale", "run")
+    first = min(verdicts, key=lambda v: order.index(v.state))
+    report.stages.append(StageReport(stage.key, stage.command, first.state, first.why, line=stage.line))
+    return first.state
