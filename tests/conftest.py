@@ -60,9 +60,10 @@ def store(tmp_path):
 
 @pytest.fixture(scope="session")
 def text_backend():
-    from embedtab.encode.backends import TextBackend
+    from embedtab.encode.backends import SentenceTransformersEncoder
+    from embedtab.encode.encoders import Settings
 
-    return TextBackend("all-MiniLM-L6-v2", "cpu", "fp32", batch_size=16, normalize=True)
+    return SentenceTransformersEncoder("all-MiniLM-L6-v2", Settings("text", batch_size=16))
 
 
 @pytest.fixture(scope="session")

@@ -20,10 +20,13 @@ from embedtab.cli.common import (
 )
 
 app = typer.Typer(
-    help="Encode item texts (sentence-transformers) or images (OpenCLIP) into an embeddings artifact.",
+    help="Encode item texts (sentence-transformers, CLIP text towers) or images (OpenCLIP, Hugging Face CLIP/SigLIP, plugins) into an embeddings artifact.",
     no_args_is_help=True,
 )
 
+EncoderOpt = Annotated[
+    str, typer.Option("--encoder", "-E", help="A registered encoder (see `embedtab encoders`); auto picks by the model.")
+]
 InputsArg = Annotated[List[str], typer.Argument(help="Input table(s): parquet/csv file, glob or directory.", show_default=False)]
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="Name of the embeddings artifact to write.")]
 IdOpt = Annotated[str, typer.Option("--id-column", help="Column holding the raw item id (kept with its dtype).")]
@@ -97,7 +100,11 @@ def text(
     id_column: IdOpt = "item_id",
     model: Annotated[
         Optional[str],
-        typer.Option("--model", "-m", help="sentence-transformers name or local path (default: the packaged all-MiniLM-L6-v2, works offline)."),
+        typer.Option("--model", "-m", help="Model name or local path (sentence-transformers default: the packaged all-MiniLM-L6-v2, works offline)."),
+    ] = None,
+    encoder: EncoderOpt = "auto",
+    pretrained: Annotated[
+        Optional[str], typer.Option("--pretrained", "-p", help="OpenCLIP text tower (--encoder open-clip): pretrained tag or checkpoint file.")
     ] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -128,6 +135,7 @@ def text(
     """
     result = open_artifacts(artifacts).encode_text(
         inputs, name=name, template=template, columns=text_column or (), id_column=id_column, model=model,
+        encoder=encoder, pretrained=pretrained,
         device=device, precision=precision, batch_size=batch_size, normalize=normalize, shard_size=shard_size,
         on_error=on_error, max_errors=max_errors, force=force, dedupe=dedupe, shard=shard, seal=seal,
         dask_scheduler=dask_scheduler,
@@ -140,11 +148,12 @@ def image(
     inputs: InputsArg,
     model: Annotated[
         str,
-        typer.Option("--model", "-m", help="OpenCLIP model: a built-in name (ViT-B-32), 'local-dir:/path', 'hf-hub:org/repo', or embedtab-smoke-clip."),
+        typer.Option("--model", "-m", help="OpenCLIP: a built-in name (ViT-B-32), 'local-dir:/path', 'hf-hub:org/repo', embedtab-smoke-clip; or a Hugging Face CLIP/SigLIP id or folder."),
     ],
     pretrained: Annotated[
         Optional[str], typer.Option("--pretrained", "-p", help="Pretrained tag (laion2b_s34b_b79k) or checkpoint file, for built-in names.")
     ] = None,
+    encoder: EncoderOpt = "auto",
     name: NameOpt = "image",
     image_column: Annotated[str, typer.Option("--image-column", help="Column with image paths.")] = "image_path",
     image_root: Annotated[
@@ -191,10 +200,37 @@ def image(
       embedtab encode image items.parquet -m ViT-B-32 -p vit.pt --image-root /img
     """
     result = open_artifacts(artifacts).encode_image(
-        inputs, name=name, model=model, pretrained=pretrained, image_column=image_column, image_root=image_root,
+        inputs, name=name, model=model, pretrained=pretrained, encoder=encoder, image_column=image_column, image_root=image_root,
         id_column=id_column, device=device, precision=precision, batch_size=batch_size, normalize=normalize,
         shard_size=shard_size, on_error=on_error, max_errors=max_errors, force=force, dedupe=dedupe, shard=shard,
         seal=seal, workers=workers, max_pixels=max_pixels, allow_outside_root=allow_outside_root,
         dask_scheduler=dask_scheduler,
     )
     _finish(result, as_json)
+
+
+def encoders(as_json: JsonOpt = False) -> None:
+    """List the encoders installed: built in, or from plugins (entry point group embedtab.encoders).
+
+    [bold]Examples[/bold]
+
+      embedtab encoders
+
+      embedtab encode text items.parquet -c title --encoder my-encoder
+    """
+    from rich.table import Table
+
+    from embedtab.cli.common import stdout
+    from embedtab.encode.encoders import DEFAULTS, available
+
+    rows = [{"name": name, "inputs": list(cls.inputs) if cls else [], "from": where, "default_for": [k for k, v in DEFAULTS.items() if v == name],
+             "problem": problem} for name, (cls, where, problem) in available().items()]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("encoder", "encodes", "from", "note", title="embedtab encoders", title_justify="left")
+    for row in rows:
+        note = f"[red]cannot load: {row['problem']}[/red]" if row["problem"] else (
+            f"default for {' and '.join(row['default_for'])}" if row["default_for"] else "")
+        table.add_row(row["name"], ", ".join(row["inputs"]), row["from"], note)
+    stdout.print(table)

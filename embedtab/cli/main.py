@@ -14,6 +14,7 @@ import typer
 from embedtab import __version__
 from embedtab.cli import common
 from embedtab.cli.encode import app as encode_app
+from embedtab.cli.encode import encoders
 from embedtab.cli.lookup import lookup
 from embedtab.cli.pipeline import run as run_pipeline
 from embedtab.cli.reduce import reduce
@@ -62,6 +63,7 @@ app.command("transform")(transform)
 app.command("lookup")(lookup)
 app.command("status")(status)
 app.command("run")(run_pipeline)
+app.command("encoders")(encoders)
 
 
 _METAVARS = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "Path": "PATH", "list[str]": "TEXT", "list[Path]": "PATH"}
@@ -108,6 +110,16 @@ def _polish(command) -> None:
 _INTERRUPTED = "interrupted; nothing was published for the interrupted stage (finished work shards are kept: rerun to resume)"
 
 
+# The library names the option field its message is about ("pretrained: ..."); here it is a flag.
+_FLAGS = {"model": "--model", "pretrained": "--pretrained", "encoder": "--encoder", "image_column": "--image-column",
+          "image_root": "--image-root", "template": "--template", "text_columns": "--text-column"}
+
+
+def _as_flags(message: str) -> str:
+    field, sep, rest = message.partition(": ")
+    return f"{_FLAGS[field]}: {rest}" if sep and field in _FLAGS else message
+
+
 def _fail(message: str, code: int) -> int:
     common.stderr.print(f"Error: {message}", markup=False, highlight=False)
     return code
@@ -139,7 +151,7 @@ def run(argv: list[str] | None = None) -> int:
     except EmbedtabError as exc:
         if debug:
             raise
-        return _fail(str(exc), exc.exit_code)
+        return _fail(_as_flags(str(exc)), exc.exit_code)
     except KeyboardInterrupt:
         if debug:
             raise

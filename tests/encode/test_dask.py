@@ -26,8 +26,8 @@ WORDS = np.array(["red", "blue", "wool", "steel", "soft", "tall", "round", "shoe
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  worker_dashboard_address=None) as local, distributed.Client(local) as client:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  worker_dashboard_address=":0") as local, distributed.Client(local) as client:
         yield local, client
 
 
@@ -72,7 +72,7 @@ def test_a_dask_run_makes_the_local_artifact_even_when_a_worker_dies(tmp_path, c
     assert "encoding on the Dask cluster at" in on_dask.stderr and "(2 workers, cpu)" in on_dask.stderr
     same_artifact(tmp_path / "local", tmp_path / "dask")
     # Each worker loaded the model once, however many shards it encoded.
-    loaded = client.run(lambda: len(__import__("embedtab.encode.distributed", fromlist=["_BACKENDS"])._BACKENDS))
+    loaded = client.run(lambda: len(__import__("embedtab.encode.distributed", fromlist=["_ENCODERS"])._ENCODERS))
     assert sorted(loaded.values()) == [1, 1]
 
     # Kill one worker (kill -9) while shards are being encoded: the scheduler hands its task to the

@@ -128,12 +128,12 @@ def test_load_rgb_reasons(tmp_path):
 
 def test_image_option_errors(store, sample, tmp_path):
     items = str(sample / "items.parquet")
-    with pytest.raises(UsageError, match="do not pass --pretrained"):
+    with pytest.raises(UsageError, match="^pretrained: embedtab-smoke-clip has its own seeded weights; give no checkpoint"):
         run_image(store, ImageOptions(inputs=[items], name="i", model="embedtab-smoke-clip", pretrained="x"))
     with pytest.raises(ModelError, match="cannot load OpenCLIP model 'ViT-B-32' .*embedtab-smoke-clip"):
         run_image(store, ImageOptions(inputs=[items], name="i", model="ViT-B-32", pretrained=str(tmp_path / "none.pt")))
     with pytest.raises(ModelError, match="cannot load OpenCLIP model 'No-Such-Model'"):
         run_image(store, ImageOptions(inputs=[items], name="i", model="No-Such-Model", pretrained="x.pt"))
-    with pytest.raises(UsageError, match="--model ViT-B-32 needs --pretrained: .* without it the weights would be random"):
+    with pytest.raises(UsageError, match="^pretrained: OpenCLIP model ViT-B-32 needs pretrained weights: .* without them the weights would be random"):
         run_image(store, ImageOptions(inputs=[items], name="i", model="ViT-B-32"))
     assert store.get("embeddings", "i") is None
