@@ -65,23 +65,49 @@ def directory_files(root: Path) -> list[Path]:
 
 
 def columns_fingerprint(paths: Iterable[str | os.PathLike], columns: Iterable[str]) -> str | None:
-    """Content hash of only these columns of these tables (values and row order), so that an edit
-    to a column a stage does not read (an item's description, for the item workflow) leaves it up
-    to date. None when a column cannot be hashed by value (nested values): the caller then keeps
-    whole-file hashes. pandas' hash_pandas_object is the value hash (stable, null-aware); Arrow
-    buffers cannot be hashed directly, as the bytes under nulls are undefined."""
-    import pandas as pd
-
+    """Content hash of only these columns of these tables (values, nulls and row order), so that
+    an edit to a column a stage does not read (an item's description, for the item workflow)
+    leaves it up to date. None when a column holds values hashed no such way (nested lists or
+    structs): the caller then keeps whole-file hashes."""
     from embedtab import tables
 
     digest = hashlib.sha256()
     for path in sorted(Path(p) for p in paths):
         for column in sorted(set(columns)):
             values = tables.read_column(path, column)
-            try:
-                hashed = pd.util.hash_pandas_object(values.to_pandas(), index=False).to_numpy()
-            except TypeError:  # lists or dicts in the column
-                return None
             digest.update(canonical_json([path.name, column, str(values.type), len(values)]).encode())
-            digest.update(hashed.tobytes())
+            for chunk in values.chunks:
+                if not _hash_values(chunk, digest):
+                    return None
     return digest.hexdigest()
+
+
+def _hash_values(chunk: Any, digest: Any) -> bool:
+    """Feed one Arrow array to the digest by value. The bytes Arrow keeps under null slots are
+    undefined, so nulls are hashed as a mask and their slots filled first (by hand: Arrow has no
+    stable value hash to call; pandas' hash_pandas_object is several times slower here)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = chunk.type
+    if pa.types.is_dictionary(kind):
+        chunk, kind = chunk.cast(kind.value_type), kind.value_type
+    if chunk.null_count:
+        digest.update(np.packbits(chunk.is_null().to_numpy(zero_copy_only=False)).tobytes())
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        filled = (pc.fill_null(chunk, pa.scalar("" if "string" in str(kind) else b"", kind)) if chunk.null_count else chunk)
+        filled = filled.cast(pa.large_binary())
+        offsets = np.frombuffer(filled.buffers()[1], np.int64)[filled.offset : filled.offset + len(filled) + 1]
+        digest.update(np.diff(offsets).tobytes())
+        if len(offsets) and filled.buffers()[2] is not None:
+            digest.update(memoryview(filled.buffers()[2])[int(offsets[0]) : int(offsets[-1])])
+        return True
+    if pa.types.is_temporal(kind):  # dates and times hash as their integer storage
+        kind = pa.int32() if kind.bit_width == 32 else pa.int64()
+        chunk = chunk.view(kind)
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        filled = pc.fill_null(chunk, pa.scalar(False if pa.types.is_boolean(kind) else 0, kind)) if chunk.null_count else chunk
+        digest.update(np.ascontiguousarray(filled.to_numpy(zero_copy_only=False)).tobytes())
+        return True
+    return False
