@@ -5,7 +5,7 @@
     art = embedtab.Artifacts("artifacts")
     text = art.encode_text("sample_data/items.parquet", template="{title}. {brand}")
     pca = art.reduce("text", dims=64)                # -> embeddings "text-pca64" + its projection
-    art.fit_workflow("configs/demo/item.yaml", data="sample_data/items.parquet")
+    art.fit_workflow("configs/item.yaml", data="sample_data/items.parquet")
     table = art.lookup("text-pca64", workflow="item")
     table.vectors()                                  # numpy (cardinality, 64): row i = item id i
 
@@ -88,10 +88,11 @@ class Artifact:
         if self.kind == "embeddings":
             return tables.vectors(tables.read_parts(tables.part_files(folder), [tables.EMBEDDING]))
         if self.kind == "lookups":
-            name = lookup_dense_name(source if source is not None or self.metadata.get("dim") else None)
+            name = lookup_dense_name(source)
             if not (folder / name).exists():
-                raise UsageError(f"lookup {self.name!r} has one dense table per source; pass one of "
-                                 f"{sorted(self.metadata.get('dims', {}))}")
+                sources = sorted(self.metadata.get("dims", {}))
+                hint = f"pass one of {sources}" if sources else "it holds one table: give no source"
+                raise UsageError(f"lookup {self.name!r} has no dense table {name}; {hint}")
             return np.load(folder / name)
         raise UsageError(f"{self.kind} artifacts hold no vectors")
 

@@ -93,6 +93,24 @@ def legacy_layout(record: "ArtifactRecord") -> bool:
 _rename = os.rename
 
 
+def _wait_for_flock(fd: int, deadline: float, poll: float, while_busy: Callable[[], None] = lambda: None) -> bool | None:
+    """Take an exclusive flock on `fd`, polling: True if it had to wait, False if not, None when
+    `deadline` passed first. `while_busy` runs between tries (it may raise to give up early)."""
+    waited = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return waited
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+        while_busy()
+        if time.monotonic() >= deadline:
+            return None
+        waited = True
+        time.sleep(poll)
+
+
 def _read_intent(fd: int) -> dict[str, Any] | None:
     """What the run holding a build lock is making (None while it has not said yet)."""
     try:
@@ -294,18 +312,9 @@ class ArtifactStore:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.lock_timeout
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise
-                    if time.monotonic() >= deadline:
-                        raise LockTimeout(self._lock_holder(fd)) from None
-                    time.sleep(0.05)
+            if _wait_for_flock(fd, time.monotonic() + self.lock_timeout, 0.05) is None:
+                raise LockTimeout(self._lock_holder(fd))
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {_HOST}".encode(), 0)
             self._lock_fd, self._lock_depth = fd, 1
@@ -379,27 +388,20 @@ class ArtifactStore:
         folder = self.root / BUILD_LOCKS
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / f"{plan.kind}.{plan.name}", os.O_RDWR | os.O_CREAT, 0o644)
+        def refuse_other_recipes() -> None:
+            holder = _read_intent(fd)
+            if holder and holder.get("input_fingerprint") != plan.input_fingerprint:
+                raise ArtifactBusy(
+                    f"{plan.kind} {plan.name!r} is being made right now by pid {holder.get('pid')} on "
+                    f"{holder.get('host')} ({holder.get('stage')}, started {holder.get('started')}) from other "
+                    "inputs or options; wait for it to finish, or choose another --name"
+                )
+
         try:
-            waited, deadline = False, time.monotonic() + self.lock_timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise
-                holder = _read_intent(fd)
-                if holder and holder.get("input_fingerprint") != plan.input_fingerprint:
-                    raise ArtifactBusy(
-                        f"{plan.kind} {plan.name!r} is being made right now by pid {holder.get('pid')} on "
-                        f"{holder.get('host')} ({holder.get('stage')}, started {holder.get('started')}) from other "
-                        "inputs or options; wait for it to finish, or choose another --name"
-                    )
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(f"{plan.kind} {plan.name!r} has been in the making by another run for more "
-                                      f"than {self.lock_timeout:.0f}s; wait for it or raise EMBEDTAB_LOCK_TIMEOUT")
-                waited = True
-                time.sleep(0.2)
+            waited = _wait_for_flock(fd, time.monotonic() + self.lock_timeout, 0.2, refuse_other_recipes)
+            if waited is None:
+                raise LockTimeout(f"{plan.kind} {plan.name!r} has been in the making by another run for more "
+                                  f"than {self.lock_timeout:.0f}s; wait for it or raise EMBEDTAB_LOCK_TIMEOUT")
             intent = {"pid": os.getpid(), "host": _HOST, "stage": plan.stage, "started": now_iso(),
                       "input_fingerprint": plan.input_fingerprint}
             os.ftruncate(fd, 0)

@@ -72,9 +72,11 @@ def columns_fingerprint(paths: Iterable[str | os.PathLike], columns: Iterable[st
     from embedtab import tables
 
     digest = hashlib.sha256()
+    columns = sorted(set(columns))
     for path in sorted(Path(p) for p in paths):
-        for column in sorted(set(columns)):
-            values = tables.read_column(path, column)
+        table = tables.read_columns(path, columns) if columns else None
+        for column in columns:
+            values = table.column(column)
             digest.update(canonical_json([path.name, column, str(values.type), len(values)]).encode())
             for chunk in values.chunks:
                 if not _hash_values(chunk, digest):

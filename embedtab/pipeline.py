@@ -108,7 +108,7 @@ class Pipeline:
         return [s for s in self.stages if s.index in wanted]
 
     def find(self, name: str) -> Stage:
-        matches = [s for s in self.stages if name in (s.name, s.key) or any(name == f"{k}/{n}" for k, n in s.outputs)]
+        matches = [s for s in self.stages if name == s.name or name in (f"{k}/{n}" for k, n in s.outputs)]
         if len(matches) == 1:
             return matches[0]
         if not matches:
@@ -162,8 +162,6 @@ def _stage_options(path: Path, text: str, index: int, raw: Any) -> tuple[str, An
     for name, value in list(values.items()):
         if isinstance(value, str) and _is_list_field(cls, name):
             values[name] = [value]  # one input or one embeddings name, written without a list
-        if command == "encode text" and name == "text_columns" and isinstance(value, str):
-            values[name] = [value]
     try:
         options = TypeAdapter(cls).validate_python(values)
     except ValidationError as exc:

@@ -60,19 +60,24 @@ def special_file_kind(path: Path) -> str:
 
 def read_column(path: Path, column: str) -> pa.ChunkedArray:
     """One column of a parquet or csv file; a missing column or unreadable file names both."""
+    return read_columns(path, [column]).column(column)
+
+
+def read_columns(path: Path, columns: Sequence[str]) -> pa.Table:
+    """These columns of a parquet or csv file, in one read; a missing column or unreadable file names both."""
     import pyarrow.csv as pacsv
 
+    what = f"column {columns[0]!r}" if len(columns) == 1 else f"columns {', '.join(columns)}"
     try:
         if path.suffix == ".csv":
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(include_columns=[column]))
-        else:
-            names = pq.read_schema(path).names
-            if column not in names:
-                raise DataError(f"{path}: no column {column!r} (it has {', '.join(names)})")
-            table = pq.read_table(path, columns=[column])
+            return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(include_columns=list(columns)))
+        names = pq.read_schema(path).names
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise DataError(f"{path}: no column {missing[0]!r} (it has {', '.join(names)})")
+        return pq.read_table(path, columns=list(columns))
     except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:
-        raise DataError(f"{path}: cannot read column {column!r} ({str(exc).splitlines()[0]})") from None
-    return table.column(column)
+        raise DataError(f"{path}: cannot read {what} ({str(exc).splitlines()[0]})") from None
 
 
 def embedding_column(vectors: np.ndarray) -> pa.FixedSizeListArray:

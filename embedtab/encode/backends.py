@@ -151,9 +151,11 @@ class OpenClipEncoder(Encoder):
 
         from embedtab.encode.smoke import SMOKE_MODEL, smoke_model_dir
 
-        self.smoke = model == SMOKE_MODEL
-        name = f"local-dir:{smoke_model_dir()}" if self.smoke else model
-        if self.smoke and settings.pretrained:
+        smoke = model == SMOKE_MODEL
+        name = f"local-dir:{smoke_model_dir()}" if smoke else model
+        if smoke:
+            self.warning = "using the SMOKE CLIP model: seeded random weights, embeddings carry no meaning"
+        if smoke and settings.pretrained:
             raise UsageError(f"pretrained: {SMOKE_MODEL} has its own seeded weights; give no checkpoint")
         try:
             clip, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=settings.pretrained, device=settings.device)
@@ -242,7 +244,11 @@ class HuggingFaceClipEncoder(Encoder):
         self.max_length = int(getattr(self.model.config.text_config, "max_position_embeddings", 77))
 
     def count_truncated(self, texts: Sequence[str]) -> int:
-        ids = self.tokenizer(list(texts), truncation=False)["input_ids"]
+        # A token covers at least one character, so only long strings need the tokenizer again.
+        long = [t for t in texts if len(t) + 2 > self.max_length]
+        if not long:
+            return 0
+        ids = self.tokenizer(long, truncation=False)["input_ids"]
         return sum(1 for tokens in ids if len(tokens) > self.max_length)
 
     def _embed(self, batch: Sequence[Any]) -> Any:

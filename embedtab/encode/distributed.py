@@ -11,6 +11,7 @@ sealed artifact is the one a local run makes.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,6 @@ def run_shards(client: Any, task: ShardTask, shard_values: Iterator[tuple[int, l
 
     pending = as_completed(loop=client.loop)
     futures: list[Any] = []
-    submitted = 0
 
     def submit(shard: int, values: list) -> None:
         # pure=False: a shard is work with a side effect (its files), never a cached result.
@@ -96,11 +96,8 @@ def run_shards(client: Any, task: ShardTask, shard_values: Iterator[tuple[int, l
         pending.add(future)
 
     source = iter(shard_values)
-    for shard, values in source:
+    for shard, values in itertools.islice(source, in_flight):
         submit(shard, values)
-        submitted += 1
-        if submitted >= in_flight:
-            break
     try:
         for future in pending:
             try:

@@ -82,6 +82,7 @@ class Encoder:
     dim: int = 0
     preprocess: Callable[[Any], Any] | None = None
     preprocess_config: dict[str, Any] | None = None  # recorded in the artifact (image encoders)
+    warning: str | None = None  # shown by the run once the model is loaded (e.g. "weights are random")
     model_seconds: float = 0.0
 
     def __init__(self, model: str, settings: Settings):

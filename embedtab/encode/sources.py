@@ -126,6 +126,7 @@ class Source:
     fields: list[str] = field(default_factory=list)
     allow_outside_root: bool = False
     _id_type: pa.DataType | None = None
+    _real_root: str | None = None  # the image root, resolved once per run rather than per item
 
     def check_image_path(self, path: str) -> None:
         """Catalogs come from vendors and scrapers: a path that resolves outside the image root
@@ -138,7 +139,9 @@ class Source:
             resolved = os.path.realpath(path)
         except ValueError:
             raise ItemProblem("invalid path (contains a NUL byte)") from None
-        base = os.path.realpath(root)
+        if self._real_root is None:
+            self._real_root = os.path.realpath(root)
+        base = self._real_root
         if resolved != base and not resolved.startswith(base.rstrip(os.sep) + os.sep):
             raise ItemProblem("outside the image root")
 

@@ -376,8 +376,8 @@ def _encoder_class(options: EncodeOptions, model: str) -> type:
 def _load_encoder(options: EncodeOptions, cls: type, model: str, settings: Settings, reporter: Reporter) -> Any:
     reporter.info(f"loading {cls.name} model {model} on {settings.device} ({settings.precision}) for {ROWS[options.rows].plural}")
     encoder = cls(model, settings)
-    if getattr(encoder, "smoke", False):
-        reporter.warn("using the SMOKE CLIP model: seeded random weights, embeddings carry no meaning")
+    if encoder.warning:
+        reporter.warn(encoder.warning)
     return encoder
 
 

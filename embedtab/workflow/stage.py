@@ -302,7 +302,8 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) 
         raise DataError(f"{', '.join(p.name for p in paths)}: no rows to fit on")
     base_dir = Path(options.config).resolve().parent
     side = [side_table_path(join, base_dir) for join in config.joins]
-    vocabularies = Vocabularies(store, config, base_dir, input_schema(paths), options.config)
+    dtypes = input_schema(paths)
+    vocabularies = Vocabularies(store, config, base_dir, dtypes, options.config)
     if name in [r.name for r in vocabularies.records]:
         raise ConfigError(f"{options.config}: workflow {name!r} cannot take a vocabulary from itself")
     use_gpu = gpu_dataframes_available()
@@ -310,7 +311,7 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) 
     # The fit reads only the columns the config uses: an edit to another one (an item's
     # description) leaves the workflow up to date. Joined and vocabulary tables count whole.
     data_files, other_files = files_fingerprint(paths), files_fingerprint(p for p in [*side, *vocabularies.tables] if p.is_file())
-    used = columns_fingerprint(paths, [c for c in config.input_columns() if c in input_schema(paths)])
+    used = columns_fingerprint(paths, [c for c in config.input_columns() if c in dtypes])
     plan = store.plan(
         "workflows", name, "fit-workflow", params, input_files=other_files if used else data_files + other_files,
         read_files=data_files if used else [], content=used, was=(data_files + other_files, None),
