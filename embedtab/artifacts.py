@@ -4,6 +4,7 @@
       manifest.json            every artifact: kind, name, params, inputs, outputs (sha256, rows), ...
       .lock                    flock-ed by a writer while it changes manifest.json or publishes
       .staging/                work in progress; a stage writes here and renames into place at the end
+      .cache/sha256.json       sha256 of files already hashed, by their stat (see HashCache)
       work/<kind>/<name>/<key>/  resumable, shard-by-shard work of a long stage (see encode/work.py)
       embeddings/<name>/       part-*.parquet (id, embedding) + _metadata, _errors.parquet, _index.parquet,
                                _embeddings.json
@@ -60,6 +61,7 @@ MANIFEST = "manifest.json"
 LOCK = ".lock"
 STAGING = ".staging"
 BUILD_LOCKS = ".locks"  # one per artifact being made: .locks/<kind>.<name>
+HASH_CACHE = ".cache/sha256.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 # Files beside the data parts of an artifact (see the module docstring for why they start with "_").
@@ -263,7 +265,7 @@ class ArtifactStore:
         self.lock_timeout = lock_timeout
         self._lock_fd: int | None = None
         self._lock_depth = 0
-        self._hashes: dict[tuple[str, int, int, int], str] = {}  # (path, size, mtime_ns, inode) -> sha256
+        self._hashes = HashCache(self.root / HASH_CACHE)
         # Dry runs (`embedtab run --dry-run`): stages plan as usual, each plan's verdict is kept
         # here, and `building` stops the stage before it writes anything.
         self.dry_run = False
@@ -508,23 +510,20 @@ class ArtifactStore:
                 problems.append(f"{out.path} changed size")
         return problems
 
-    def _sha256(self, path: Path) -> str:
-        """sha256 of a file, remembered for this process while the file stays the same."""
-        info = path.stat()
-        key = (str(path), info.st_size, info.st_mtime_ns, info.st_ino)
-        if key not in self._hashes:
-            self._hashes[key] = sha256_file(path)
-        return self._hashes[key]
+    def _sha256(self, path: Path, rehash: bool = False) -> str:
+        return self._hashes.sha256(path, rehash)
 
-    def damaged_files(self, record: ArtifactRecord) -> list[str]:
+    def damaged_files(self, record: ArtifactRecord, rehash: bool = False) -> list[str]:
         """Every way the artifact's folder differs from what embedtab wrote: missing files, changed
-        bytes (sha256), files it did not write. Reads every file."""
+        bytes (sha256), files it did not write. A file unchanged since it was last hashed (same
+        inode, size, mtime and ctime) keeps its hash; `rehash` reads every byte again."""
         base = self.path(record.kind, record.name)
         problems = self.missing_outputs(record)
         broken = {p.split(" ")[0] for p in problems}
         for out in record.outputs:
-            if out.path not in broken and self._sha256(base / out.path) != out.sha256:
+            if out.path not in broken and self._sha256(base / out.path, rehash) != out.sha256:
                 problems.append(f"{out.path} differs from what embedtab wrote (sha256)")
+        self._hashes.save()
         present = {str(p) for p in directory_files(base)} if base.is_dir() else set()
         problems += [f"{extra} is not embedtab's (an extra file)" for extra in sorted(present - {o.path for o in record.outputs})]
         return problems
@@ -665,7 +664,11 @@ class ArtifactStore:
         device: str = "cpu",
     ) -> ArtifactRecord:
         """The record of a finished staging folder (every file hashed); nothing is moved yet."""
-        outputs = [_describe(staging, rel) for rel in directory_files(staging)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # hashlib releases the GIL
+            outputs = list(pool.map(lambda rel: _describe(staging, rel, self._sha256), directory_files(staging)))
+        self._hashes.save()
         finished = time.time()
         return ArtifactRecord(
             kind=plan.kind,
@@ -790,11 +793,75 @@ def _same_recipe(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ..
     return strip(old) == strip(new)
 
 
-def _describe(root: Path, rel: Path) -> OutputFile:
+def _describe(root: Path, rel: Path, sha256: Callable[[Path], str]) -> OutputFile:
     path = root / rel
-    return OutputFile(
-        path=str(rel), bytes=path.stat().st_size, sha256=sha256_file(path), rows=_row_count(path)
-    )
+    return OutputFile(path=str(rel), bytes=path.stat().st_size, sha256=sha256(path), rows=_row_count(path))
+
+
+class HashCache:
+    """sha256 of files by their stat, kept in the artifact directory across processes.
+
+    Checking an artifact before use hashed every byte of it each time (1.3 s for 2 GB of
+    embeddings, as long as reading them). A file whose device, inode, size, mtime and ctime are
+    unchanged since it was hashed keeps its hash -- git trusts its index the same way. Any write
+    through the file system changes ctime (which no user call can set back), so edits, copies
+    over it and truncation are still caught; `embedtab status --verify` re-reads every byte.
+    Like git's "racy" check, a hash taken within a second of the file's last change is not
+    trusted later (timestamps are coarse); the cache is advisory: a lost or broken cache file
+    only means hashing again.
+    """
+
+    RACY_NS = 1_000_000_000
+    LIMIT = 50_000  # entries kept (most recently used)
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, list] | None = None
+        self.dirty = False
+
+    @staticmethod
+    def _key(info: os.stat_result) -> str:
+        return f"{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}"
+
+    def _load(self) -> dict[str, list]:
+        if self.entries is None:
+            try:
+                loaded = json.loads(self.path.read_text())
+                self.entries = {k: v for k, v in loaded.items() if isinstance(v, list) and len(v) == 2} if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                self.entries = {}
+        return self.entries
+
+    def sha256(self, path: Path, rehash: bool = False) -> str:
+        info = path.stat()
+        key, entries = self._key(info), self._load()
+        hit = entries.pop(key, None)
+        if hit is not None and not rehash and hit[1] - info.st_ctime_ns >= self.RACY_NS:
+            entries[key] = hit  # (re-inserted: most recently used last)
+            return hit[0]
+        digest = sha256_file(path)
+        entries[key] = [digest, time.time_ns()]
+        self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        """Write the cache (merged with what other processes saved meanwhile); never raises."""
+        if not self.dirty or self.entries is None or not self.path.parent.parent.is_dir():
+            return
+        try:
+            self.path.parent.mkdir(exist_ok=True)
+            try:
+                on_disk = json.loads(self.path.read_text())
+                merged = {**(on_disk if isinstance(on_disk, dict) else {}), **self.entries}
+            except (OSError, ValueError):
+                merged = dict(self.entries)
+            merged = dict(list(merged.items())[-self.LIMIT :])
+            tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+            tmp.write_text(json.dumps(merged, separators=(",", ":")))
+            os.replace(tmp, self.path)
+            self.dirty = False
+        except OSError:
+            pass  # a read-only or full disk: hashing again next time is the only cost
 
 
 def _row_count(path: Path) -> int | None:

@@ -24,7 +24,7 @@ def health(store: ArtifactStore, record: ArtifactRecord, verify: bool = False, m
     manifest = manifest or store.read_manifest()
     if record.key in manifest.pending:  # files mid-move: neither the old record's nor damaged
         return "pending", ["an interrupted publication; the next command that writes here finishes or rolls it back"]
-    problems = store.damaged_files(record) if verify else store.missing_outputs(record)
+    problems = store.damaged_files(record, rehash=True) if verify else store.missing_outputs(record)
     if problems:
         return "damaged", problems
     reasons = store.upstream_changes(record, manifest)

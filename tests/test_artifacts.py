@@ -246,3 +246,45 @@ def test_artifact_dir_that_is_a_file_is_refused(tmp_path):
     path.write_text("x")
     with pytest.raises(UsageError, match="not a directory"):
         ArtifactStore(path)
+
+
+def test_unchanged_files_keep_their_hash_across_processes_and_any_write_is_caught(store, monkeypatch):
+    import os
+
+    from embedtab import artifacts
+
+    calls = []
+    real = artifacts.sha256_file
+    monkeypatch.setattr(artifacts, "sha256_file", lambda path: calls.append(str(path)) or real(path))
+    monkeypatch.setattr(artifacts.HashCache, "RACY_NS", 0)  # (files here are seconds old only)
+    record, _ = make(store, "a", "one")  # hashed while publishing
+    calls.clear()
+    fresh = ArtifactStore(store.root)  # another process: the cache file, not memory
+    fresh.verify(record)
+    assert calls == []
+    target = store.path("embeddings", "a") / "data.txt"
+    info = target.stat()
+    target.write_text("two")  # same size; mtime put back: ctime still moves
+    os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+    with pytest.raises(IntegrityError, match=r"data.txt differs from what embedtab wrote \(sha256\)"):
+        ArtifactStore(store.root).verify(record)
+    target.write_text("one")
+    calls.clear()
+    assert ArtifactStore(store.root).damaged_files(record, rehash=True) == []  # status --verify reads every byte
+    assert sorted(c.rsplit("/", 1)[-1] for c in calls) == ["data.txt", "more.txt"]
+
+
+def test_a_hash_taken_right_after_a_write_is_not_trusted_later(store, monkeypatch):
+    from embedtab import artifacts
+
+    record, _ = make(store, "a", "one")
+    calls = []
+    real = artifacts.sha256_file
+    monkeypatch.setattr(artifacts, "sha256_file", lambda path: calls.append(str(path)) or real(path))
+    ArtifactStore(store.root).verify(record)
+    ArtifactStore(store.root).verify(record)
+    data = [c for c in calls if c.endswith("data.txt")]
+    assert len(data) == 2  # both within a second of the write: hashed each time
+    (store.root / artifacts.HASH_CACHE).write_text("{broken")
+    ArtifactStore(store.root).verify(record)  # a broken cache only means hashing again
+    assert len([c for c in calls if c.endswith("data.txt")]) == 3
