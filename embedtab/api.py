@@ -86,7 +86,7 @@ class Artifact:
         or a lookup's dense table (row i = categorified id i; `source` picks one of several)."""
         folder = self._verified()
         if self.kind == "embeddings":
-            return tables.vectors(tables.read_parts(tables.part_files(folder), [tables.EMBEDDING]))
+            return tables.read_vectors(folder)
         if self.kind == "lookups":
             name = lookup_dense_name(source)
             if not (folder / name).exists():
@@ -190,14 +190,16 @@ class Artifacts:
 
     def reduce(self, source: str, dims: int | None = None, *, variance: float | None = None, name: str | None = None,
                backend: str = "auto", whiten: bool = False, normalize: bool = False, fit_on: str | int | None = None,
-               seed: int = 0, force: bool = False) -> Reduced:
-        """`embedtab reduce`: fit PCA on `source`; (reduced embeddings, projection)."""
-        from embedtab.reduce import ReduceOptions, run
+               seed: int = 0, memory: int | str | None = None, force: bool = False) -> Reduced:
+        """`embedtab reduce`: fit PCA on `source`; (reduced embeddings, projection). `memory`: bytes
+        (or "4GB") of fitted rows kept for the transform instead of read again."""
+        from embedtab.reduce import ReduceOptions, parse_memory, run
 
         if dims is None and variance is None:
             dims = 64
-        options = ReduceOptions(source, dims, name, backend, whiten, normalize, variance,
-                                None if fit_on is None else str(fit_on), seed, force)
+        options = ReduceOptions(source, dims, name=name, backend=backend, whiten=whiten, normalize=normalize,
+                                variance=variance, fit_on=None if fit_on is None else str(fit_on), seed=seed,
+                                memory=parse_memory(memory), force=force)
         result = run(self.store, options, self.reporter)
         return Reduced(self._wrap(result.embeddings, result.up_to_date), self._wrap(result.projection, result.up_to_date))
 

@@ -215,10 +215,7 @@ def _write_table(path: Path, column: str, vocab: Vocabulary, columns: dict[str, 
                 data[name] = tables.embedding_column(chunk) if chunk.ndim == 2 else pa.array(chunk)
             table = pa.table(data)
             if writer is None:
-                embedding_cols = [n for n in table.column_names if n.startswith(tables.EMBEDDING)]
-                others = [n for n in table.column_names if n not in embedding_cols]
-                writer = pq.ParquetWriter(path, table.schema, compression={**{n: "zstd" for n in others}, **{n: "none" for n in embedding_cols}},
-                                          use_dictionary=others)
+                writer = pq.ParquetWriter(path, table.schema, **tables.writer_options(table.column_names))
             writer.write_table(table, row_group_size=_ROW_GROUP)
     finally:
         if writer is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -80,11 +80,18 @@ def read_columns(path: Path, columns: Sequence[str]) -> pa.Table:
         raise DataError(f"{path}: cannot read {what} ({str(exc).splitlines()[0]})") from None
 
 
+def embedding_type(dim: int) -> pa.DataType:
+    """fixed_size_list<element: float not null>[dim]: values declared non-null (a vector has no
+    missing components), which lets parquet readers skip the per-value definition levels --
+    reading is ~1.6x faster than with nullable values. Older artifacts (nullable values) read the same."""
+    return pa.list_(pa.field("element", pa.float32(), nullable=False), dim)
+
+
 def embedding_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
     """(rows, dim) -> fixed_size_list<float32>[dim], without copying float32 input."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     flat = pa.array(vectors.reshape(-1), type=pa.float32())
-    return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+    return pa.FixedSizeListArray.from_arrays(flat, type=embedding_type(vectors.shape[1]))
 
 
 def embeddings_table(id_name: str, ids: pa.Array, vectors: np.ndarray) -> pa.Table:
@@ -100,28 +107,39 @@ def vectors(table: pa.Table | pa.RecordBatch, column: str = EMBEDDING) -> np.nda
         raise DataError(f"column {column!r} is {col.type}, expected a fixed-size list of float32")
     dim = col.type.list_size
     chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
-    arrays = [c.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim) for c in chunks]
+    arrays = [_values(c).to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim) for c in chunks]
     if not arrays:
         return np.zeros((0, dim), np.float32)
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
+def _values(chunk: pa.FixedSizeListArray) -> pa.Array:
+    """The chunk's float values: a slice of its child array when no vector is null (flatten()
+    does the same but costs ~2 ms per 16k x 512 batch)."""
+    if chunk.null_count:
+        return chunk.flatten()
+    dim = chunk.type.list_size
+    return chunk.values.slice(chunk.offset * dim, len(chunk) * dim)
+
+
 ROW_GROUP = 16_384
 
 
-def _writer_options(columns: Sequence[str]) -> dict:
+def writer_options(columns: Sequence[str]) -> dict:
     """zstd for ordinary columns; float vectors stored plain (they barely compress, and dictionary
-    or zstd decoding would triple read time), in row groups small enough to decode in parallel."""
+    or zstd decoding would triple read time) and without min/max statistics (no reader prunes on
+    them; computing them costs ~7 % of the write), in row groups small enough to decode in parallel."""
     vectors_ = [c for c in columns if c.startswith(EMBEDDING)]
     others = [c for c in columns if c not in vectors_]
-    return {"compression": {**{c: "zstd" for c in others}, **{c: "none" for c in vectors_}}, "use_dictionary": others}
+    return {"compression": {**{c: "zstd" for c in others}, **{c: "none" for c in vectors_}}, "use_dictionary": others,
+            "write_statistics": others}
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
     if EMBEDDING not in table.column_names:
         pq.write_table(table, path, compression="zstd")
         return
-    pq.write_table(table, path, row_group_size=ROW_GROUP, **_writer_options(table.column_names))
+    pq.write_table(table, path, row_group_size=ROW_GROUP, **writer_options(table.column_names))
 
 
 class PartWriter:
@@ -137,7 +155,7 @@ class PartWriter:
         table = embeddings_table(self.id_name, ids, vectors_)
         if source != self._source:
             self.close()
-            self._writer = pq.ParquetWriter(self.directory / part_name(self.parts), table.schema, **_writer_options(table.column_names))
+            self._writer = pq.ParquetWriter(self.directory / part_name(self.parts), table.schema, **writer_options(table.column_names))
             self._source = source
             self.parts += 1
         self._writer.write_table(table, row_group_size=ROW_GROUP)
@@ -223,20 +241,126 @@ def prefetch(items: Iterator, depth: int = 2) -> Iterator:
                 thread.join(0.05)
 
 
-def iter_embeddings(directory: Path, id_column: str, batch_rows: int = 16_384) -> Iterator[tuple[pa.Array, np.ndarray, Path]]:
-    """(ids, (rows, dim) float32 vectors, file) in batches of at most `batch_rows`, part after
-    part, in order -- memory stays at one batch whatever the artifact's size.
+def ordered_map(function: Callable[[Any], Any], items: Iterable, workers: int, ahead: int) -> Iterator:
+    """function(item) for each item on `workers` threads, results in order, at most `ahead` in flight.
 
-    All parts must agree on the dim: a mismatch is reported with the file that breaks it.
+    Written here because concurrent.futures.Executor.map submits every item at once (its
+    `buffersize` arrives in Python 3.14), which would decode a whole artifact into memory; and the
+    Arrow dataset scanner, measured on 1M x 512 embeddings, held 740-1320 MB ahead of the consumer
+    against 430 MB here and decoded 13 % slower. Exceptions surface in order; stopping the
+    consumer cancels what has not started.
     """
-    dim = None
-    for path in part_files(directory):
-        handle = pq.ParquetFile(path)
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending: deque = deque()
+    source = iter(items)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embedtab-read") as pool:
+        try:
+            for item in source:
+                pending.append(pool.submit(function, item))
+                if len(pending) >= ahead:
+                    break
+            while pending:
+                result = pending.popleft().result()
+                following = next(source, _END)
+                if following is not _END:
+                    pending.append(pool.submit(function, following))
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+_END = object()
+
+
+def reader_threads() -> int:
+    """Row groups decoded at once: every core up to 8 (parquet decoding releases the GIL)."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def embedding_parts(source: Path | Sequence[Path]) -> list[tuple[Path, pq.FileMetaData]]:
+    """The part files of an embeddings folder (or the files given) with their footers, after checking
+    that each holds fixed-size float vectors of one dim: a mismatch names the file that breaks it."""
+    files = part_files(source) if isinstance(source, Path) else [Path(p) for p in source]
+    found, dim = [], None
+    for path in files:
+        try:
+            handle = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{path}: cannot read embeddings ({str(exc).splitlines()[0]})") from None
+        names = handle.schema_arrow.names
+        if EMBEDDING not in names:
+            raise DataError(f"{path}: no column {EMBEDDING!r} (it has {', '.join(names)})")
         kind = handle.schema_arrow.field(EMBEDDING).type
         if not pa.types.is_fixed_size_list(kind):
             raise DataError(f"{path}: column {EMBEDDING!r} is {kind}, expected a fixed-size list of float32")
         if dim is not None and kind.list_size != dim:
             raise DataError(f"{path}: embeddings have {kind.list_size} dims, earlier parts have {dim}")
         dim = kind.list_size
-        for batch in handle.iter_batches(batch_size=batch_rows, columns=[id_column, EMBEDDING]):
-            yield batch.column(id_column), vectors(batch), path
+        found.append((path, handle.metadata))
+    return found
+
+
+def iter_embeddings(source: Path | Sequence[Path], id_column: str | None, batch_rows: int = ROW_GROUP,
+                    workers: int | None = None) -> Iterator[tuple[pa.Array | None, np.ndarray, Path]]:
+    """(ids, (rows, dim) float32 vectors, file) in batches of at most `batch_rows`, part after part,
+    in order. The one reader of embeddings (reduce, lookup, encode's reuse, the Python API).
+
+    Row groups are decoded on `workers` threads ahead of the consumer (reading then overlaps with
+    what the caller computes, and decoding away from the main thread also avoids the allocator's
+    page-fault cost measured there); memory stays at a few row groups whatever the artifact's size.
+    Row groups much larger than `batch_rows` (files written by other tools) stream in batches
+    instead. The vectors are read-only views of Arrow memory: copy them to keep them.
+    """
+    columns = [id_column, EMBEDDING] if id_column else [EMBEDDING]
+    workers = workers or reader_threads()
+    units = [(path, group, meta.row_group(group).num_rows) for path, meta in embedding_parts(source)
+             for group in range(meta.num_row_groups)]
+
+    def read_group(unit: tuple[Path, int, int]) -> tuple[pa.Table, Path]:
+        path, group, _ = unit
+        try:
+            return pq.ParquetFile(path).read_row_group(group, columns=columns, use_threads=False), path
+        except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:
+            raise DataError(f"{path}: cannot read embeddings ({str(exc).splitlines()[0]})") from None
+
+    def stream_group(path: Path, group: int) -> Iterator[tuple[pa.RecordBatch, Path]]:
+        for batch in prefetch(pq.ParquetFile(path).iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)):
+            yield batch, path
+
+    def pieces() -> Iterator[tuple[pa.Table | pa.RecordBatch, Path]]:
+        start = 0
+        while start < len(units):
+            stop = start
+            while stop < len(units) and units[stop][2] <= 4 * batch_rows:
+                stop += 1
+            yield from ordered_map(read_group, units[start:stop], workers, ahead=workers + 2)
+            if stop < len(units):
+                yield from stream_group(units[stop][0], units[stop][1])
+            start = stop + 1
+
+    for piece, path in pieces():
+        for offset in range(0, piece.num_rows, batch_rows):
+            part = piece.slice(offset, batch_rows)
+            yield (_one_array(part.column(id_column)) if id_column else None), vectors(part), path
+
+
+def _one_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(column, pa.ChunkedArray):
+        return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return column
+
+
+def read_vectors(source: Path | Sequence[Path]) -> np.ndarray:
+    """Every vector of the parts as one (rows, dim) float32 array, filled batch by batch."""
+    parts = embedding_parts(source)
+    if not parts:
+        return np.zeros((0, 0), np.float32)
+    out = np.empty((sum(meta.num_rows for _, meta in parts), pq.read_schema(parts[0][0]).field(EMBEDDING).type.list_size), np.float32)
+    position = 0
+    for _, x, _ in iter_embeddings([path for path, _ in parts], None):
+        out[position : position + len(x)] = x
+        position += len(x)
+    return out

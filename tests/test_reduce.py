@@ -87,7 +87,7 @@ def test_apply_on_training_rows_reproduces_the_fit_exactly_and_projects_new_item
     np.testing.assert_array_equal(got, projection.transform(new))
     assert reduce.apply(store, "p", "new")[1]  # up to date
     with np.load(store.path("projections", "p") / "projection.npz", allow_pickle=False) as data:
-        assert sorted(data.files) == ["components", "explained_variance", "explained_variance_ratio", "mean", "normalize", "whiten"]
+        assert sorted(data.files) == ["components", "explained_variance", "explained_variance_ratio", "mean", "normalize", "shift", "whiten"]
 
 
 def test_variance_picks_the_smallest_dims_and_the_curve_is_recorded(store):
@@ -174,3 +174,62 @@ def test_streaming_covariance_matches_numpy_in_chunks():
     expected = np.sort(np.linalg.eigvalsh(np.cov(x.T)))[::-1]
     np.testing.assert_allclose(spectrum.variance, expected, rtol=1e-4, atol=1e-7 * expected[0])  # float32 Gram
     assert spectrum.rows == 1000
+
+
+@pytest.mark.parametrize("memory", [0, 150 * 24 * 4, 10**9])
+def test_rows_kept_in_memory_or_read_again_give_the_same_result(store, memory):
+    """--memory decides which parts the transform reads again; the vectors are the same bits."""
+    from sklearn.decomposition import PCA
+
+    x = correlated(n=600, d=24).astype(np.float32)
+    put_embeddings(store, "src", list(range(600)), x, part_rows=100)
+    result = reduce.run(store, reduce.ReduceOptions("src", 5, name="p", memory=memory, backend="streaming"))
+    kept = result.projection.metadata["kept_in_memory"]
+    assert kept == pytest.approx({0: 0.0, 150 * 24 * 4: 1 / 6, 10**9: 1.0}[memory], abs=1e-3)  # whole parts: 150 rows keep one part of 100
+    ids, got = read(store, "p")
+    assert ids == list(range(600))
+    expected = PCA(5).fit_transform(x.astype(np.float64))
+    assert relative_error(got, align_signs(got, expected)) <= 1e-4
+    again, _ = reduce.apply(store, "p", "src", name="again")  # every row read again: identical bits
+    np.testing.assert_array_equal(read(store, "again")[1], got)
+
+
+def test_memory_option_is_parsed_and_bad_values_are_refused(store):
+    put_embeddings(store, "src", list(range(300)), correlated().astype(np.float32))
+    kept = lambda name, memory: reduce.run(store, reduce.ReduceOptions("src", 4, name=name, memory=memory, backend="streaming")).projection.metadata["kept_in_memory"]  # noqa: E731
+    assert kept("a", "1MB") == 1.0 and kept("b", "0") == 0.0
+    # scikit-learn fits on rows in memory: they are all kept, whatever --memory says
+    assert reduce.run(store, reduce.ReduceOptions("src", 4, name="s", memory=0, backend="sklearn")).projection.metadata["kept_in_memory"] == 1.0
+    for bad in ("lots", "-1GB", -3):
+        with pytest.raises(UsageError, match=r"invalid --memory .*: give bytes or a size such as 512MB or 4GB"):
+            reduce.run(store, reduce.ReduceOptions("src", 4, name="c", memory=bad))
+    assert store.get("embeddings", "c") is None
+    assert 0 < reduce.default_memory() < 2**50
+
+
+def test_projections_saved_before_the_shift_still_apply_as_before(store):
+    """Older projection.npz files have no `shift`: rows are centred on the mean, as they were."""
+    x = correlated().astype(np.float32)
+    put_embeddings(store, "src", list(range(300)), x)
+    reduce.run(store, reduce.ReduceOptions("src", 4, name="p"))
+    folder = store.path("projections", "p")
+    projection = reduce.Projection.load(folder)
+    old = reduce.Projection(projection.mean, projection.components, projection.explained_variance,
+                            projection.explained_variance_ratio, projection.whiten, projection.normalize)
+    expected = (x - projection.mean.astype(np.float32)) @ projection.components.astype(np.float32).T
+    np.testing.assert_array_equal(old.transform(x), expected)
+    np.testing.assert_allclose(projection.transform(x), expected, atol=1e-5)
+
+
+def test_nan_in_rows_kept_or_read_again_is_refused_with_the_ids(store):
+    x = correlated(n=400, d=8).astype(np.float32)
+    x[350, 2] = np.nan  # in the last part: read again when the budget keeps only the first ones
+    put_embeddings(store, "bad", list(range(400)), x, part_rows=100)
+    for memory, backend in ((0, "streaming"), (100 * 8 * 4, "streaming"), (None, "streaming"), (None, "sklearn")):
+        with pytest.raises(DataError, match=r"1 rows hold NaN or inf \(ids \[350\]\)"):
+            reduce.run(store, reduce.ReduceOptions("bad", 2, memory=memory, backend=backend))
+    x[350, 2] = 0
+    x[0, 0] = np.inf  # in the first batch: the shift comes from the finite rows only
+    put_embeddings(store, "bad2", list(range(400)), x, part_rows=100)
+    with pytest.raises(DataError, match=r"1 rows hold NaN or inf \(ids \[0\]\)"):
+        reduce.run(store, reduce.ReduceOptions("bad2", 2, backend="streaming"))

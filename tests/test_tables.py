@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 
 from embedtab import tables
+from embedtab.errors import DataError
 
 
 def test_prefetch_keeps_order_and_raises_in_place():
@@ -77,3 +78,71 @@ def test_columns_fingerprint_follows_only_the_columns_asked_for(tmp_path):
     frame.assign(a=[1, 2, 3]).to_parquet(path)
     assert columns_fingerprint([path], ["a"]) != first  # a null became a value
     assert columns_fingerprint([path], ["tags"]) is None  # nested values: the caller hashes the file
+
+
+def test_iter_embeddings_reads_row_groups_in_parallel_in_order_and_streams_big_ones(tmp_path):
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000, 4), dtype=np.float32)
+    ids = np.arange(1000)
+    # part 0: small row groups (decoded on threads); part 1: one big row group (streamed in batches)
+    pq.write_table(tables.embeddings_table("item_id", pa.array(ids[:500]), x[:500]), tmp_path / tables.part_name(0), row_group_size=50)
+    pq.write_table(tables.embeddings_table("item_id", pa.array(ids[500:]), x[500:]), tmp_path / tables.part_name(1), row_group_size=500)
+    batches = list(tables.iter_embeddings(tmp_path, "item_id", batch_rows=40, workers=3))
+    assert max(len(b[0]) for b in batches) == 40
+    assert np.concatenate([b[0].to_numpy() for b in batches]).tolist() == ids.tolist()
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), x)
+    assert [b[2].name for b in batches][:2] == ["part-00000.parquet"] * 2 and batches[-1][2].name == "part-00001.parquet"
+    np.testing.assert_array_equal(tables.read_vectors(tmp_path), x)
+    # old artifacts (nullable values) read the same
+    pq.write_table(pa.table({"item_id": pa.array(ids[:3]), "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x[:3].ravel()), 4)}),
+                   tmp_path / tables.part_name(2))
+    assert len(tables.read_vectors(tmp_path)) == 1003
+
+
+def test_iter_embeddings_names_the_broken_file_and_stops_cleanly(tmp_path):
+    for index in range(3):
+        tables.write_parquet(tables.embeddings_table("item_id", pa.array([index]), np.ones((1, 2), np.float32)), tmp_path / tables.part_name(index))
+    (tmp_path / tables.part_name(1)).write_bytes(b"not parquet")
+    with pytest.raises(DataError, match=r"part-00001.parquet: cannot read embeddings"):
+        list(tables.iter_embeddings(tmp_path, "item_id"))
+
+
+def test_ordered_map_keeps_order_bounds_look_ahead_and_stops():
+    import threading
+    import time
+
+    started = []
+    lock = threading.Lock()
+
+    def slow(item):
+        with lock:
+            started.append(item)
+        time.sleep(0.002 * (item % 3))
+        return item * 2
+
+    assert list(tables.ordered_map(slow, range(50), workers=4, ahead=6)) == [i * 2 for i in range(50)]
+    started.clear()
+    for value in tables.ordered_map(slow, range(1000), workers=2, ahead=3):
+        if value == 4:
+            break
+    time.sleep(0.05)
+    assert len(started) <= 6  # three done, three at most submitted ahead
+
+    def failing(item):
+        if item == 3:
+            raise ValueError("part 3 is broken")
+        return item
+
+    seen = []
+    with pytest.raises(ValueError, match="part 3 is broken"):
+        for value in tables.ordered_map(failing, range(10), workers=2, ahead=4):
+            seen.append(value)
+    assert seen == [0, 1, 2]
+
+
+def test_vectors_are_written_with_non_null_values():
+    table = tables.embeddings_table("item_id", pa.array([1]), np.ones((1, 3), np.float32))
+    assert table.schema.field("embedding").type == tables.embedding_type(3)
+    assert not table.schema.field("embedding").type.value_field.nullable

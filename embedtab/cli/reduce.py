@@ -30,6 +30,11 @@ def reduce(
         Optional[str], typer.Option("--fit-on", help="Fit on a random sample of N rows, or on another embeddings artifact; transform all rows.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the --fit-on sample.")] = 0,
+    memory: Annotated[
+        Optional[str],
+        typer.Option("--memory", help="RAM for fitted rows kept for the transform instead of read again, e.g. 4GB "
+                     "(default: 1/32 of the machine's RAM; 0 reads the input twice). On a GPU: half its free memory."),
+    ] = None,
     apply: Annotated[
         Optional[str], typer.Option("--apply", help="Project SOURCE with this saved projection instead of fitting (new items, same space).")
     ] = None,
@@ -49,6 +54,8 @@ def reduce(
 
       embedtab reduce image --variance 0.95 --fit-on 100000 --backend streaming
 
+      embedtab reduce image --dims 64 --memory 8GB   # keep up to 8 GB of rows: one read
+
       embedtab reduce image-new --apply image-pca64 --name image-new-pca64
     """
     art = open_artifacts(artifacts)
@@ -59,7 +66,7 @@ def reduce(
         report_result(done.record, done.up_to_date, as_json, [f"{done.summary.get('rows', 0):,} rows projected with projections/{apply}"])
         return
     result = art.reduce(source, dims, variance=variance, name=name, backend=backend, whiten=whiten, normalize=normalize,
-                        fit_on=fit_on, seed=seed, force=force)
+                        fit_on=fit_on, seed=seed, memory=memory, force=force)
     if as_json:
         emit_json({"up_to_date": result.embeddings.up_to_date, "projection": result.projection.record.model_dump(),
                    "embeddings": result.embeddings.record.model_dump()})
@@ -69,8 +76,10 @@ def reduce(
     report_result(
         result.embeddings.record, result.embeddings.up_to_date, False,
         [
-            f"{info['input_dim']} -> {info['dims']} dims with {info['backend']}: "
+            f"{info['input_dim']} -> {info['dims']} dims with {info['backend']} on {info.get('device', 'cpu')}: "
             f"{info['explained_variance_ratio_total']:.1%} of the variance kept",
+            *([f"{info['kept_in_memory']:.0%} of the rows kept in memory between fit and transform (--memory)"]
+              if "kept_in_memory" in info else []),
             f"cumulative variance by dims: {curve}",
             f"projection saved as projections/{result.projection.name} (re-apply with --apply {result.projection.name})",
         ],

@@ -19,14 +19,19 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from embedtab.encode.inputs import ROWS, default_workers
 from embedtab.errors import DataError, IntegrityError
 from embedtab.fingerprint import sha256_file
+
+if TYPE_CHECKING:
+    from embedtab.encode import sources as src
+    from embedtab.encode.options import EncodeOptions
 
 
 def _atomic_write_bytes(path: Path, writer) -> None:
@@ -128,8 +133,7 @@ def copy_previous_vectors(parts: list[Path], target: Path, rows: int, dim: int) 
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, dim))
     position = 0
-    for part in parts:
-        vectors = tables.vectors(pq.read_table(part, columns=[tables.EMBEDDING]))
+    for _, vectors, _ in tables.iter_embeddings(parts, None):
         out[position : position + len(vectors)] = vectors
         position += len(vectors)
     out.flush()
@@ -139,3 +143,81 @@ def copy_previous_vectors(parts: list[Path], target: Path, rows: int, dim: int) 
         raise DataError(f"the previous artifact has {position} vectors, its index says {rows}")
     os.replace(tmp, target)
     return target
+
+
+
+# ----------------------------------------------------------------------------- doing the work
+def stream_work_values(source: src.Source, positions: np.ndarray, shards: list[int], work: WorkDir, rows: int):
+    """Yield (shard, values) for the given work shards, streaming the input once, in order."""
+    wanted: dict[int, tuple[int, int]] = {}
+    for shard in shards:
+        start, stop = work.bounds(shard)
+        for j in range(start, stop):
+            wanted[int(positions[j])] = (shard, j - start)
+    pending: dict[int, list] = {}
+    remaining = {shard: work.bounds(shard)[1] - work.bounds(shard)[0] for shard in shards}
+    position = 0
+    for _, values in source.batches(rows):
+        for value in values:
+            hit = wanted.get(position)
+            position += 1
+            if hit is None:
+                continue
+            shard, offset = hit
+            pending.setdefault(shard, [None] * remaining[shard])[offset] = value
+            remaining[shard] -= 1
+            if remaining[shard] == 0:
+                yield shard, pending.pop(shard)
+    if pending:
+        raise DataError("the inputs changed while encoding (items vanished); re-run")
+
+
+def do_work(source, options, scan, worklist, work, shards, backend, reporter) -> tuple[int, int]:
+    decode_errors = truncated = 0
+    todo_items = sum(work.bounds(s)[1] - work.bounds(s)[0] for s in shards)
+    what = ROWS[source.modality].plural
+    with reporter.progress(f"encoding {what}", total=todo_items, unit=what) as advance:
+        for shard, values in stream_work_values(source, worklist.positions, shards, work, options.shard_size):
+            vectors, errors, cut = ROWS[source.modality].encode(backend, values, _workers(options), advance)
+            start = work.bounds(shard)[0]
+            errors = [(start + i, reason) for i, reason in errors]
+            if errors and options.on_error == "fail":
+                position = int(worklist.positions[errors[0][0]])
+                raise DataError(f"{options.id_column}={scan.ids[position].as_py()}: {values[errors[0][0] - start]}: {errors[0][1]}")
+            work.save(shard, vectors, errors)
+            decode_errors += len(errors)
+            truncated += cut
+            check_budget(len(scan.problems) + decode_errors, options)
+    return decode_errors, truncated
+
+
+def _workers(options: EncodeOptions) -> int:
+    workers = getattr(options, "workers", None)
+    return default_workers() if workers is None else workers
+
+
+def do_work_on_dask(client, source, options, scan, worklist, work, shards, cls, model, settings, reporter) -> tuple[int, int]:
+    """`_do_work` with each shard a task on the cluster (see embedtab.encode.distributed)."""
+    from embedtab.encode import distributed
+
+    task = distributed.ShardTask(cls.name, model, settings, getattr(options, "workers", None), str(work.path),
+                                 work.shards, work.shard_size, work.total)
+    in_flight = 2 * max(1, len(client.scheduler_info()["workers"]))
+    decode_errors = truncated = 0
+    todo_items = sum(work.bounds(s)[1] - work.bounds(s)[0] for s in shards)
+    what = ROWS[source.modality].plural
+    with reporter.progress(f"encoding {what} on Dask", total=todo_items, unit=what) as advance:
+        values = stream_work_values(source, worklist.positions, shards, work, options.shard_size)
+        for shard, errors, cut in distributed.run_shards(client, task, values, advance, in_flight):
+            if errors and options.on_error == "fail":
+                position = int(worklist.positions[errors[0][0]])
+                raise DataError(f"{options.id_column}={scan.ids[position].as_py()}: {errors[0][1]}")
+            decode_errors += len(errors)
+            truncated += cut
+            check_budget(len(scan.problems) + decode_errors, options)
+    return decode_errors, truncated
+
+
+def check_budget(errors: int, options: EncodeOptions) -> None:
+    if options.max_errors is not None and errors > options.max_errors:
+        raise DataError(f"{errors} items cannot be encoded, more than --max-errors {options.max_errors}; nothing was published")

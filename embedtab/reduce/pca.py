@@ -5,6 +5,11 @@ The streaming fit is written here because no library offers exact out-of-core PC
 accumulates the shifted sum and Gram matrix in float64, then an eigendecomposition of the
 covariance gives the same components as a full SVD. With CuPy as the array module the same code
 runs on a GPU.
+
+Every path subtracts one reference vector (`shift`: the mean of the first batch, saved with the
+projection) before any product: it keeps float32 products accurate for embeddings far from the
+origin, and it lets the fit keep its shifted rows for the transform -- so a fit's output and a
+later --apply of the same rows are computed identically, bit for bit.
 """
 
 from __future__ import annotations
@@ -36,6 +41,12 @@ class Projection:
     explained_variance_ratio: np.ndarray  # (k,)
     whiten: bool
     normalize: bool = False
+    shift: np.ndarray | None = None  # (d,) subtracted before the product; None (older projections): the mean
+
+    @property
+    def reference(self) -> np.ndarray:
+        """The float32 vector every input row has subtracted before the product."""
+        return np.asarray(self.mean if self.shift is None else self.shift, dtype=np.float32)
 
     @property
     def dims(self) -> int:
@@ -45,15 +56,19 @@ class Projection:
     def input_dim(self) -> int:
         return int(self.components.shape[1])
 
-    def transform(self, x: Any, xp: Any = np) -> Any:
+    def transform(self, x: Any, xp: Any = np, shifted: bool = False) -> Any:
         """(n, d) -> (n, k) float32 with numpy or cupy arrays (the same code on CPU and GPU).
 
-        float32 arithmetic, like scikit-learn's transform of float32 input: the inputs are float32
-        embeddings, and float64 would double the time and the memory for no visible gain.
+        `x` holds raw vectors, or (shifted=True) vectors with `reference` already subtracted, as the
+        fit keeps them. float32 arithmetic, like scikit-learn's transform of float32 input: the
+        inputs are float32 embeddings, and float64 would double the time and the memory for no
+        visible gain.
         """
-        mean = xp.asarray(self.mean, dtype=xp.float32)
         components = xp.asarray(self.components, dtype=xp.float32)
-        out = (xp.asarray(x, dtype=xp.float32) - mean) @ components.T
+        x = xp.asarray(x, dtype=xp.float32)
+        out = (x if shifted else x - xp.asarray(self.reference)) @ components.T
+        if self.shift is not None:  # the rest of the centring: (mean - shift) projected
+            out -= xp.asarray((self.mean - self.shift).astype(np.float32)) @ components.T
         if self.whiten:
             out /= xp.sqrt(xp.asarray(self.explained_variance, dtype=xp.float32))
         if self.normalize:
@@ -70,6 +85,7 @@ class Projection:
             explained_variance_ratio=self.explained_variance_ratio,
             whiten=np.array(self.whiten),
             normalize=np.array(self.normalize),
+            **({"shift": self.shift} if self.shift is not None else {}),
         )
         (directory / "projection.json").write_text(json.dumps(info, indent=2))
 
@@ -83,6 +99,7 @@ class Projection:
                 explained_variance_ratio=data["explained_variance_ratio"],
                 whiten=bool(data["whiten"]),
                 normalize=bool(data["normalize"]) if "normalize" in data.files else False,
+                shift=data["shift"] if "shift" in data.files else None,
             )
 
 
@@ -95,6 +112,7 @@ class Spectrum:
     variance: np.ndarray  # (r,)
     total_variance: float
     rows: int
+    shift: np.ndarray | None = None  # the reference the fit subtracted (see Projection.shift)
 
     @property
     def ratio(self) -> np.ndarray:
@@ -107,55 +125,94 @@ class Spectrum:
 
     def projection(self, dims: int, whiten: bool, normalize: bool) -> Projection:
         return Projection(self.mean, fix_signs(self.components[:dims]), self.variance[:dims].copy(),
-                          self.ratio[:dims].copy(), whiten, normalize)
+                          self.ratio[:dims].copy(), whiten, normalize, self.shift)
 
 
-def _spectrum(mean: Any, components: Any, variance: Any, total: float, rows: int) -> Spectrum:
+def _spectrum(mean: Any, components: Any, variance: Any, total: float, rows: int, shift: Any = None) -> Spectrum:
     order = np.argsort(-np.asarray(variance), kind="stable")
-    return Spectrum(np.asarray(mean, np.float64), np.asarray(components, np.float64)[order],
-                    np.asarray(variance, np.float64)[order], float(total), rows)
+    shift = None if shift is None else np.asarray(shift, np.float64)
+    mean = np.asarray(mean, np.float64) + (0 if shift is None else shift)
+    return Spectrum(mean, np.asarray(components, np.float64)[order], np.asarray(variance, np.float64)[order],
+                    float(total), rows, shift)
 
 
-def fit_sklearn(x: np.ndarray) -> Spectrum:
+def fit_sklearn(x: np.ndarray, shift: np.ndarray | None = None) -> Spectrum:
+    """In-memory exact fit of rows that had `shift` subtracted (PCA does not depend on it)."""
     from sklearn.decomposition import PCA
 
     # covariance_eigh is exact and cheap when rows >> dims (the embeddings case).
     model = PCA(n_components=None, svd_solver="covariance_eigh").fit(np.asarray(x, dtype=np.float64))
     return _spectrum(model.mean_, model.components_, model.explained_variance_,
-                     float(np.sum(model.explained_variance_)), len(x))
+                     float(np.sum(model.explained_variance_)), len(x), shift)
 
 
-def fit_cuml(x: np.ndarray) -> Spectrum:
+def fit_cuml(x: Any, shift: np.ndarray | None = None) -> Spectrum:
     import cuml
     import cupy
 
     data = cupy.asarray(x, dtype=cupy.float64)
     model = cuml.PCA(n_components=min(data.shape), svd_solver="full").fit(data)
     host = [cupy.asnumpy(cupy.asarray(a)) for a in (model.mean_, model.components_, model.explained_variance_)]
-    return _spectrum(host[0], host[1], host[2], float(np.sum(host[2])), len(x))
+    return _spectrum(host[0], host[1], host[2], float(np.sum(host[2])), len(x), shift)
 
 
 class Covariance:
-    """Streaming mean and covariance: add() chunks, then spectrum(). numpy or cupy as `xp`."""
+    """Streaming mean and covariance: rows in, then spectrum(). numpy or cupy as `xp`.
 
-    def __init__(self, dim: int, xp: Any = np):
+    Rows go in shifted by a reference (the first rows' mean, or the one given): `shift_into`
+    writes them to a buffer the caller owns -- a reused scratch batch, or the rows it keeps for
+    the transform -- and `add_shifted` accumulates them. No batch-sized temporary is allocated.
+    """
+
+    def __init__(self, dim: int, xp: Any = np, shift: np.ndarray | None = None):
         self.xp, self.dim, self.rows = xp, dim, 0
-        self.shift: Any = None
+        self.shift: Any = None if shift is None else xp.asarray(shift, dtype=xp.float32)
         self.sum = xp.zeros(dim, dtype=xp.float64)
         self.gram = xp.zeros((dim, dim), dtype=xp.float64)
+        self._ones: Any = None
 
-    def add(self, chunk: Any) -> None:
+    def shift_into(self, x: Any, out: Any) -> None:
+        """out[:] = x - shift (x on the host or the device; out in `xp`)."""
         xp = self.xp
-        x = xp.asarray(chunk, dtype=xp.float32)
-        if not len(x):
-            return
         if self.shift is None:
-            # Shifting by a first estimate of the mean keeps the float32 Gram product accurate.
-            self.shift = x.mean(axis=0, dtype=xp.float64).astype(xp.float32)
-        centred = x - self.shift
-        self.sum += centred.sum(axis=0, dtype=xp.float64)
-        self.gram += (centred.T @ centred).astype(xp.float64)
-        self.rows += len(x)
+            # Shifting by a first estimate of the mean keeps the float32 Gram product accurate
+            # (from the finite rows: one NaN must not turn every later row into NaN).
+            first = xp.asarray(x, dtype=xp.float32)
+            first = first[xp.isfinite(first).all(axis=1)]
+            mean = first.mean(axis=0, dtype=xp.float64) if len(first) else xp.zeros(self.dim)
+            self.shift = mean.astype(xp.float32)
+        if xp is np:
+            np.subtract(x, self.shift, out=out)
+        else:
+            out[...] = xp.asarray(x, dtype=xp.float32)
+            out -= self.shift
+
+    def add_shifted(self, centred: Any, gram: bool = True) -> bool:
+        """Accumulate rows already shifted; False (nothing added) when any value is NaN or inf.
+
+        Column sums go through BLAS (a ones vector times the rows), which also checks finiteness:
+        NaN and inf propagate into them, so no per-value test is needed while the data is clean.
+        """
+        xp = self.xp
+        n = len(centred)
+        if not n:
+            return True
+        if self._ones is None or len(self._ones) < n:
+            self._ones = xp.ones(n, dtype=xp.float32)
+        sums = self._ones[:n] @ centred
+        if not bool(xp.isfinite(sums).all()):
+            return False
+        self.sum += sums.astype(xp.float64)
+        if gram:
+            self.gram += (centred.T @ centred).astype(xp.float64)
+        self.rows += n
+        return True
+
+    def add(self, chunk: Any) -> bool:
+        """Add raw rows (a convenience over shift_into + add_shifted; allocates one copy)."""
+        out = self.xp.empty((len(chunk), self.dim), dtype=self.xp.float32)
+        self.shift_into(chunk, out)
+        return self.add_shifted(out)
 
     def spectrum(self) -> Spectrum:
         xp = self.xp
@@ -165,5 +222,5 @@ class Covariance:
         values, vectors = xp.linalg.eigh(covariance)  # ascending
         values = xp.clip(values, 0, None)
         host = (lambda a: a.get()) if hasattr(values, "get") else (lambda a: a)
-        return _spectrum(host(self.shift.astype(xp.float64) + offset), host(vectors.T), host(values),
-                         float(host(xp.trace(covariance))), n)
+        shift = host(self.shift).astype(np.float64)
+        return _spectrum(host(offset), host(vectors.T), host(values), float(host(xp.trace(covariance))), n, shift)

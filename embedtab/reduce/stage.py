@@ -12,6 +12,7 @@ Reading, fitting (streaming backend) and transforming go part by part, so memory
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from embedtab.reporting import SILENT, Reporter
 
 BACKENDS = ("auto", "sklearn", "cuml", "streaming")
 IN_MEMORY_LIMIT = 256 * 2**20  # auto: inputs above this (as float32) stream on the CPU
+MEMORY_SHARE = 1 / 32  # default --memory: rows kept between the fit and the transform, as a share of RAM
 _PACKAGES = ("numpy", "scikit-learn", "cuml", "cupy")
 
 
@@ -43,6 +45,7 @@ class ReduceOptions:
     variance: float | None = None  # instead of dims: the smallest dims reaching this share
     fit_on: str | None = None  # a sample size ("100000") or another embeddings artifact
     seed: int = 0
+    memory: int | str | None = None  # bytes ("4GB") of fitted rows kept for the transform (default: default_memory())
     force: bool = False
 
     @property
@@ -62,10 +65,6 @@ class ReduceResult:
 # ----------------------------------------------------------------------------- inputs
 def _id_column(record: ArtifactRecord) -> str:
     return record.metadata.get("id_column", "item_id")
-
-
-def _parts(store: ArtifactStore, record: ArtifactRecord) -> Iterator[tuple[pa.Array, np.ndarray, Path]]:
-    return tables.prefetch(tables.iter_embeddings(store.path(record.kind, record.name), _id_column(record)))
 
 
 class _Finite:
@@ -110,57 +109,174 @@ def _cuml_importable() -> bool:
         return False
 
 
+def _keep_rows(memory: int | None, dim: int, device: str, backend: str) -> int:
+    """How many fitted rows may stay in memory for the transform: --memory (host), or half the free
+    device memory when the rows live on the GPU."""
+    if device == "cuda" and backend == "streaming":
+        import cupy
+
+        free, _ = cupy.cuda.runtime.memGetInfo()
+        budget = free // 2 if memory is None else min(memory, free // 2)
+    else:
+        budget = default_memory() if memory is None else memory
+    return int(budget // (dim * 4))
+
+
 def _sample_rows(total: int, size: int, seed: int) -> np.ndarray | None:
     if size >= total:
         return None
     return np.sort(np.random.default_rng(seed).choice(total, size=size, replace=False))
 
 
+def physical_memory() -> int:
+    """Bytes of RAM this process may use: the machine's, or its cgroup's limit when lower."""
+    import psutil
+
+    total = psutil.virtual_memory().total
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def parse_memory(value: int | str | None) -> int | None:
+    """--memory: bytes, or a size such as 512MB, 4GB, 4GiB (None: the default)."""
+    if value is None:
+        return None
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    try:
+        size = int(TypeAdapter(ByteSize).validate_python(value.strip() if isinstance(value, str) else value))
+    except ValidationError:
+        size = -1
+    if size < 0:
+        raise UsageError(f"invalid --memory {value!r}: give bytes or a size such as 512MB or 4GB")
+    return size
+
+
+def default_memory() -> int:
+    """--memory when not given: a share of RAM (see MEMORY_SHARE)."""
+    return int(physical_memory() * MEMORY_SHARE)
+
+
+@dataclass
+class Kept:
+    """Rows of the fit pass kept for the transform: whole source parts, the first ones, in order,
+    with the fit's shift subtracted (numpy on CPU, cupy on GPU)."""
+
+    rows: Any
+    parts: list[tuple[Path, int, int, pa.Array]]  # (source part, first row in `rows`, row count, ids)
+
+
+def _read(source: Path | list[Path], id_column: str, xp: Any) -> Iterator[tuple[pa.Array, np.ndarray, Path]]:
+    """iter_embeddings with the cores shared: on the CPU, half decode parquet and half run the
+    BLAS products (measured on 2 cores: 1 + 1 threads took 6.6 s where 2 readers beside 2 BLAS
+    threads, fighting over both cores, took 8.4 s); on a GPU every core may decode."""
+    cores = os.cpu_count() or 1
+    if xp is not np:
+        yield from tables.iter_embeddings(source, id_column)
+        return
+    from threadpoolctl import threadpool_limits
+
+    readers = max(1, cores // 2)
+    with threadpool_limits(limits=max(1, cores - readers), user_api="blas"):
+        yield from tables.iter_embeddings(source, id_column, workers=readers)
+
+
 def _fit(store: ArtifactStore, fit_record: ArtifactRecord, sample: np.ndarray | None, backend: str,
-         dim: int, reporter: Reporter) -> Spectrum:
-    """One pass over the fit input: streamed into a Covariance, or gathered for an in-memory fit."""
+         dim: int, xp: Any, keep_rows: int, reporter: Reporter) -> tuple[Spectrum, Kept | None]:
+    """One read of the fit input. Every batch is shifted into a buffer: the rows kept for the
+    transform while they fit in `keep_rows` (or all of them, for the in-memory backends), a
+    reused scratch batch otherwise; the streaming backend accumulates the Gram product from it."""
     finite = _Finite(fit_record.name)
-    use_gpu = backend in ("cuml",) or (backend == "streaming" and gpu_arrays_available())
-    covariance = Covariance(dim, array_module(use_gpu)) if backend == "streaming" else None
-    gathered: list[np.ndarray] = []
+    gather = backend in ("sklearn", "cuml")
+    total = len(sample) if sample is not None else fit_record.rows(prefix="part-")
+    capacity = total if gather else min(total, keep_rows)
+    slab_xp = np if backend == "cuml" else xp  # cuML takes host rows
+    kept = slab_xp.empty((capacity, dim), dtype=slab_xp.float32) if capacity else None
+    covariance = Covariance(dim, slab_xp)
+    scratch: Any = None
+    position, part_start, keeping, current = 0, 0, capacity > 0, None
+    parts: list[tuple[Path, int, int, pa.Array]] = []
+    part_ids: list[pa.Array] = []
+
+    def close_part() -> None:
+        nonlocal part_start
+        if keeping and current is not None and position > part_start:
+            parts.append((current, part_start, position - part_start, pa.concat_arrays(part_ids)))
+        part_start = position
+
     offset = 0
     with reporter.progress("fitting PCA", total=fit_record.rows(prefix="part-"), unit="rows") as advance:
-        for ids, x, _ in _parts(store, fit_record):
+        for ids, x, path in _read(store.path(fit_record.kind, fit_record.name), _id_column(fit_record), xp):
             size = len(x)
+            if path != current:
+                close_part()
+                current, part_ids = path, []
             if sample is not None:
                 local = sample[(sample >= offset) & (sample < offset + size)] - offset
                 ids, x = ids.take(pa.array(local)), x[local]
             offset += size
-            finite.check(ids, x)
-            if finite.bad:  # the fit will be refused; keep counting, stop computing
-                advance(size)
-                continue
-            if covariance is not None:
-                covariance.add(x)
+            n = len(x)
+            if keeping and position + n > capacity:  # the budget ends inside this part: keep none of it
+                keeping, position = False, part_start
+            if keeping:
+                target = kept[position : position + n]
+                position += n
+                part_ids.append(ids)
             else:
-                gathered.append(x)
+                if scratch is None or len(scratch) < n:
+                    scratch = slab_xp.empty((max(n, tables.ROW_GROUP), dim), dtype=slab_xp.float32)
+                target = scratch[:n]
+            covariance.shift_into(x, target)
+            if finite.bad or not covariance.add_shifted(target, gram=not gather):
+                finite.check(ids, x)  # the fit will be refused: find the rows, stop computing
             advance(size)
+        close_part()
     finite.raise_if_bad()
-    if covariance is not None:
-        return covariance.spectrum()
-    data = np.concatenate(gathered) if gathered else np.zeros((0, dim), np.float32)
-    return fit_cuml(data) if backend == "cuml" else fit_sklearn(data)
+    shift = to_numpy(covariance.shift).astype(np.float64)
+    if gather:
+        rows = kept[:position]
+        spectrum = fit_cuml(rows, shift) if backend == "cuml" else fit_sklearn(rows, shift)
+    else:
+        spectrum = covariance.spectrum()
+    if sample is not None or not parts:
+        return spectrum, None  # kept rows are a sample (or none): the transform reads the source
+    return spectrum, Kept(kept[:position], parts)
 
 
 # ----------------------------------------------------------------------------- transform
 def _transform(store: ArtifactStore, source: ArtifactRecord, projection: Projection, staging: Path,
-               use_gpu: bool, reporter: Reporter) -> int:
-    """Project the source batch by batch into staging (one output part per source part)."""
-    xp = array_module(use_gpu)
+               xp: Any, kept: Kept | None, reporter: Reporter) -> int:
+    """Project the source into staging, one output part per source part: the parts the fit kept
+    from memory, the others read again batch by batch."""
     finite = _Finite(source.name)
     writer = tables.PartWriter(staging, _id_column(source))
+    chunk = 4 * tables.ROW_GROUP
+    done = {path for path, *_ in kept.parts} if kept is not None else set()
+    covariance = Covariance(projection.input_dim, xp, shift=projection.reference)
+    scratch: Any = None
     try:
         with reporter.progress("projecting", total=source.rows(prefix="part-"), unit="rows") as advance:
-            for ids, x, path in _parts(store, source):
+            for path, start, count, ids in kept.parts if kept is not None else []:
+                for at in range(0, count, chunk):
+                    rows = kept.rows[start + at : start + min(at + chunk, count)]
+                    writer.write(path, ids.slice(at, len(rows)), to_numpy(projection.transform(rows, xp, shifted=True)))
+                    advance(len(rows))
+            remaining = [p for p in tables.part_files(store.path(source.kind, source.name)) if p not in done]
+            for ids, x, path in _read(remaining, _id_column(source), xp):
                 if x.shape[1] != projection.input_dim:
                     raise DataError(f"embeddings {source.name!r} have {x.shape[1]} dims; the projection expects {projection.input_dim}")
-                finite.check(ids, x)
-                writer.write(path, ids, to_numpy(projection.transform(x, xp)))
+                if scratch is None or len(scratch) < len(x):
+                    scratch = xp.empty((max(len(x), tables.ROW_GROUP), projection.input_dim), dtype=xp.float32)
+                covariance.shift_into(x, scratch[: len(x)])
+                out = projection.transform(scratch[: len(x)], xp, shifted=True)
+                if not bool(xp.isfinite(out).all()):
+                    finite.check(ids, x)
+                writer.write(path, ids, to_numpy(out))
                 advance(len(ids))
     finally:
         writer.close()
@@ -217,6 +333,7 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
         if options.dims >= fit_rows:
             raise UsageError(f"--dims {options.dims} needs more than {options.dims} rows to fit on; there are {fit_rows}")
     backend = choose_backend(options.backend, fit_rows * in_dim * 4)
+    memory = parse_memory(options.memory)
     name = options.output_name
     params = {"source": options.source, "dims": options.dims, "variance": options.variance, "whiten": options.whiten,
               "normalize": options.normalize, "fit_on": options.fit_on, "seed": options.seed, "method": "pca-exact"}
@@ -233,29 +350,37 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
             return ReduceResult(store.require("projections", name), made, True)
         for record in {source.name: source, fit_record.name: fit_record}.values():
             store.verify(record)  # a damaged input is refused, never fitted on
-        reporter.info(f"fitting PCA on {fit_rows:,} x {in_dim} ({'sample of ' + options.source if sample_size else fit_record.name}) with {backend}")
+        device = "cuda" if backend == "cuml" or (backend == "streaming" and gpu_arrays_available()) else "cpu"
+        xp = array_module(device == "cuda")
+        keep_rows = _keep_rows(memory, in_dim, device, backend) if fit_record is source and not sample_size else 0
+        reporter.info(f"fitting PCA on {fit_rows:,} x {in_dim} ({'sample of ' + options.source if sample_size else fit_record.name}) "
+                      f"with {backend} on {device}")
         started = time.time()
-        spectrum = _fit(store, fit_record, _sample_rows(total, sample_size, options.seed) if sample_size else None, backend, in_dim, reporter)
+        spectrum, kept = _fit(store, fit_record, _sample_rows(total, sample_size, options.seed) if sample_size else None,
+                              backend, in_dim, xp, keep_rows, reporter)
         dims = options.dims if options.dims is not None else spectrum.dims_for(options.variance)
         if dims >= in_dim and options.variance is not None:
             dims = in_dim  # reaching that share needs every component: keep them all
         projection = spectrum.projection(dims, options.whiten, options.normalize)
         fit_seconds = time.time() - started
-        kept = float(projection.explained_variance_ratio.sum())
+        variance_kept = float(projection.explained_variance_ratio.sum())
         info = {
             "dims": dims, "input_dim": in_dim, "whiten": options.whiten, "normalize": options.normalize, "backend": backend,
             "source": {"name": source.name, "fingerprint": source.fingerprint},
             "fit_on": {"name": fit_record.name, "fingerprint": fit_record.fingerprint, "rows": spectrum.rows,
                        "sample": sample_size, "seed": options.seed if sample_size else None},
-            "explained_variance_ratio_total": round(kept, 6),
+            "explained_variance_ratio_total": round(variance_kept, 6),
             "explained_variance_ratio": [round(float(v), 6) for v in projection.explained_variance_ratio],
             "explained_variance_curve": _curve(projection.explained_variance_ratio),
         }
-        device = "cuda" if backend == "cuml" or (backend == "streaming" and gpu_arrays_available()) else "cpu"
+        kept_rows = sum(count for _, _, count, _ in kept.parts) if kept is not None else 0
+        info["device"] = device
+        info["kept_in_memory"] = round(kept_rows / total, 4) if total else 0.0  # share of rows not read twice
         # Transform first, publish both after: a NaN in the rows to transform leaves nothing behind.
         with store.staging(proj_plan) as proj_staging, store.staging(emb_plan) as emb_staging:
             projection.save(proj_staging, info)
-            rows = _transform(store, source, projection, emb_staging, device == "cuda", reporter)
+            rows = _transform(store, source, projection, emb_staging, xp, kept, reporter)
+            del kept
             _write_sidecars(emb_staging, _embeddings_meta(source, name, projection))
             proj_record = store.prepare(proj_plan, proj_staging, metadata=info, summary={"fit_seconds": round(fit_seconds, 3)}, device=device)
             # The reduced vectors also depend on the projection: record it so `status` can tell staleness.
@@ -288,7 +413,7 @@ def apply(store: ArtifactStore, projection_name: str, source_name: str, name: st
         started = time.time()
         use_gpu = gpu_arrays_available()
         with store.staging(plan) as staging:
-            rows = _transform(store, source, projection, staging, use_gpu, reporter)
+            rows = _transform(store, source, projection, staging, array_module(use_gpu), None, reporter)
             meta = _embeddings_meta(source, projection_name, projection)
             _write_sidecars(staging, meta)
             record = store.publish(plan, staging, metadata={**meta, "projection_fingerprint": proj_record.fingerprint},
