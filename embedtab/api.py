@@ -174,7 +174,7 @@ class Artifacts:
 
     def encode_image(self, inputs: Inputs, *, model: str, name: str = "image", **options: Any) -> Artifact | ShardJob:
         """`embedtab encode image`. options: pretrained, image_column, image_root, id_column,
-        device, precision, batch_size, normalize, workers, max_pixels, allow_outside_root,
+        device, precision, batch_size, normalize, workers, max_pixels, allow_outside_root, decode,
         shard_size, dedupe, shard, seal, on_error, max_errors, force."""
         from embedtab.encode import ImageOptions, run_image
 

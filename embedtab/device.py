@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 from typing import Any
 
 from embedtab.errors import UsageError
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+DEVICE_ENV = "EMBEDTAB_DEVICE"  # what "auto" means: set it to cpu to keep a GPU machine's GPU out of it
+
+
+def default_device() -> str:
+    """$EMBEDTAB_DEVICE (auto, cpu, cuda, cuda:N), else auto."""
+    value = os.environ.get(DEVICE_ENV, "").strip() or "auto"
+    if not _DEVICE.match(value):
+        raise UsageError(f"invalid {DEVICE_ENV}={value!r}: use auto, cpu, cuda or cuda:N")
+    return value
 
 
 def check_device(requested: str) -> str:
@@ -21,6 +31,8 @@ def check_device(requested: str) -> str:
 def torch_device(requested: str = "auto") -> str:
     """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'. An explicit cuda without one is an error."""
     check_device(requested)
+    if requested == "auto":
+        requested = default_device()
     if requested == "cpu":
         return "cpu"
     import torch
@@ -35,9 +47,13 @@ def torch_device(requested: str = "auto") -> str:
     return requested
 
 
-@functools.lru_cache(maxsize=None)
 def gpu_arrays_available() -> bool:
-    """True when CuPy imports and sees a CUDA device."""
+    """True when CuPy imports and sees a CUDA device (and $EMBEDTAB_DEVICE is not cpu)."""
+    return default_device() != "cpu" and _cupy_sees_a_device()
+
+
+@functools.lru_cache(maxsize=None)
+def _cupy_sees_a_device() -> bool:
     try:
         import cupy
 
@@ -46,11 +62,13 @@ def gpu_arrays_available() -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=None)
 def gpu_dataframes_available() -> bool:
     """True when cuDF imports and a GPU is present (NVTabular then runs on cuDF)."""
-    if not gpu_arrays_available():
-        return False
+    return gpu_arrays_available() and _cudf_importable()
+
+
+@functools.lru_cache(maxsize=None)
+def _cudf_importable() -> bool:
     try:
         import cudf  # noqa: F401
 
@@ -73,3 +91,14 @@ def array_module(use_gpu: bool) -> Any:
 def to_numpy(array: Any) -> Any:
     """Host copy of a numpy or cupy array."""
     return array.get() if hasattr(array, "get") and not hasattr(array, "__array_interface__") else array
+
+
+def module_of(array: Any) -> Any:
+    """numpy for host arrays, cupy for device arrays."""
+    if hasattr(array, "__cuda_array_interface__"):
+        import cupy
+
+        return cupy
+    import numpy
+
+    return numpy

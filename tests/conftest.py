@@ -18,15 +18,23 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _gpu_present() -> bool:
-    from embedtab.device import gpu_arrays_available
+    """A CUDA device that torch or CuPy sees (each GPU test skips on the library it lacks)."""
+    from embedtab.device import _cupy_sees_a_device
 
-    return gpu_arrays_available()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return True
+    except ImportError:
+        pass
+    return _cupy_sees_a_device()
 
 
 def pytest_collection_modifyitems(config, items):
     from embedtab.workflow.stage import merlin_installed
 
-    no_gpu = pytest.mark.skip(reason="needs a CUDA device with CuPy/cuML/cuDF")
+    no_gpu = pytest.mark.skip(reason="needs a CUDA device")
     no_merlin = pytest.mark.skip(reason="needs NVTabular/Merlin (pip install 'embedtab[merlin]', Python <= 3.11)")
     gpu, merlin = _gpu_present(), merlin_installed()
     for item in items:
@@ -34,6 +42,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_gpu)
         if "merlin" in item.keywords and not merlin:
             item.add_marker(no_merlin)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_unless_gpu_test(request, monkeypatch):
+    """Tests mean the CPU unless marked gpu: on a GPU machine "auto" would pick CUDA (and fp16),
+    and the CPU references they compare with would no longer apply. Child processes inherit it."""
+    if "gpu" in request.keywords:
+        monkeypatch.delenv("EMBEDTAB_DEVICE", raising=False)
+    else:
+        monkeypatch.setenv("EMBEDTAB_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="session", autouse=True)

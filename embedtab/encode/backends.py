@@ -77,6 +77,10 @@ class SentenceTransformersEncoder(Encoder):
 
     def __init__(self, model: str, settings: Settings):
         super().__init__(model, settings)
+        if settings.device.startswith("cuda"):
+            # Batches are tokenized on a thread ahead of the GPU; the Rust tokenizer then splits
+            # each batch over the cores (nothing here forks afterwards, which is what the default guards).
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
         _quiet_hub()
         from sentence_transformers import SentenceTransformer
 
@@ -107,10 +111,42 @@ class SentenceTransformersEncoder(Encoder):
         ids = self.model.tokenizer(long, add_special_tokens=True, truncation=False)["input_ids"]
         return sum(1 for tokens in ids if len(tokens) > self.max_seq_length)
 
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        with autocast(self.settings.device, self.settings.precision):
-            return self.model.encode(list(texts), batch_size=self.settings.batch_size, show_progress_bar=False,
-                                     normalize_embeddings=self.settings.normalize, convert_to_numpy=True)
+    def _embed(self, texts: Sequence[str]) -> Any:
+        if self.settings.device.startswith("cuda"):
+            return self.embed_pipelined(texts)
+        # On CPU: exactly SentenceTransformer.encode (tokenizing ahead gains nothing without a GPU to feed).
+        return self.model.encode(list(texts), batch_size=self.settings.batch_size, show_progress_bar=False,
+                                 normalize_embeddings=self.settings.normalize, convert_to_numpy=True)
+
+    def embed_pipelined(self, texts: Sequence[str]) -> Any:
+        """`SentenceTransformer.encode`'s batches (same length order, same tokenizer and forward),
+        fed to the GPU without waiting: the next batches are tokenized on a thread (into pinned
+        memory, copied asynchronously) while the current one runs under autocast, and the vectors
+        stay on the device until one copy back at the end."""
+        import torch
+
+        from embedtab.tables import ordered_map
+
+        texts = list(texts)
+        device, cuda = self.settings.device, self.settings.device.startswith("cuda")
+        prepare = self.model.preprocess if hasattr(type(self.model), "preprocess") else self.model.tokenize
+        order = np.argsort([-len(text) for text in texts])  # (encode's order: ties fall the same way)
+        batches = [order[start : start + self.settings.batch_size] for start in range(0, len(order), self.settings.batch_size)]
+
+        def tokenized(rows: np.ndarray) -> dict[str, Any]:
+            features = prepare([texts[i] for i in rows])
+            return {k: v.pin_memory() if cuda and torch.is_tensor(v) else v for k, v in features.items()}
+
+        out = torch.empty((len(texts), self.dim), dtype=torch.float32, device=device)
+        with torch.inference_mode(), autocast(device, self.settings.precision):
+            # One tokenizing thread: a fast tokenizer must not be called from two threads at once.
+            for rows, features in zip(batches, ordered_map(tokenized, batches, workers=1, ahead=4)):
+                features = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in features.items()}
+                embeddings = self.model(features)["sentence_embedding"].float()
+                if self.settings.normalize:
+                    embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=1)
+                out[torch.from_numpy(rows).to(device)] = embeddings
+        return out
 
 
 class OpenClipEncoder(Encoder):
@@ -173,6 +209,7 @@ class OpenClipEncoder(Encoder):
         self.dim = int(clip.visual.output_dim)  # (both towers project into this space)
         cfg = dict(getattr(clip.visual, "preprocess_cfg", {}))
         self.preprocess_config = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+        self.tensor_preprocess = _open_clip_tensor_preprocess(cfg) if settings.inputs == "image" else None
 
     def _embed(self, batch: Sequence[Any]) -> Any:
         torch = self.torch
@@ -241,6 +278,7 @@ class HuggingFaceClipEncoder(Encoder):
         self.dim = int(getattr(self.model.config, "projection_dim", None) or self.model.config.text_config.hidden_size)
         if settings.inputs == "image":
             self.preprocess_config = {"processor": type(self.preprocess.processor).__name__}
+            self.tensor_preprocess = _hf_tensor_preprocess(self.preprocess.processor)
         self.max_length = int(getattr(self.model.config.text_config, "max_position_embeddings", 77))
 
     def count_truncated(self, texts: Sequence[str]) -> int:
@@ -277,3 +315,37 @@ class _HuggingFacePixels:
 
     def __call__(self, image: Any) -> Any:
         return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
+def _open_clip_tensor_preprocess(cfg: dict[str, Any]) -> Any:
+    """open_clip's eval transform (Resize + CenterCrop, or squash; ToTensor; Normalize) for
+    tensors, when the model uses one of those forms; None otherwise (Pillow path only)."""
+    from embedtab.encode.loading import TensorPreprocess
+
+    size = cfg.get("size", 224)
+    size = size if isinstance(size, int) else (size[0] if len(set(size)) == 1 else None)
+    mode = cfg.get("resize_mode") or "shortest"
+    if size is None or mode not in ("shortest", "squash") or cfg.get("mode", "RGB") != "RGB":
+        return None
+    return TensorPreprocess(int(size), tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation") or "bicubic", mode)
+
+
+def _hf_tensor_preprocess(processor: Any) -> Any:
+    """A CLIP/SigLIP image processor's steps (resize the shortest edge and centre-crop, or resize to
+    a square; rescale; normalise) for tensors; None for any other configuration."""
+    from embedtab.encode.loading import TensorPreprocess
+
+    get = lambda name, default=None: getattr(processor, name, default)  # noqa: E731
+    size, crop = get("size") or {}, get("crop_size") or {}
+    resample = int(getattr(get("resample"), "value", get("resample")) or 3)
+    if not (get("do_resize", True) and get("do_rescale", True) and get("do_normalize", True)) or resample not in (2, 3):
+        return None
+    if abs(float(get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
+        return None
+    interpolation = "bicubic" if resample == 3 else "bilinear"
+    mean, std = tuple(get("image_mean")), tuple(get("image_std"))
+    if "shortest_edge" in size and get("do_center_crop", False) and crop.get("height") == crop.get("width") == size["shortest_edge"]:
+        return TensorPreprocess(int(size["shortest_edge"]), mean, std, interpolation, "shortest", crop_rounding="floor")
+    if size.get("height") and size.get("height") == size.get("width") and not get("do_center_crop", False):
+        return TensorPreprocess(int(size["height"]), mean, std, interpolation, "squash")
+    return None

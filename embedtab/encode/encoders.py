@@ -26,7 +26,8 @@ Register it in the plugin's pyproject.toml, then `embedtab encoders` lists it an
 
 Image encoders also set `preprocess`: a picklable function from a decoded RGB `PIL.Image` to a
 tensor or array, run in the DataLoader worker processes (embedtab decodes the file, applies EXIF
-orientation and flattens alpha first). Vectors are L2-normalised by embedtab when the run asks for
+orientation and flattens alpha first); and, to let JPEGs be decoded on the GPU, `tensor_preprocess`
+(an `embedtab.encode.loading.TensorPreprocess` giving the same result on tensors). Vectors are L2-normalised by embedtab when the run asks for
 it, unless the encoder sets `normalizes = True` and does it itself.
 """
 
@@ -58,6 +59,7 @@ class Settings:
     normalize: bool = True
     pretrained: str | None = None  # OpenCLIP checkpoints (tag or file); other encoders ignore it
     max_pixels: int = 50_000_000  # images above this are skipped before `preprocess`
+    decode: str = "auto"  # images: "cpu" (Pillow + preprocess), "gpu" (nvJPEG + tensor_preprocess), auto
 
 
 def files_stamp(path: str | None) -> Any:
@@ -81,6 +83,9 @@ class Encoder:
 
     dim: int = 0
     preprocess: Callable[[Any], Any] | None = None
+    # Optional: the same preprocessing for uint8 CHW tensors on the device (loading.TensorPreprocess),
+    # which lets JPEGs be decoded on the GPU; None keeps every image on the Pillow path.
+    tensor_preprocess: Any = None
     preprocess_config: dict[str, Any] | None = None  # recorded in the artifact (image encoders)
     warning: str | None = None  # shown by the run once the model is loaded (e.g. "weights are random")
     model_seconds: float = 0.0

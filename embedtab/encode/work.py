@@ -175,15 +175,19 @@ def stream_work_values(source: src.Source, positions: np.ndarray, shards: list[i
 def do_work(source, options, scan, worklist, work, shards, backend, reporter) -> tuple[int, int]:
     decode_errors = truncated = 0
     todo_items = sum(work.bounds(s)[1] - work.bounds(s)[0] for s in shards)
-    what = ROWS[source.modality].plural
-    with reporter.progress(f"encoding {what}", total=todo_items, unit=what) as advance:
-        for shard, values in stream_work_values(source, worklist.positions, shards, work, options.shard_size):
-            vectors, errors, cut = ROWS[source.modality].encode(backend, values, _workers(options), advance)
+    rows = ROWS[source.modality]
+    if rows.keeps_files:  # image paths are in the scan: every shard is known up front, one loader runs them all
+        values = [(shard, scan.paths.take(pa.array(worklist.positions[slice(*work.bounds(shard))]))) for shard in shards]
+    else:  # texts are not kept in memory: streamed from the input, shard by shard
+        values = stream_work_values(source, worklist.positions, shards, work, options.shard_size)
+    with reporter.progress(f"encoding {rows.plural}", total=todo_items, unit=rows.plural) as advance:
+        for shard, (vectors, errors, cut) in rows.encode_shards(backend, values, _workers(options, backend.settings.device), advance):
             start = work.bounds(shard)[0]
             errors = [(start + i, reason) for i, reason in errors]
             if errors and options.on_error == "fail":
                 position = int(worklist.positions[errors[0][0]])
-                raise DataError(f"{options.id_column}={scan.ids[position].as_py()}: {values[errors[0][0] - start]}: {errors[0][1]}")
+                value = scan.paths[position].as_py() if scan.paths is not None else ""
+                raise DataError(f"{options.id_column}={scan.ids[position].as_py()}: {value}: {errors[0][1]}")
             work.save(shard, vectors, errors)
             decode_errors += len(errors)
             truncated += cut
@@ -191,9 +195,9 @@ def do_work(source, options, scan, worklist, work, shards, backend, reporter) ->
     return decode_errors, truncated
 
 
-def _workers(options: EncodeOptions) -> int:
+def _workers(options: EncodeOptions, device: str = "cpu") -> int:
     workers = getattr(options, "workers", None)
-    return default_workers() if workers is None else workers
+    return default_workers(device) if workers is None else workers
 
 
 def do_work_on_dask(client, source, options, scan, worklist, work, shards, cls, model, settings, reporter) -> tuple[int, int]:

@@ -130,9 +130,7 @@ def _sample_rows(total: int, size: int, seed: int) -> np.ndarray | None:
 
 def physical_memory() -> int:
     """Bytes of RAM this process may use: the machine's, or its cgroup's limit when lower."""
-    import psutil
-
-    total = psutil.virtual_memory().total
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     try:
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
         if limit.isdigit():

@@ -47,7 +47,7 @@ def test_text_embeddings_equal_sentence_transformers(store, sample, reference_mo
     table, errors = read_artifact(store, "t")
     assert table.column("item_id").to_pylist() == items.column("item_id").to_pylist()  # same ids, same order
     assert table.schema.field("item_id").type == pa.int64()
-    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 384)
+    assert table.schema.field("embedding").type == tables.embedding_type(384)  # fixed_size_list<float not null>[384]
     assert len(tables.part_files(store.path("embeddings", "t"))) == 4  # 200 rows in parts of 64
     texts = [f"{t}. {d or ''}".strip() for t, d in zip(items.column("title").to_pylist(), items.column("description").to_pylist())]
     expected = reference_model.encode(texts, batch_size=16, normalize_embeddings=normalize)
@@ -136,3 +136,15 @@ def test_unloadable_model_is_one_clear_error(store, tmp_path):
     with pytest.raises(ModelError, match="cannot load sentence-transformers model .*packaged all-MiniLM-L6-v2"):
         run_text(store, TextOptions(inputs=[path], name="t", text_columns=["title"], model=str(tmp_path / "no-model")))
     assert store.get("embeddings", "t") is None
+
+
+def test_the_gpu_text_pipeline_computes_what_encode_computes(text_backend):
+    """embed_pipelined (tokenizing ahead on a thread, vectors kept on the device) is what a CUDA
+    run uses; on the CPU it must give encode()'s numbers: the same batches, tokenizer and forward."""
+    rng = np.random.default_rng(3)
+    words = ["red", "wool", "scarf", "the", "striped", "cotton", "shirt", "a", "very", "long", "winter", "coat"]
+    texts = [" ".join(rng.choice(words, size=rng.integers(1, 40))) for _ in range(150)]
+    texts += texts[:5]  # equal lengths: ties must fall the same way
+    got = text_backend.embed_pipelined(texts).cpu().numpy()
+    expected = text_backend.model.encode(texts, batch_size=text_backend.settings.batch_size, normalize_embeddings=True)
+    np.testing.assert_array_equal(got, expected)
