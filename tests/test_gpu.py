@@ -126,3 +126,38 @@ def test_workflow_fits_on_cudf_when_present(store, sample):
 
     result = stage.fit(store, stage.FitOptions(str(CONFIGS / "item.yaml"), [str(sample / "items.parquet")]))
     assert result.record.metadata["engine"] == "gpu" and result.record.device == "cuda"
+
+
+def test_nvjpeg_decoding_matches_the_pillow_path(tmp_path):
+    """--decode gpu against --decode cpu on the same images: the same items take the device path as
+    on the CPU test (tests/encode/test_decode.py), pixels within about a grey level, cosine >= 0.999."""
+    torch = torch_cuda()
+    from embedtab.encode.backends import OpenClipEncoder
+    from embedtab.encode.encoders import Settings
+    from embedtab.encode.images import load_rgb
+    from embedtab.encode.loading import ImageBatches
+    from tests.encode.test_decode import image_set
+
+    import pyarrow as pa
+
+    encoder = OpenClipEncoder("embedtab-smoke-clip", Settings("image", "cuda", "fp32", 4, True))
+    paths, device_path = image_set(tmp_path / "img")
+    results = {}
+    for name, tensor in (("cpu", None), ("gpu", encoder.tensor_preprocess)):
+        batches = ImageBatches(pa.array(paths), encoder.preprocess, 4, 0, "cuda", 50_000_000, gpu=tensor)
+        out = {}
+        for indices, batch, _ in batches:
+            if batch is not None:
+                out.update(zip(indices, encoder.embed_batch(batch)))
+        results[name] = (out, dict(batches.decoded))
+    assert results["gpu"][1] == {"gpu": len(device_path), "cpu": len(paths) - 1 - len(device_path)}
+    a, b = results["cpu"][0], results["gpu"][0]
+    assert set(a) == set(b)
+    assert min(float(a[i] @ b[i] / (np.linalg.norm(a[i]) * np.linalg.norm(b[i]))) for i in a) >= 0.999
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    for index in sorted(device_path):
+        expected = encoder.preprocess(load_rgb(paths[index])).cuda()
+        data = torch.frombuffer(bytearray(open(paths[index], "rb").read()), dtype=torch.uint8)
+        got = encoder.tensor_preprocess([decode_jpeg(data, mode=ImageReadMode.RGB, device="cuda")])[0]
+        assert float((got - expected).abs().mean()) <= 0.01

@@ -113,9 +113,13 @@ def test_fit_on_a_sample_or_another_artifact(store):
     assert again.projection.metadata["fit_on"]["seed"] == 1
 
     put_embeddings(store, "catalog", list(range(300)), correlated(seed=3).astype(np.float32))
-    other = reduce.run(store, reduce.ReduceOptions("src", 4, name="o", fit_on="catalog"))
-    assert other.projection.metadata["fit_on"]["name"] == "catalog"
+    for backend in ("sklearn", "streaming"):
+        other = reduce.run(store, reduce.ReduceOptions("src", 4, name=f"o-{backend}", fit_on="catalog", backend=backend, memory=10**9))
+        assert other.projection.metadata["fit_on"]["name"] == "catalog" and other.projection.metadata["kept_in_memory"] == 0
+        assert read(store, f"o-{backend}")[0] == list(range(600))  # the source's rows, not the catalog's
     assert {u["name"] for u in other.projection.inputs["artifacts"]} == {"src", "catalog"}
+    projection = reduce.Projection.load(store.path("projections", "o-streaming"))
+    np.testing.assert_allclose(read(store, "o-streaming")[1], projection.transform(x), atol=1e-5)
 
 
 def test_rerun_is_up_to_date(store):

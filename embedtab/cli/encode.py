@@ -30,7 +30,7 @@ EncoderOpt = Annotated[
 InputsArg = Annotated[List[str], typer.Argument(help="Input table(s): parquet/csv file, glob or directory.", show_default=False)]
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="Name of the embeddings artifact to write.")]
 IdOpt = Annotated[str, typer.Option("--id-column", help="Column holding the raw item id (kept with its dtype).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda when present), cpu, cuda or cuda:N.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda when present, or what $EMBEDTAB_DEVICE says), cpu, cuda or cuda:N.")]
 PrecisionOpt = Annotated[
     str, typer.Option("--precision", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16 (GPU autocast).")
 ]

@@ -156,6 +156,15 @@ def fit_cuml(x: Any, shift: np.ndarray | None = None) -> Spectrum:
     return _spectrum(host[0], host[1], host[2], float(np.sum(host[2])), len(x), shift)
 
 
+def shift_into(x: Any, shift: Any, out: Any, xp: Any = np) -> None:
+    """out[:] = x - shift, with no temporary: x on the host or the device, out and shift in `xp`."""
+    if xp is np:
+        np.subtract(x, shift, out=out)
+    else:
+        out[...] = xp.asarray(x, dtype=xp.float32)
+        out -= shift
+
+
 class Covariance:
     """Streaming mean and covariance: rows in, then spectrum(). numpy or cupy as `xp`.
 
@@ -181,11 +190,7 @@ class Covariance:
             first = first[xp.isfinite(first).all(axis=1)]
             mean = first.mean(axis=0, dtype=xp.float64) if len(first) else xp.zeros(self.dim)
             self.shift = mean.astype(xp.float32)
-        if xp is np:
-            np.subtract(x, self.shift, out=out)
-        else:
-            out[...] = xp.asarray(x, dtype=xp.float32)
-            out -= self.shift
+        shift_into(x, self.shift, out, xp)
 
     def add_shifted(self, centred: Any, gram: bool = True) -> bool:
         """Accumulate rows already shifted; False (nothing added) when any value is NaN or inf.

@@ -25,7 +25,7 @@ from embedtab import tables
 from embedtab.artifacts import EMBEDDINGS_INFO, PARQUET_SUMMARY, ArtifactRecord, ArtifactStore
 from embedtab.device import array_module, gpu_arrays_available, to_numpy
 from embedtab.errors import DataError, UsageError
-from embedtab.reduce.pca import Covariance, Projection, Spectrum, fit_cuml, fit_sklearn
+from embedtab.reduce.pca import Covariance, Projection, Spectrum, fit_cuml, fit_sklearn, shift_into
 from embedtab.reporting import SILENT, Reporter
 
 BACKENDS = ("auto", "sklearn", "cuml", "streaming")
@@ -185,10 +185,11 @@ def _read(source: Path | list[Path], id_column: str, xp: Any) -> Iterator[tuple[
 
 
 def _fit(store: ArtifactStore, fit_record: ArtifactRecord, sample: np.ndarray | None, backend: str,
-         dim: int, xp: Any, keep_rows: int, reporter: Reporter) -> tuple[Spectrum, Kept | None]:
+         dim: int, xp: Any, keep_rows: int, reporter: Reporter, reuse: bool) -> tuple[Spectrum, Kept | None]:
     """One read of the fit input. Every batch is shifted into a buffer: the rows kept for the
     transform while they fit in `keep_rows` (or all of them, for the in-memory backends), a
-    reused scratch batch otherwise; the streaming backend accumulates the Gram product from it."""
+    reused scratch batch otherwise; the streaming backend accumulates the Gram product from it.
+    `reuse`: the fit input is the source, whole -- only then do kept rows spare the transform a read."""
     finite = _Finite(fit_record.name)
     gather = backend in ("sklearn", "cuml")
     total = len(sample) if sample is not None else fit_record.rows(prefix="part-")
@@ -241,8 +242,8 @@ def _fit(store: ArtifactStore, fit_record: ArtifactRecord, sample: np.ndarray | 
         spectrum = fit_cuml(rows, shift) if backend == "cuml" else fit_sklearn(rows, shift)
     else:
         spectrum = covariance.spectrum()
-    if sample is not None or not parts:
-        return spectrum, None  # kept rows are a sample (or none): the transform reads the source
+    if not reuse or not parts:
+        return spectrum, None  # kept rows are a sample or another artifact (or none): the transform reads the source
     return spectrum, Kept(kept[:position], parts)
 
 
@@ -255,7 +256,7 @@ def _transform(store: ArtifactStore, source: ArtifactRecord, projection: Project
     writer = tables.PartWriter(staging, _id_column(source))
     chunk = 4 * tables.ROW_GROUP
     done = {path for path, *_ in kept.parts} if kept is not None else set()
-    covariance = Covariance(projection.input_dim, xp, shift=projection.reference)
+    reference = xp.asarray(projection.reference)
     scratch: Any = None
     try:
         with reporter.progress("projecting", total=source.rows(prefix="part-"), unit="rows") as advance:
@@ -270,7 +271,7 @@ def _transform(store: ArtifactStore, source: ArtifactRecord, projection: Project
                     raise DataError(f"embeddings {source.name!r} have {x.shape[1]} dims; the projection expects {projection.input_dim}")
                 if scratch is None or len(scratch) < len(x):
                     scratch = xp.empty((max(len(x), tables.ROW_GROUP), projection.input_dim), dtype=xp.float32)
-                covariance.shift_into(x, scratch[: len(x)])
+                shift_into(x, reference, scratch[: len(x)], xp)
                 out = projection.transform(scratch[: len(x)], xp, shifted=True)
                 if not bool(xp.isfinite(out).all()):
                     finite.check(ids, x)
@@ -350,12 +351,13 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
             store.verify(record)  # a damaged input is refused, never fitted on
         device = "cuda" if backend == "cuml" or (backend == "streaming" and gpu_arrays_available()) else "cpu"
         xp = array_module(device == "cuda")
-        keep_rows = _keep_rows(memory, in_dim, device, backend) if fit_record is source and not sample_size else 0
+        keep_rows = _keep_rows(memory, in_dim, device, backend) if fit_record is source and not sample_size else 0  # (see _fit's reuse)
         reporter.info(f"fitting PCA on {fit_rows:,} x {in_dim} ({'sample of ' + options.source if sample_size else fit_record.name}) "
                       f"with {backend} on {device}")
         started = time.time()
+        reuse = fit_record is source and not sample_size
         spectrum, kept = _fit(store, fit_record, _sample_rows(total, sample_size, options.seed) if sample_size else None,
-                              backend, in_dim, xp, keep_rows, reporter)
+                              backend, in_dim, xp, keep_rows, reporter, reuse)
         dims = options.dims if options.dims is not None else spectrum.dims_for(options.variance)
         if dims >= in_dim and options.variance is not None:
             dims = in_dim  # reaching that share needs every component: keep them all
