@@ -237,3 +237,28 @@ def test_nan_in_rows_kept_or_read_again_is_refused_with_the_ids(store):
     put_embeddings(store, "bad2", list(range(400)), x, part_rows=100)
     with pytest.raises(DataError, match=r"1 rows hold NaN or inf \(ids \[0\]\)"):
         reduce.run(store, reduce.ReduceOptions("bad2", 2, backend="streaming"))
+
+
+def test_the_gpu_code_path_with_numpy_standing_in_for_cupy(store, monkeypatch):
+    """Every branch reduce takes on a GPU (rows kept on the device, host batches copied into device
+    buffers, the device budget), run here with a module that is numpy under another name."""
+    import sys
+    import types
+
+    from embedtab.reduce import stage
+
+    fake = types.ModuleType("fakecupy")
+    fake.__getattr__ = lambda name: getattr(np, name)
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(memGetInfo=lambda: (2 * 150 * 24 * 4, 2**34)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(stage, "gpu_arrays_available", lambda: True)
+    monkeypatch.setattr(stage, "array_module", lambda use_gpu: fake if use_gpu else np)
+    x = correlated(n=600, d=24).astype(np.float32)
+    put_embeddings(store, "src", list(range(600)), x, part_rows=100)
+    result = reduce.run(store, reduce.ReduceOptions("src", 5, name="g", backend="streaming"))
+    meta = result.projection.metadata
+    assert meta["device"] == "cuda" and meta["kept_in_memory"] == pytest.approx(1 / 6, abs=1e-3)  # half the "free" memory: 150 rows
+    monkeypatch.setattr(stage, "gpu_arrays_available", lambda: False)
+    cpu = reduce.run(store, reduce.ReduceOptions("src", 5, name="c", backend="streaming", memory=0))
+    assert cpu.projection.metadata["device"] == "cpu"
+    np.testing.assert_array_equal(read(store, "g")[1], read(store, "c")[1])  # the same arithmetic, bit for bit
