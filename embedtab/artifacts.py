@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -818,12 +819,13 @@ class HashCache:
         self.path = path
         self.entries: dict[str, list] | None = None
         self.dirty = False
+        self._lock = threading.Lock()  # outputs are hashed on several threads (prepare)
 
     @staticmethod
     def _key(info: os.stat_result) -> str:
         return f"{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}"
 
-    def _load(self) -> dict[str, list]:
+    def _load(self) -> dict[str, list]:  # (called with the lock held)
         if self.entries is None:
             try:
                 loaded = json.loads(self.path.read_text())
@@ -834,18 +836,25 @@ class HashCache:
 
     def sha256(self, path: Path, rehash: bool = False) -> str:
         info = path.stat()
-        key, entries = self._key(info), self._load()
-        hit = entries.pop(key, None)
-        if hit is not None and not rehash and hit[1] - info.st_ctime_ns >= self.RACY_NS:
-            entries[key] = hit  # (re-inserted: most recently used last)
-            return hit[0]
-        digest = sha256_file(path)
-        entries[key] = [digest, time.time_ns()]
-        self.dirty = True
+        key = self._key(info)
+        with self._lock:
+            entries = self._load()
+            hit = entries.pop(key, None)
+            if hit is not None and not rehash and hit[1] - info.st_ctime_ns >= self.RACY_NS:
+                entries[key] = hit  # (re-inserted: most recently used last)
+                return hit[0]
+        digest = sha256_file(path)  # (outside the lock: files are hashed in parallel)
+        with self._lock:
+            entries[key] = [digest, time.time_ns()]
+            self.dirty = True
         return digest
 
     def save(self) -> None:
         """Write the cache (merged with what other processes saved meanwhile); never raises."""
+        with self._lock:
+            self._save()
+
+    def _save(self) -> None:
         if not self.dirty or self.entries is None or not self.path.parent.parent.is_dir():
             return
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"
 CONFIGS = REPO / "configs"
+
+# Tests send Ctrl-C to embedtab processes. A test run started in the background by a
+# non-interactive shell inherits SIGINT *ignored*, and so would every child (Python then installs
+# no KeyboardInterrupt handler): give the children the default back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Never reach for a model hub from the tests; keep model caches inside the test session.
 os.environ["HF_HUB_OFFLINE"] = "1"
