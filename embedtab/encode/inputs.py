@@ -100,9 +100,9 @@ def decode_on_device(encoder: Any) -> Any:
     if decode == "cpu":
         return None
     if decode == "gpu" and not device.startswith("cuda"):
-        raise UsageError(f"decode: --decode gpu needs a CUDA device; this run is on {device} (use --decode cpu or auto)")
+        raise UsageError(f"--decode gpu needs a CUDA device; this run is on {device} (use --decode cpu or auto)")
     if decode == "gpu" and tensor is None:
-        raise UsageError(f"decode: the {encoder.name} encoder has no tensor preprocessing for model {encoder.model_name!r}; use --decode cpu")
+        raise UsageError(f"--decode gpu: the {encoder.name} encoder has no tensor preprocessing for model {encoder.model_name!r}; use --decode cpu")
     return tensor if device.startswith("cuda") else None
 
 

@@ -77,6 +77,11 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
     if not model:
         raise UsageError(f"model: {cls.name} needs a model ({cls.model_help})")
     cls.check(model, options.pretrained)
+    if getattr(options, "decode", "auto") == "gpu" and not options.dask_scheduler:  # (before any input is read)
+        from embedtab.device import torch_device
+
+        if not torch_device(options.device).startswith("cuda"):
+            raise UsageError("--decode gpu needs a CUDA device; this run is on cpu (use --decode cpu or auto)")
     source = options.source()
     existing = store.get("embeddings", options.name)
     # Nothing is reused from a damaged artifact (its index or vectors may be wrong): it is re-encoded.

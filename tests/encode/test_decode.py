@@ -144,4 +144,4 @@ def test_decode_option_is_checked(store, sample):
         run_image(store, ImageOptions(inputs=items, name="x", model="embedtab-smoke-clip", decode="fast"))
     with pytest.raises(UsageError, match="--decode gpu needs a CUDA device; this run is on cpu"):
         run_image(store, ImageOptions(inputs=items, name="x", model="embedtab-smoke-clip", decode="gpu", device="cpu"))
-    assert store.get("embeddings", "x") is None
+    assert store.get("embeddings", "x") is None and not (store.root / "work").exists()  # refused before the scan
