@@ -193,13 +193,13 @@ class Artifacts:
                seed: int = 0, memory: int | str | None = None, force: bool = False) -> Reduced:
         """`embedtab reduce`: fit PCA on `source`; (reduced embeddings, projection). `memory`: bytes
         (or "4GB") of fitted rows kept for the transform instead of read again."""
-        from embedtab.reduce import ReduceOptions, parse_memory, run
+        from embedtab.reduce import ReduceOptions, run
 
         if dims is None and variance is None:
             dims = 64
         options = ReduceOptions(source, dims, name=name, backend=backend, whiten=whiten, normalize=normalize,
                                 variance=variance, fit_on=None if fit_on is None else str(fit_on), seed=seed,
-                                memory=parse_memory(memory), force=force)
+                                memory=memory, force=force)
         result = run(self.store, options, self.reporter)
         return Reduced(self._wrap(result.embeddings, result.up_to_date), self._wrap(result.projection, result.up_to_date))
 

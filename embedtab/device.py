@@ -92,13 +92,3 @@ def to_numpy(array: Any) -> Any:
     """Host copy of a numpy or cupy array."""
     return array.get() if hasattr(array, "get") and not hasattr(array, "__array_interface__") else array
 
-
-def module_of(array: Any) -> Any:
-    """numpy for host arrays, cupy for device arrays."""
-    if hasattr(array, "__cuda_array_interface__"):
-        import cupy
-
-        return cupy
-    import numpy
-
-    return numpy

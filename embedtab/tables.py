@@ -280,9 +280,10 @@ def reader_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def embedding_parts(source: Path | Sequence[Path]) -> list[tuple[Path, pq.FileMetaData]]:
-    """The part files of an embeddings folder (or the files given) with their footers, after checking
-    that each holds fixed-size float vectors of one dim: a mismatch names the file that breaks it."""
+def embedding_parts(source: Path | Sequence[Path]) -> tuple[list[tuple[Path, pq.FileMetaData]], int]:
+    """The part files of an embeddings folder (or the files given) with their footers, and the dim,
+    after checking that each holds fixed-size float vectors of one dim: a mismatch names the file
+    that breaks it."""
     files = part_files(source) if isinstance(source, Path) else [Path(p) for p in source]
     found, dim = [], None
     for path in files:
@@ -300,7 +301,7 @@ def embedding_parts(source: Path | Sequence[Path]) -> list[tuple[Path, pq.FileMe
             raise DataError(f"{path}: embeddings have {kind.list_size} dims, earlier parts have {dim}")
         dim = kind.list_size
         found.append((path, handle.metadata))
-    return found
+    return found, dim or 0
 
 
 def iter_embeddings(source: Path | Sequence[Path], id_column: str | None, batch_rows: int = ROW_GROUP,
@@ -314,10 +315,13 @@ def iter_embeddings(source: Path | Sequence[Path], id_column: str | None, batch_
     Row groups much larger than `batch_rows` (files written by other tools) stream in batches
     instead. The vectors are read-only views of Arrow memory: copy them to keep them.
     """
+    yield from _iter_parts(embedding_parts(source)[0], id_column, batch_rows, workers or reader_threads())
+
+
+def _iter_parts(parts: list[tuple[Path, pq.FileMetaData]], id_column: str | None, batch_rows: int,
+                workers: int) -> Iterator[tuple[pa.Array | None, np.ndarray, Path]]:
     columns = [id_column, EMBEDDING] if id_column else [EMBEDDING]
-    workers = workers or reader_threads()
-    units = [(path, group, meta.row_group(group).num_rows) for path, meta in embedding_parts(source)
-             for group in range(meta.num_row_groups)]
+    units = [(path, group, meta.row_group(group).num_rows) for path, meta in parts for group in range(meta.num_row_groups)]
 
     def read_group(unit: tuple[Path, int, int]) -> tuple[pa.Table, Path]:
         path, group, _ = unit
@@ -353,14 +357,17 @@ def _one_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     return column
 
 
-def read_vectors(source: Path | Sequence[Path]) -> np.ndarray:
-    """Every vector of the parts as one (rows, dim) float32 array, filled batch by batch."""
-    parts = embedding_parts(source)
-    if not parts:
-        return np.zeros((0, 0), np.float32)
-    out = np.empty((sum(meta.num_rows for _, meta in parts), pq.read_schema(parts[0][0]).field(EMBEDDING).type.list_size), np.float32)
+def read_vectors(source: Path | Sequence[Path], out: np.ndarray | None = None) -> np.ndarray:
+    """Every vector of the parts as one (rows, dim) float32 array, filled batch by batch -- into
+    `out` when given (e.g. a memory-mapped .npy), which must have exactly that shape."""
+    parts, dim = embedding_parts(source)
+    shape = (sum(meta.num_rows for _, meta in parts), dim)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.shape != shape:
+        raise DataError(f"the embeddings hold {shape[0]:,} vectors of {dim} dims, {out.shape[0]:,} x {out.shape[1]} were expected")
     position = 0
-    for _, x, _ in iter_embeddings([path for path, _ in parts], None):
+    for _, x, _ in _iter_parts(parts, None, ROW_GROUP, reader_threads()):
         out[position : position + len(x)] = x
         position += len(x)
     return out

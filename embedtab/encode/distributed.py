@@ -70,7 +70,7 @@ def encode_shard(task: ShardTask, shard: int, values: list) -> tuple[int, int, l
 
     encoder = _encoder(task)
     # Dask's worker processes are daemons, which may not start DataLoader workers of their own.
-    workers = 0 if multiprocessing.current_process().daemon else (default_workers() if task.workers is None else task.workers)
+    workers = 0 if multiprocessing.current_process().daemon else (default_workers(task.settings.device) if task.workers is None else task.workers)
     vectors, errors, truncated = ROWS[task.settings.inputs].encode(encoder, values, workers, lambda n: None)
     work = WorkDir(Path(task.work_path), task.shards, task.shard_size, task.total)
     start = work.bounds(shard)[0]

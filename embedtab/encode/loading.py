@@ -61,13 +61,17 @@ class TensorPreprocess:
         return batch.sub_(mean).div_(std)
 
 
-def gpu_decodable(path: str, max_pixels: int) -> bool:
+def gpu_decodable(data: bytes, max_pixels: int) -> bool:
     """A JPEG nvJPEG decodes to what Pillow would give: 8-bit RGB/greyscale, no EXIF rotation.
-    Header only; anything else (or any doubt) takes the Pillow path."""
+    From the header only; anything else (or any doubt) takes the Pillow path."""
+    import io
+
     from PIL import Image
 
+    if data[:2] != b"\xff\xd8":  # not a JPEG at all
+        return False
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
             return (img.format == "JPEG" and img.mode in ("RGB", "L") and width * height <= max_pixels
                     and img.getexif().get(0x0112, 1) == 1)
@@ -85,27 +89,30 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, torch.Tensor | None, str | None]:
-        path = self.paths[index]
-        path = path.as_py() if hasattr(path, "as_py") else path
-        if self.raw_jpegs and gpu_decodable(path, self.max_pixels):
+        path = _path(self.paths[index])
+        if self.raw_jpegs:  # read once: the header decides, the same bytes go to the device
             try:
                 with open(path, "rb") as handle:
-                    return index, None, torch.frombuffer(bytearray(handle.read()), dtype=torch.uint8), None
-            except OSError:
-                pass  # the Pillow path reports why
-        return (index, *cpu_item(path, self.preprocess, self.max_pixels))
+                    data = handle.read()
+            except (OSError, ValueError):
+                data = b""  # the Pillow path reports why
+            if gpu_decodable(data, self.max_pixels):
+                return index, None, torch.frombuffer(bytearray(data), dtype=torch.uint8), None
+        tensor, reason = cpu_item(path, self.preprocess, self.max_pixels)
+        return index, tensor, None, reason
 
 
-def cpu_item(path: str, preprocess: Callable[[Any], torch.Tensor], max_pixels: int) -> tuple[torch.Tensor | None, None, str | None]:
+def cpu_item(path: str, preprocess: Callable[[Any], torch.Tensor], max_pixels: int) -> tuple[torch.Tensor | None, str | None]:
+    """The Pillow path for one file: (tensor, None), or (None, the reason it cannot be used)."""
     try:
-        return preprocess(load_rgb(path, max_pixels)), None, None
+        return preprocess(load_rgb(path, max_pixels)), None
     except ImageLoadError as exc:
-        return None, None, str(exc)
+        return None, str(exc)
     except Exception as exc:  # a preprocessing failure on a decodable image: still one item's problem
-        return None, None, f"cannot preprocess image ({type(exc).__name__}: {exc})"
+        return None, f"cannot preprocess image ({type(exc).__name__}: {exc})"
 
 
-Collated = tuple[list[int], "torch.Tensor | None", list[tuple[int, torch.Tensor]], list[tuple[int, str]]]
+Collated = tuple[list[int], torch.Tensor | None, list[tuple[int, torch.Tensor]], list[tuple[int, str]]]
 
 
 def collate(items: list) -> Collated:
@@ -164,7 +171,7 @@ class ImageBatches:
             fallback = [index for (index, _), image in zip(raw, images) if image is None]
             done = []
             for index in fallback:  # the GPU decoder refused it: the Pillow path decides
-                tensor, _, reason = cpu_item(_path(self.paths[index]), self.preprocess, self.max_pixels)
+                tensor, reason = cpu_item(_path(self.paths[index]), self.preprocess, self.max_pixels)
                 if tensor is None:
                     errors.append((index, reason))
                 else:

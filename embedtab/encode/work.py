@@ -132,18 +132,17 @@ def copy_previous_vectors(parts: list[Path], target: Path, rows: int, dim: int) 
             return target
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, dim))
-    position = 0
-    for _, vectors, _ in tables.iter_embeddings(parts, None):
-        out[position : position + len(vectors)] = vectors
-        position += len(vectors)
-    out.flush()
-    del out
-    if position != rows:
-        tmp.unlink()
-        raise DataError(f"the previous artifact has {position} vectors, its index says {rows}")
+    try:
+        tables.read_vectors(parts, out=out)
+        out.flush()
+        del out
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, DataError):
+            raise DataError(f"the previous artifact does not match its index: {exc}") from None
+        raise
     os.replace(tmp, target)
     return target
-
 
 
 # ----------------------------------------------------------------------------- doing the work

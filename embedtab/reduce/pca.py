@@ -168,14 +168,14 @@ def shift_into(x: Any, shift: Any, out: Any, xp: Any = np) -> None:
 class Covariance:
     """Streaming mean and covariance: rows in, then spectrum(). numpy or cupy as `xp`.
 
-    Rows go in shifted by a reference (the first rows' mean, or the one given): `shift_into`
+    Rows go in shifted by a reference (the first rows' mean): `shift_into`
     writes them to a buffer the caller owns -- a reused scratch batch, or the rows it keeps for
     the transform -- and `add_shifted` accumulates them. No batch-sized temporary is allocated.
     """
 
-    def __init__(self, dim: int, xp: Any = np, shift: np.ndarray | None = None):
+    def __init__(self, dim: int, xp: Any = np):
         self.xp, self.dim, self.rows = xp, dim, 0
-        self.shift: Any = None if shift is None else xp.asarray(shift, dtype=xp.float32)
+        self.shift: Any = None
         self.sum = xp.zeros(dim, dtype=xp.float64)
         self.gram = xp.zeros((dim, dim), dtype=xp.float64)
         self._ones: Any = None

@@ -351,11 +351,11 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
             store.verify(record)  # a damaged input is refused, never fitted on
         device = "cuda" if backend == "cuml" or (backend == "streaming" and gpu_arrays_available()) else "cpu"
         xp = array_module(device == "cuda")
-        keep_rows = _keep_rows(memory, in_dim, device, backend) if fit_record is source and not sample_size else 0  # (see _fit's reuse)
+        reuse = fit_record is source and not sample_size  # only then can kept rows spare the transform a read
+        keep_rows = _keep_rows(memory, in_dim, device, backend) if reuse else 0
         reporter.info(f"fitting PCA on {fit_rows:,} x {in_dim} ({'sample of ' + options.source if sample_size else fit_record.name}) "
                       f"with {backend} on {device}")
         started = time.time()
-        reuse = fit_record is source and not sample_size
         spectrum, kept = _fit(store, fit_record, _sample_rows(total, sample_size, options.seed) if sample_size else None,
                               backend, in_dim, xp, keep_rows, reporter, reuse)
         dims = options.dims if options.dims is not None else spectrum.dims_for(options.variance)

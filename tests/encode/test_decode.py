@@ -109,8 +109,9 @@ def test_tensor_decoding_matches_the_pillow_path(tmp_path, tiny_clip, kind):  # 
 
 def test_only_plain_jpegs_take_the_device_path(tmp_path):
     paths, device_path = image_set(tmp_path / "img")
-    assert {i for i, p in enumerate(paths) if gpu_decodable(p, 50_000_000)} == device_path
-    assert not gpu_decodable(paths[0], 100)  # over --max-pixels: Pillow reports it
+    data = [open(p, "rb").read() for p in paths]
+    assert {i for i, d in enumerate(data) if gpu_decodable(d, 50_000_000)} == device_path
+    assert not gpu_decodable(data[0], 100)  # over --max-pixels: Pillow reports it
 
 
 def test_one_loader_runs_every_shard_and_the_vectors_do_not_change(store, sample, monkeypatch):
