@@ -180,6 +180,25 @@ def test_streaming_covariance_matches_numpy_in_chunks():
     assert spectrum.rows == 1000
 
 
+@pytest.mark.parametrize("memory", [0, 10**9])
+def test_the_fit_is_the_same_bits_on_one_thread_or_many(store, monkeypatch, memory):
+    """The fit shifts and multiplies batches on a thread per core, each into its own buffer, and
+    adds them up in batch order: the result does not depend on how many threads ran."""
+    import os
+
+    x = correlated(n=40_000, d=64, seed=2).astype(np.float32)
+    put_embeddings(store, "src", list(range(40_000)), x, part_rows=2000)
+    got = {}
+    for cores in (1, 2, 5):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        reduce.run(store, reduce.ReduceOptions("src", 6, name=f"c{cores}", memory=memory, backend="streaming"))
+        got[cores] = (reduce.Projection.load(store.path("projections", f"c{cores}")), read(store, f"c{cores}")[1])
+    for cores in (2, 5):
+        for field in ("mean", "components", "explained_variance", "shift"):
+            np.testing.assert_array_equal(getattr(got[cores][0], field), getattr(got[1][0], field))
+        np.testing.assert_array_equal(got[cores][1], got[1][1])
+
+
 @pytest.mark.parametrize("memory", [0, 150 * 24 * 4, 10**9])
 def test_rows_kept_in_memory_or_read_again_give_the_same_result(store, memory):
     """--memory decides which parts the transform reads again; the vectors are the same bits."""

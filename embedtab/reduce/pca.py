@@ -170,7 +170,8 @@ class Covariance:
 
     Rows go in shifted by a reference (the first rows' mean): `shift_into`
     writes them to a buffer the caller owns -- a reused scratch batch, or the rows it keeps for
-    the transform -- and `add_shifted` accumulates them. No batch-sized temporary is allocated.
+    the transform -- and `add_shifted` accumulates them (or, to compute batches on several
+    threads, `moments` on each and `accumulate` in order). No batch-sized temporary is allocated.
     """
 
     def __init__(self, dim: int, xp: Any = np):
@@ -178,10 +179,14 @@ class Covariance:
         self.shift: Any = None
         self.sum = xp.zeros(dim, dtype=xp.float64)
         self.gram = xp.zeros((dim, dim), dtype=xp.float64)
-        self._ones: Any = None
 
     def shift_into(self, x: Any, out: Any) -> None:
-        """out[:] = x - shift (x on the host or the device; out in `xp`)."""
+        """out[:] = x - shift (x on the host or the device; out in `xp`); the first call sets the shift."""
+        self.set_shift(x)
+        shift_into(x, self.shift, out, self.xp)
+
+    def set_shift(self, x: Any) -> None:
+        """The reference rows are shifted by: the mean of the first rows given (once)."""
         xp = self.xp
         if self.shift is None:
             # Shifting by a first estimate of the mean keeps the float32 Gram product accurate
@@ -190,28 +195,35 @@ class Covariance:
             first = first[xp.isfinite(first).all(axis=1)]
             mean = first.mean(axis=0, dtype=xp.float64) if len(first) else xp.zeros(self.dim)
             self.shift = mean.astype(xp.float32)
-        shift_into(x, self.shift, out, xp)
 
-    def add_shifted(self, centred: Any, gram: bool = True) -> bool:
-        """Accumulate rows already shifted; False (nothing added) when any value is NaN or inf.
+    def moments(self, centred: Any, gram: bool = True) -> tuple[Any, Any]:
+        """Column sums and (gram=True) the float32 Gram product of rows already shifted, leaving the
+        accumulators alone: threads may compute batches at once while one of them adds the results
+        in order with `accumulate` (so the sum, and the fit, do not depend on thread timing).
 
         Column sums go through BLAS (a ones vector times the rows), which also checks finiteness:
         NaN and inf propagate into them, so no per-value test is needed while the data is clean.
         """
         xp = self.xp
-        n = len(centred)
-        if not n:
-            return True
-        if self._ones is None or len(self._ones) < n:
-            self._ones = xp.ones(n, dtype=xp.float32)
-        sums = self._ones[:n] @ centred
+        sums = xp.ones(len(centred), dtype=xp.float32) @ centred
+        return sums, (centred.T @ centred if gram else None)
+
+    def accumulate(self, rows: int, sums: Any, gram: Any = None) -> bool:
+        """Add one batch's `moments`; False (nothing added) when a sum is NaN or inf."""
+        xp = self.xp
         if not bool(xp.isfinite(sums).all()):
             return False
         self.sum += sums.astype(xp.float64)
-        if gram:
-            self.gram += (centred.T @ centred).astype(xp.float64)
-        self.rows += n
+        if gram is not None:
+            self.gram += gram.astype(xp.float64)
+        self.rows += rows
         return True
+
+    def add_shifted(self, centred: Any, gram: bool = True) -> bool:
+        """Accumulate rows already shifted; False (nothing added) when any value is NaN or inf."""
+        if not len(centred):
+            return True
+        return self.accumulate(len(centred), *self.moments(centred, gram))
 
     def add(self, chunk: Any) -> bool:
         """Add raw rows (a convenience over shift_into + add_shifted; allocates one copy)."""

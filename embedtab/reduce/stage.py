@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,10 @@ class _Finite:
         self.name, self.bad, self.first = name, 0, []
 
     def check(self, ids: pa.Array, x: np.ndarray) -> None:
-        bad = ~np.isfinite(x).all(axis=1)
+        self.add(ids, ~np.isfinite(x).all(axis=1))
+
+    def add(self, ids: pa.Array, bad: np.ndarray) -> None:
+        """Record the rows flagged in `bad` (a boolean mask over `ids`)."""
         if bad.any():
             self.bad += int(bad.sum())
             self.first.extend(ids.filter(pa.array(bad)).to_pylist()[: 5 - len(self.first)])
@@ -169,35 +173,82 @@ class Kept:
     parts: list[tuple[Path, int, int, pa.Array]]  # (source part, first row in `rows`, row count, ids)
 
 
-def _read(source: Path | list[Path], id_column: str, xp: Any) -> Iterator[tuple[pa.Array, np.ndarray, Path]]:
-    """iter_embeddings with the cores shared: on the CPU, half decode parquet and half run the
-    BLAS products (measured on 2 cores: 1 + 1 threads took 6.6 s where 2 readers beside 2 BLAS
-    threads, fighting over both cores, took 8.4 s); on a GPU every core may decode."""
+def _readers(xp: Any) -> int:
+    """Threads decoding parquet: every core beside a GPU; on the CPU half of them (the rest compute)."""
     cores = os.cpu_count() or 1
+    return tables.reader_threads() if xp is not np else max(1, cores // 2)
+
+
+def _read(source: list[Path], id_column: str, xp: Any) -> Iterator[tuple[pa.Array, np.ndarray, Path]]:
+    """iter_embeddings for the transform, the cores shared: on the CPU half decode parquet, half
+    run the projection (one thread computing and writing in order kept up with one reader on 2
+    cores; a thread per core for the projection, as in the fit, was slower and held more memory)."""
     if xp is not np:
         yield from tables.iter_embeddings(source, id_column)
         return
     from threadpoolctl import threadpool_limits
 
-    readers = max(1, cores // 2)
-    with threadpool_limits(limits=max(1, cores - readers), user_api="blas"):
+    readers = _readers(xp)
+    with threadpool_limits(limits=max(1, (os.cpu_count() or 1) - readers), user_api="blas"):
         yield from tables.iter_embeddings(source, id_column, workers=readers)
+
+
+def _host_rows(rows: int, dim: int) -> np.ndarray:
+    """An uninitialised (rows, dim) float32 array in ordinary 4 KB pages. numpy asks for huge pages
+    for large arrays; on kernels that grant them only on request (THP "madvise", the common default)
+    each 2 MB fault may stall on memory compaction, and beside the threads reading and multiplying
+    that cost the fit a lot (measured keeping 600 MB: fit pass 4.1 s with huge pages, 3.6 s without)."""
+    import mmap
+
+    if rows * dim == 0:
+        return np.empty((rows, dim), np.float32)
+    anonymous = mmap.mmap(-1, rows * dim * 4, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(anonymous, dtype=np.float32).reshape(rows, dim)  # the array keeps the mapping alive
+
+
+class _Scratch:
+    """A float32 batch buffer per thread, reused from batch to batch (no batch-sized temporaries)."""
+
+    def __init__(self, xp: Any, dim: int):
+        self.xp, self.dim, self.local = xp, dim, threading.local()
+
+    def get(self, rows: int) -> Any:
+        buffer = getattr(self.local, "buffer", None)
+        if buffer is None or len(buffer) < rows:
+            buffer = self.local.buffer = self.xp.empty((max(rows, tables.ROW_GROUP), self.dim), dtype=self.xp.float32)
+        return buffer[:rows]
+
+
+def _in_order(function: Any, items: Iterator, xp: Any) -> Iterator:
+    """function(item) for every item, results in order. On the CPU on one thread per core, each
+    running single-threaded BLAS beside the parquet readers: multi-threaded BLAS calls wait for
+    each other between calls (a 1M x 512 Gram product took 4.3 CPU-s on 2 threads, 3.4 on one), and
+    the readers take whatever core is free. On a GPU in turn (the device does the work)."""
+    if xp is not np:
+        yield from map(function, items)
+        return
+    from threadpoolctl import threadpool_limits
+
+    cores = os.cpu_count() or 1
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield from tables.ordered_map(function, items, workers=cores, ahead=cores)
 
 
 def _fit(store: ArtifactStore, fit_record: ArtifactRecord, sample: np.ndarray | None, backend: str,
          dim: int, xp: Any, keep_rows: int, reporter: Reporter, reuse: bool) -> tuple[Spectrum, Kept | None]:
     """One read of the fit input. Every batch is shifted into a buffer: the rows kept for the
     transform while they fit in `keep_rows` (or all of them, for the in-memory backends), a
-    reused scratch batch otherwise; the streaming backend accumulates the Gram product from it.
+    scratch batch otherwise; the streaming backend computes the batch's Gram product from it.
+    Batches are shifted and multiplied on several threads and added up in order (see _in_order).
     `reuse`: the fit input is the source, whole -- only then do kept rows spare the transform a read."""
     finite = _Finite(fit_record.name)
     gather = backend in ("sklearn", "cuml")
     total = len(sample) if sample is not None else fit_record.rows(prefix="part-")
     capacity = total if gather else min(total, keep_rows)
     slab_xp = np if backend == "cuml" else xp  # cuML takes host rows
-    kept = slab_xp.empty((capacity, dim), dtype=slab_xp.float32) if capacity else None
+    kept = (_host_rows(capacity, dim) if slab_xp is np else xp.empty((capacity, dim), dtype=xp.float32)) if capacity else None
     covariance = Covariance(dim, slab_xp)
-    scratch: Any = None
+    scratch = _Scratch(slab_xp, dim)  # for the rows not kept
     position, part_start, keeping, current = 0, 0, capacity > 0, None
     parts: list[tuple[Path, int, int, pa.Array]] = []
     part_ids: list[pa.Array] = []
@@ -208,9 +259,12 @@ def _fit(store: ArtifactStore, fit_record: ArtifactRecord, sample: np.ndarray | 
             parts.append((current, part_start, position - part_start, pa.concat_arrays(part_ids)))
         part_start = position
 
-    offset = 0
-    with reporter.progress("fitting PCA", total=fit_record.rows(prefix="part-"), unit="rows") as advance:
-        for ids, x, path in _read(store.path(fit_record.kind, fit_record.name), _id_column(fit_record), xp):
+    def batches() -> Iterator[tuple[pa.Array, Any, Any, int]]:
+        """(ids, rows, where the kept rows go or None, rows read) in order; runs on this thread."""
+        nonlocal position, keeping, current, part_ids
+        offset = 0
+        for ids, x, path in tables.iter_embeddings(store.path(fit_record.kind, fit_record.name), _id_column(fit_record),
+                                                   workers=_readers(xp)):
             size = len(x)
             if path != current:
                 close_part()
@@ -222,19 +276,35 @@ def _fit(store: ArtifactStore, fit_record: ArtifactRecord, sample: np.ndarray | 
             n = len(x)
             if keeping and position + n > capacity:  # the budget ends inside this part: keep none of it
                 keeping, position = False, part_start
+            target = None
             if keeping:
                 target = kept[position : position + n]
                 position += n
                 part_ids.append(ids)
-            else:
-                if scratch is None or len(scratch) < n:
-                    scratch = slab_xp.empty((max(n, tables.ROW_GROUP), dim), dtype=slab_xp.float32)
-                target = scratch[:n]
-            covariance.shift_into(x, target)
-            if finite.bad or not covariance.add_shifted(target, gram=not gather):
-                finite.check(ids, x)  # the fit will be refused: find the rows, stop computing
-            advance(size)
+            covariance.set_shift(x)  # from the first batch, before any thread uses it
+            yield ids, x, target, size
         close_part()
+
+    def compute(batch: tuple[pa.Array, Any, Any, int]) -> tuple[pa.Array, int, int, Any, Any]:
+        """(ids, rows, rows read, moments, mask of rows holding NaN/inf or None); drops the batch's
+        Arrow memory as soon as it is done."""
+        ids, x, target, size = batch
+        if not len(x):
+            return ids, 0, size, None, None
+        if target is None:
+            target = scratch.get(len(x))
+        shift_into(x, covariance.shift, target, slab_xp)
+        moments = covariance.moments(target, gram=not gather)
+        finite_sums = bool(slab_xp.isfinite(moments[0]).all())  # NaN and inf reach the sums
+        return ids, len(x), size, moments, None if finite_sums else ~np.isfinite(to_numpy(x)).all(axis=1)
+
+    with reporter.progress("fitting PCA", total=fit_record.rows(prefix="part-"), unit="rows") as advance:
+        for ids, n, size, moments, bad in _in_order(compute, batches(), slab_xp):
+            if bad is not None:
+                finite.add(ids, bad)  # the fit will be refused: find the rows
+            elif moments is not None and not finite.bad:
+                covariance.accumulate(n, *moments)
+            advance(size)
     finite.raise_if_bad()
     shift = to_numpy(covariance.shift).astype(np.float64)
     if gather:
@@ -257,7 +327,7 @@ def _transform(store: ArtifactStore, source: ArtifactRecord, projection: Project
     chunk = 4 * tables.ROW_GROUP
     done = {path for path, *_ in kept.parts} if kept is not None else set()
     reference = xp.asarray(projection.reference)
-    scratch: Any = None
+    scratch = _Scratch(xp, projection.input_dim)
     try:
         with reporter.progress("projecting", total=source.rows(prefix="part-"), unit="rows") as advance:
             for path, start, count, ids in kept.parts if kept is not None else []:
@@ -269,10 +339,9 @@ def _transform(store: ArtifactStore, source: ArtifactRecord, projection: Project
             for ids, x, path in _read(remaining, _id_column(source), xp):
                 if x.shape[1] != projection.input_dim:
                     raise DataError(f"embeddings {source.name!r} have {x.shape[1]} dims; the projection expects {projection.input_dim}")
-                if scratch is None or len(scratch) < len(x):
-                    scratch = xp.empty((max(len(x), tables.ROW_GROUP), projection.input_dim), dtype=xp.float32)
-                shift_into(x, reference, scratch[: len(x)], xp)
-                out = projection.transform(scratch[: len(x)], xp, shifted=True)
+                rows = scratch.get(len(x))
+                shift_into(x, reference, rows, xp)
+                out = projection.transform(rows, xp, shifted=True)
                 if not bool(xp.isfinite(out).all()):
                     finite.check(ids, x)
                 writer.write(path, ids, to_numpy(out))
