@@ -281,7 +281,8 @@ def _fit(store: ArtifactStore, fit_record: ArtifactRecord, sample: np.ndarray | 
                 target = kept[position : position + n]
                 position += n
                 part_ids.append(ids)
-            covariance.set_shift(x)  # from the first batch, before any thread uses it
+            if n:
+                covariance.set_shift(x)  # from the first rows, before any thread uses it
             yield ids, x, target, size
         close_part()
 
