@@ -174,9 +174,14 @@ class Kept:
 
 
 def _readers(xp: Any) -> int:
-    """Threads decoding parquet: every core beside a GPU; on the CPU half of them (the rest compute)."""
-    cores = os.cpu_count() or 1
-    return tables.reader_threads() if xp is not np else max(1, cores // 2)
+    """Threads decoding parquet: every core beside a GPU (up to 8); on the CPU half of them (the rest compute)."""
+    return tables.reader_threads() if xp is not np else max(1, tables.reader_threads() // 2)
+
+
+def _computers() -> int:
+    """Threads running the fit's BLAS products on the CPU: a core each, up to 8 (each holds a batch
+    and a scratch buffer of 32 MB for 512 dims, so memory stays bounded on big machines)."""
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def _read(source: list[Path], id_column: str, xp: Any) -> Iterator[tuple[pa.Array, np.ndarray, Path]]:
@@ -220,8 +225,8 @@ class _Scratch:
 
 
 def _in_order(function: Any, items: Iterator, xp: Any) -> Iterator:
-    """function(item) for every item, results in order. On the CPU on one thread per core, each
-    running single-threaded BLAS beside the parquet readers: multi-threaded BLAS calls wait for
+    """function(item) for every item, results in order. On the CPU on a thread per core (up to 8),
+    each running single-threaded BLAS beside the parquet readers: multi-threaded BLAS calls wait for
     each other between calls (a 1M x 512 Gram product took 4.3 CPU-s on 2 threads, 3.4 on one), and
     the readers take whatever core is free. On a GPU in turn (the device does the work)."""
     if xp is not np:
@@ -229,9 +234,9 @@ def _in_order(function: Any, items: Iterator, xp: Any) -> Iterator:
         return
     from threadpoolctl import threadpool_limits
 
-    cores = os.cpu_count() or 1
+    threads = _computers()
     with threadpool_limits(limits=1, user_api="blas"):
-        yield from tables.ordered_map(function, items, workers=cores, ahead=cores)
+        yield from tables.ordered_map(function, items, workers=threads, ahead=threads)
 
 
 def _fit(store: ArtifactStore, fit_record: ArtifactRecord, sample: np.ndarray | None, backend: str,
