@@ -186,7 +186,7 @@ class Covariance:
         shift_into(x, self.shift, out, self.xp)
 
     def set_shift(self, x: Any) -> None:
-        """The reference rows are shifted by: the mean of the first rows given (once)."""
+        """Set the reference subtracted from every row: the mean of the first finite rows given (later calls keep it)."""
         xp = self.xp
         if self.shift is None:
             # Shifting by a first estimate of the mean keeps the float32 Gram product accurate
