@@ -91,4 +91,3 @@ def array_module(use_gpu: bool) -> Any:
 def to_numpy(array: Any) -> Any:
     """Host copy of a numpy or cupy array."""
     return array.get() if hasattr(array, "get") and not hasattr(array, "__array_interface__") else array
-

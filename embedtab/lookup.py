@@ -170,7 +170,7 @@ def _fill_from(store: ArtifactStore, record: ArtifactRecord, vocab: Vocabulary, 
     matrix = np.zeros((vocab.cardinality, dim), np.float32)
     present = np.zeros(vocab.cardinality, bool)
     outside, outside_examples = 0, []
-    for ids, x, path in tables.prefetch(tables.iter_embeddings(directory, id_column)):
+    for ids, x, path in tables.iter_embeddings(directory, id_column):  # (decoded ahead on threads)
         if x.shape[1] != dim:
             raise DataError(f"{path}: {x.shape[1]} dims, the artifact records {dim}")
         positions = index.get_indexer(_cast(ids, target, f"ids in {path.name}").to_pandas())
