@@ -37,8 +37,14 @@ demo: setup
 
 ## The test suite in both environments (what CI runs): the pinned stack runs everything, including
 ## the cross-environment test that hands one artifact directory back and forth with the modern one;
-## the modern stack runs every test that does not need NVTabular.
-test: test-pinned test-modern
+## the modern stack runs every test that does not need NVTabular. Both always run; the last line
+## reports both, and the target fails if either failed.
+test: setup setup-modern
+	@pinned=0; modern=0; \
+	EMBEDTAB_MODERN_PYTHON="$(CURDIR)/$(MODERN)/bin/python" $(BIN)/python -m pytest -q || pinned=$$?; \
+	$(MODERN)/bin/python -m pytest -q || modern=$$?; \
+	echo "make test: pinned environment (.venv) pytest exit $$pinned, modern environment (.venv-modern) pytest exit $$modern"; \
+	test $$pinned -eq 0 && test $$modern -eq 0
 
 test-pinned: setup setup-modern
 	EMBEDTAB_MODERN_PYTHON="$(CURDIR)/$(MODERN)/bin/python" $(BIN)/python -m pytest -q

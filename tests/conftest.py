@@ -24,6 +24,23 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Libraries change process-wide thread settings behind a test's back: distributed's Nanny writes
+# OMP/MKL/OPENBLAS_NUM_THREADS=1 into this process's environment when it starts a worker, and
+# every later child process (a killed encode, a CLI run) would then compute with one thread.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+_THREADS_AT_START = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+
+
+@pytest.fixture(autouse=True)
+def _thread_settings_as_at_start():
+    yield
+    for name, value in _THREADS_AT_START.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def _gpu_present() -> bool:
     """A CUDA device that torch or CuPy sees (each GPU test skips on the library it lacks)."""
     from embedtab.device import _cupy_sees_a_device

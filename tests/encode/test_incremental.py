@@ -30,6 +30,11 @@ class Recorder(Reporter):
     def info(self, message: str) -> None:
         self.messages.append(message)
 
+# A resumed run keeps its finished shards bit for bit; what it encodes after the restart is the
+# model's output for the same batches, equal to an uninterrupted run's up to float32 rounding:
+# torch's CPU kernels may split a product differently in another process (thread count, load).
+RESUME_TOLERANCE = 1e-6
+
 WORDS = ["red", "blue", "green", "wool", "steel", "soft", "tall", "round", "shoe", "lamp", "mug", "hat"]
 
 
@@ -106,6 +111,12 @@ run_text(ArtifactStore(sys.argv[1]), TextOptions(inputs=[sys.argv[2]], name="t",
 """
 
 
+def kept_bit_for_bit(finished: np.ndarray, vectors: np.ndarray) -> bool:
+    """Every vector of the finished work shards is, bit for bit, a row of the published artifact."""
+    rows = {row.tobytes() for row in vectors}
+    return all(row.tobytes() in rows for row in finished)
+
+
 def test_killed_run_resumes_to_an_identical_artifact(tmp_path, text_backend):
     ids, texts = catalog(45)
     path = write(tmp_path / "items.parquet", ids, texts)
@@ -116,6 +127,7 @@ def test_killed_run_resumes_to_an_identical_artifact(tmp_path, text_backend):
     assert store.get("embeddings", "t") is None and not store.path("embeddings", "t").exists()
     done = list(store.work_path("embeddings", "t").rglob("shard-*.json"))
     assert len(done) == 2
+    finished = np.concatenate([np.load(p) for p in sorted(store.work_path("embeddings", "t").rglob("shard-*.npy"))])
 
     recorder = Recorder()
     resumed = run_text(store, TextOptions(inputs=[path], name="t", text_columns=["title"], shard_size=10, batch_size=4), recorder)
@@ -125,7 +137,8 @@ def test_killed_run_resumes_to_an_identical_artifact(tmp_path, text_backend):
     ids_a, vec_a = read(store, "t")
     ids_b, vec_b = read(clean, "t")
     assert ids_a == ids_b == ids
-    np.testing.assert_array_equal(vec_a, vec_b)
+    assert len(finished) == 20 and kept_bit_for_bit(finished, vec_a)
+    np.testing.assert_allclose(vec_a, vec_b, rtol=0, atol=RESUME_TOLERANCE)
     assert resumed.record.summary["encoded"] == 45
     assert not store.work_path("embeddings", "t").exists()  # work cleaned after publishing
 
@@ -149,6 +162,7 @@ def test_sigkill_and_ctrl_c_at_any_moment_via_the_cli(tmp_path):
         else:
             assert proc.returncode == -9
         assert not (root / "embeddings" / "t").exists()
+    saved = np.concatenate([np.load(p) for p in sorted(work.rglob("shard-*.npy"))])
     finished = subprocess.run(command[:1] + command[2:], capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert "resuming:" in finished.stderr
@@ -156,7 +170,8 @@ def test_sigkill_and_ctrl_c_at_any_moment_via_the_cli(tmp_path):
     got_ids, vectors = read(store, "t")
     clean = ArtifactStore(tmp_path / "clean")
     run_text(clean, TextOptions(inputs=[path], name="t", text_columns=["title"], shard_size=40))
-    np.testing.assert_array_equal(vectors, read(clean, "t")[1])
+    assert len(saved) >= 80 and kept_bit_for_bit(saved, vectors)
+    np.testing.assert_allclose(vectors, read(clean, "t")[1], rtol=0, atol=RESUME_TOLERANCE)
     assert got_ids == ids
 
 
