@@ -17,6 +17,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -63,18 +64,117 @@ def render_texts(batch: pa.RecordBatch | pa.Table, template: str, fields: Sequen
 
     A row whose fields are all null is None, and one whose fields are all null or blank is "":
     the template's own punctuation ("{title}. {description}" -> ".") is no text to encode.
+    Fields are rendered by `plain_values` (strings as they are, numbers and dates as plain text);
+    a column of another type is refused (`value_type_problem`).
     """
-    columns = {f: batch.column(f).to_pylist() for f in fields}
+    columns = {f: plain_values(batch.column(f), f) for f in fields}
     out: list[str | None] = []
     for i in range(batch.num_rows):
         raw = [columns[f][i] for f in fields]
         if all(v is None for v in raw):
             out.append(None)
-        elif all(v is None or not str(v).strip() for v in raw):
+        elif all(v is None or not v.strip() for v in raw):
             out.append("")
         else:
             out.append(template.format_map({f: "" if v is None else v for f, v in zip(fields, raw)}).strip())
     return out
+
+
+# ----------------------------------------------------------------------------- value columns
+# The one rule for a column whose values are rendered (template fields, --text-column, the image
+# path column), whatever the input format:
+#   * strings (string, large_string, string_view, dictionary of strings): as they are;
+#   * integers, floats, booleans, decimals, dates, times, timestamps (and dictionaries of them):
+#     their plain text, Python's str() of the value -- 3, 1.5, True, 1.50, 2024-01-31,
+#     2024-01-31 12:00:00; float16/float32 as their shortest decimal (4.7, not 4.699999809265137);
+#   * a null-type column: nulls;
+#   * anything else (binary, lists, structs, maps, unions, durations, intervals, extension types)
+#     is refused before any work, naming the file, the column and its type: a repr such as
+#     "['red', 'shoe']" or "b'abc'" is never encoded.
+# CSV columns that are rendered are read as strings, as written in the file ("007", "1.50"); bytes
+# that are not UTF-8 (there, or in a parquet string column) are refused naming the file, the
+# column and the first bad row.
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+
+
+def value_type_problem(kind: pa.DataType) -> str | None:
+    """None when a column of this type renders as text, else what to do about it."""
+    if pa.types.is_dictionary(kind):
+        return value_type_problem(kind.value_type)
+    if _is_text(kind) or pa.types.is_null(kind) or any(
+        test(kind) for test in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_decimal,
+                                pa.types.is_date, pa.types.is_time, pa.types.is_timestamp)
+    ):
+        return None
+    if (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind)
+            or pa.types.is_binary_view(kind)):
+        return "decode its bytes to a UTF-8 string column first"
+    if any(test(kind) for test in (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list,
+                                   pa.types.is_list_view, pa.types.is_large_list_view)):
+        return "join its items into one string column first"
+    if pa.types.is_struct(kind) or pa.types.is_map(kind) or pa.types.is_union(kind):
+        return "put the fields you want in string columns first"
+    return "cast it to a string column first"
+
+
+def check_value_type(kind: pa.DataType, column: str, where: str = "") -> None:
+    problem = value_type_problem(kind)
+    if problem is not None:
+        prefix = f"{where}: " if where else ""
+        raise DataError(f"{prefix}column {column!r} has type {kind}, not text: {problem} (embedtab renders strings, "
+                        "numbers, booleans, decimals, dates and times)")
+
+
+def plain_values(column: pa.Array | pa.ChunkedArray, name: str = "?", where: str = "") -> list[str | None]:
+    """The values of a column as plain text (None for nulls), by the rule above."""
+    check_value_type(column.type, name, where)
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if _is_text(kind):
+        try:
+            return column.to_pylist()
+        except UnicodeDecodeError:  # a string column holding bytes that are not UTF-8 (parquet does not check)
+            raise DataError(_not_utf8(where, name, first_invalid_utf8(column))) from None
+    if pa.types.is_floating(kind) and kind.bit_width < 64:
+        # float32 4.7 is stored as 4.699999809265137 in Python's float: its shortest decimal at the
+        # column's own width (arrow's cast to string) is the plain value
+        column = pc.cast(pc.cast(column, pa.string()), pa.float64())
+    return [None if v is None else str(v) for v in column.to_pylist()]
+
+
+def first_invalid_utf8(column: pa.Array | pa.ChunkedArray) -> int | None:
+    """Position of the first value that is not valid UTF-8, by arrow's own check (a cast to string),
+    bisecting on prefixes: log(n) casts rather than a decode per row. None when all are valid."""
+    try:
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        if pa.types.is_dictionary(column.type):
+            column = column.dictionary_decode()
+        data = pc.cast(column, pa.large_binary())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+    def valid(n: int) -> bool:
+        try:
+            pc.cast(data.slice(0, n), pa.large_string())
+            return True
+        except pa.ArrowInvalid:
+            return False
+
+    low, high = 0, len(data)  # data[:low] is valid, data[:high] is not
+    if valid(high):
+        return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if valid(middle) else (low, middle)
+    return high - 1
+
+
+def _not_utf8(where: str, column: str, row: int | None) -> str:
+    at = f", data row {row + 1}" if row is not None else ""
+    prefix = f"{where}: " if where else ""
+    fix = "save the file as UTF-8" if where.endswith(".csv") else "write the column as UTF-8 strings"
+    return f"{prefix}column {column!r}{at}: bytes that are not valid UTF-8 text; {fix}"
 
 
 # ----------------------------------------------------------------------------- tables
@@ -92,24 +192,79 @@ def _columns_of(path: Path) -> list[str]:
     return list(_schema_of(path).names)
 
 
-def iter_table(paths: Sequence[Path], columns: Sequence[str], rows: int) -> Iterator[pa.RecordBatch]:
-    """Record batches of at most `rows` rows with exactly `columns`, file after file."""
+def iter_table(paths: Sequence[Path], columns: Sequence[str], rows: int,
+               values: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
+    """Record batches of at most `rows` rows with exactly `columns`, file after file.
+
+    `values` are the columns whose values are rendered as text: every file's types are checked
+    before the first batch (`value_type_problem`), CSV reads them as strings, and their strings
+    are checked to be UTF-8 as they stream (naming the file, the column and the row).
+    """
     for path in paths:
-        missing = [c for c in columns if c not in _columns_of(path)]
+        schema = _schema_of(path)
+        missing = [c for c in columns if c not in schema.names]
         if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)} (it has {', '.join(_columns_of(path))})")
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)} (it has {', '.join(schema.names)})")
+        for name in values:
+            if path.suffix != ".csv" or name not in _csv_strings(columns, values):
+                check_value_type(schema.field(name).type, name, str(path))
     for path in paths:
+        offset = 0  # data rows of this file before the batch
         try:
             if path.suffix == ".csv":
-                options = pacsv.ConvertOptions(include_columns=list(columns))
+                strings = _csv_strings(columns, values)
+                options = pacsv.ConvertOptions(include_columns=list(columns), column_types={c: pa.string() for c in strings})
                 with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22), convert_options=options) as reader:
                     for batch in reader:
                         for start in range(0, batch.num_rows, rows):
                             yield batch.slice(start, rows)
+                        offset += batch.num_rows
             else:
-                yield from pq.ParquetFile(path).iter_batches(batch_size=rows, columns=list(columns))
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=list(columns)):
+                    _check_utf8(batch, values, path, offset)
+                    yield batch
+                    offset += batch.num_rows
         except pa.ArrowInvalid as exc:
+            if path.suffix == ".csv":
+                _check_csv_utf8(path, columns)
             raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+
+
+def _csv_strings(columns: Sequence[str], values: Sequence[str]) -> list[str]:
+    """The CSV columns read as strings: the rendered ones, except the id column (columns[0]) if it
+    is among them -- its type is the id type, inferred as for every id column."""
+    return [c for c in values if c != columns[0]]
+
+
+def _check_utf8(batch: pa.RecordBatch, values: Sequence[str], path: Path, offset: int) -> None:
+    for name in values:
+        column = batch.column(name)
+        kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+        if not _is_text(kind):
+            continue
+        try:
+            column.validate(full=True)  # (UTF-8 included: parquet readers do not check it)
+        except pa.ArrowInvalid:
+            row = first_invalid_utf8(column)
+            raise DataError(_not_utf8(str(path), name, None if row is None else offset + row)) from None
+
+
+def _check_csv_utf8(path: Path, columns: Sequence[str]) -> None:
+    """A CSV that arrow cannot read: if some bytes of these columns are not UTF-8, say where
+    (reading them as bytes this time)."""
+    names = list(dict.fromkeys(columns))
+    options = pacsv.ConvertOptions(include_columns=names, column_types={c: pa.binary() for c in names})
+    offset = 0
+    try:
+        with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22), convert_options=options) as reader:
+            for batch in reader:
+                found = [(row, name) for name in names if (row := first_invalid_utf8(batch.column(name))) is not None]
+                if found:
+                    row, name = min(found)
+                    raise DataError(_not_utf8(str(path), name, offset + row)) from None
+                offset += batch.num_rows
+    except pa.ArrowInvalid:
+        return
 
 
 @dataclass
@@ -183,13 +338,13 @@ class Source:
         id_type = self.id_type()
         if self.modality == "text":
             columns = [self.id_column] + [f for f in self.fields if f != self.id_column]
-            for batch in iter_table(self.paths, columns, rows):
+            for batch in iter_table(self.paths, columns, rows, values=self.fields):
                 yield batch.column(self.id_column).cast(id_type), render_texts(batch, self.template or "", self.fields)
         else:
             assert self.image_column and self.image_root is not None
-            for batch in iter_table(self.paths, [self.id_column, self.image_column], rows):
-                raw = batch.column(self.image_column).to_pylist()
-                values = [None if p is None or not str(p).strip() else str(self.image_root / str(p)) for p in raw]
+            for batch in iter_table(self.paths, [self.id_column, self.image_column], rows, values=[self.image_column]):
+                raw = plain_values(batch.column(self.image_column), self.image_column)
+                values = [None if p is None or not p.strip() else str(self.image_root / p) for p in raw]
                 yield batch.column(self.id_column).cast(id_type), values
 
 
