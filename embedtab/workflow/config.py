@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from embedtab.errors import ConfigError
+from embedtab.yamlfile import MAX_BYTES, MAX_DEPTH, MAX_VALUES, read_yaml, yaml_line  # noqa: F401 (re-exported)
 
 # merlin.schema.Tags values accepted under `tags:` (kept here so validation needs no merlin import).
 TAGS = (
@@ -392,103 +393,8 @@ def parse_config(raw: Any, source: str) -> WorkflowConfig:
     return config
 
 
-MAX_CONFIG_BYTES = 128 << 10  # the shipped configs are 1-2 KB; libyaml parses 128 KiB in ~0.3 s
-MAX_CONFIG_VALUES = 100_000  # values after YAML aliases are expanded ("billion laughs" stop here)
-
-
-MAX_NESTING = 64
-
-
-def _flow_depth(text: str) -> int:
-    """Deepest nesting of YAML flow collections ([...] and {...}), counted over the whole text.
-    Quotes are not parsed: brackets inside strings only make the estimate larger."""
-    import numpy as np
-
-    raw = np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8)
-    steps = np.isin(raw, (ord("["), ord("{"))).astype(np.int64) - np.isin(raw, (ord("]"), ord("}")))
-    return int(steps.cumsum().max()) if len(steps) else 0
-
-
-def _expanded_size(value: Any, cap: int) -> int:
-    """How many values the structure holds once aliases are expanded, stopping at cap + 1.
-
-    PyYAML shares one object per alias, so loading is cheap; it is walking the expansion
-    (validation, error messages) that explodes. Memoized per object, so this stays linear.
-    """
-    memo: dict[int, int] = {}
-    stack: list[tuple[Any, bool]] = [(value, False)]
-    while stack:  # iterative post-order: deep nesting cannot overflow the Python stack
-        node, done = stack.pop()
-        if not isinstance(node, (dict, list)):
-            continue
-        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
-        if done:
-            memo[id(node)] = min(cap + 1, 1 + sum(memo.get(id(c), 1) if isinstance(c, (dict, list)) else 1 for c in children))
-        elif id(node) in memo:
-            continue
-        else:
-            memo[id(node)] = cap + 1  # seen while open: a self-reference counts as too large
-            stack.append((node, True))
-            stack.extend((c, False) for c in children if isinstance(c, (dict, list)) and id(c) not in memo)
-    return memo.get(id(value), 1)
-
-
-def read_yaml(path: str | Path, what: str = "workflow config") -> tuple[Any, str]:
-    """(parsed value, text) of a small YAML file embedtab reads (workflow configs, pipeline files),
-    bounded in size, nesting and alias expansion before anything walks it."""
-    import yaml
-
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path} is {size / 2**10:,.0f} KiB; a {what} may be at most {MAX_CONFIG_BYTES >> 10} KiB")
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if _flow_depth(text) > MAX_NESTING:  # libyaml recurses in C: thousands of '[' crash the process
-        raise ConfigError(f"{path}: nested more than {MAX_NESTING} levels deep; a {what} is not")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where present: much faster
-    try:
-        raw = yaml.load(text, Loader=loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML ({_clip(getattr(exc, 'problem', None) or exc)})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to be a {what}") from None
-    if _expanded_size(raw, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
-        raise ConfigError(f"{path}: holds more than {MAX_CONFIG_VALUES:,} values once YAML aliases are expanded; "
-                          f"a {what} is far smaller")
-    return raw, text
-
-
-def yaml_line(text: str, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the value at `loc` (mapping keys and list indexes) in YAML `text`, for
-    messages; None when it cannot be found. Only called on errors, so composing again is fine."""
-    import yaml
-
-    try:
-        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError:
-        return None
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == part), None)
-            if match is None:
-                break
-            line, node = match[0].start_mark.line + 1, match[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
+# Configs are read by the one bounded YAML reader (size, nesting, aliases): see embedtab.yamlfile.
+MAX_CONFIG_BYTES, MAX_CONFIG_VALUES, MAX_NESTING = MAX_BYTES, MAX_VALUES, MAX_DEPTH
 
 
 def load_config(path: str | Path) -> WorkflowConfig:
