@@ -52,6 +52,7 @@ from embedtab.errors import (
     IntegrityError,
     LockTimeout,
     ManifestError,
+    UnrecordedArtifact,
     UsageError,
 )
 from embedtab.fingerprint import directory_files, hash_value, library_versions, sha256_file
@@ -262,7 +263,9 @@ class ArtifactStore:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"artifact directory {self.root} exists and is not a directory")
         if lock_timeout is None:
-            lock_timeout = float(os.environ.get("EMBEDTAB_LOCK_TIMEOUT", "600"))
+            from embedtab.bounds import seconds_from_environment
+
+            lock_timeout = seconds_from_environment("EMBEDTAB_LOCK_TIMEOUT", 600.0, 7 * 86400)
         self.lock_timeout = lock_timeout
         self._lock_fd: int | None = None
         self._lock_depth = 0
@@ -492,11 +495,74 @@ class ArtifactStore:
 
     def require(self, kind: str, name: str) -> ArtifactRecord:
         record = self.get(kind, name)
+        if record is None and self.unrecorded_folder(kind, name) is not None:
+            raise self._unrecorded_refusal(kind, name, "embedtab will not read it: rerun the command that makes it "
+                                                       "with --force to rebuild it")
         if record is None:
             known = sorted(r.name for r in self.records() if r.kind == kind)
             hint = f"; known {kind}: {', '.join(known)}" if known else f"; there are no {kind} yet"
             raise ArtifactNotFound(f"no {kind} artifact named {name!r} in {self.root}{hint}")
         return record
+
+    # ----------------------------------------------------------- unrecorded
+    def unrecorded(self, manifest: Manifest | None = None) -> list[str]:
+        """kind/name of every folder (or file) in an artifact folder -- embeddings/, projections/,
+        workflows/, datasets/, lookups/ -- that the manifest has no record of. Nothing knows what
+        made them, so no stage reads or replaces them unless forced (see `plan` and `require`)."""
+        if manifest is None:
+            manifest = self.read_manifest()
+        known = set(manifest.artifacts) | set(manifest.pending)  # (a pending one is mid-move: settled by the next writer)
+        found = []
+        for kind in KINDS:
+            folder = self.root / kind
+            if folder.is_dir():
+                found += [f"{kind}/{entry.name}" for entry in sorted(folder.iterdir())
+                          if _NAME.match(entry.name) and f"{kind}/{entry.name}" not in known]
+        return found
+
+    def unrecorded_folder(self, kind: str, name: str) -> Path | None:
+        """The artifact's path if something is there that the manifest has no record of."""
+        path = self.path(kind, name)
+        if not (path.exists() or path.is_symlink()):
+            return None
+        manifest = self.read_manifest()
+        key = f"{kind}/{name}"
+        return None if key in manifest.artifacts or key in manifest.pending else path
+
+    def _unrecorded_refusal(self, kind: str, name: str, what_now: str) -> UnrecordedArtifact:
+        others = [key for key in self.unrecorded() if key != f"{kind}/{name}"]
+        also = (f" (also unrecorded: {', '.join(others[:3])}{f' and {len(others) - 3} more' if len(others) > 3 else ''}; "
+                "`embedtab status` lists them)") if others else ""
+        return UnrecordedArtifact(f"{kind}/{name} is in {self.root} but {MANIFEST} has no record of it "
+                                  f"({_UNRECORDED_WHY}); {what_now}{also}")
+
+    def unfinished_work(self, kind: str = "embeddings") -> dict[str, list[str]]:
+        """name -> key folders of resumable work under work/<kind>/ (kept until their artifact is
+        published): those holding at least one finished work shard (a run that failed before its
+        first shard, e.g. on a model that does not load, leaves nothing worth keeping)."""
+        base = self.root / "work" / kind
+        found: dict[str, list[str]] = {}
+        if base.is_dir():
+            for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+                keys = sorted(p.name for p in folder.iterdir() if p.is_dir() and next(p.rglob("shard-*.json"), None))
+                if keys:
+                    found[folder.name] = keys
+        return found
+
+    def check_work(self, kind: str, name: str, key: str, stage: str, force: bool = False) -> None:
+        """Before a run works in work/<kind>/<name>/<key>: unfinished work there from other inputs or
+        options (another key), for a name the manifest has no artifact of, is nobody's record but
+        its own -- publishing would discard it. Refused unless forced. (Work of an update of a
+        recorded artifact is superseded by the next update, as before.)"""
+        if force or self.get(kind, name) is not None:
+            return
+        others = [k for k in self.unfinished_work(kind).get(name, []) if k != key]
+        if others:
+            raise UnrecordedArtifact(
+                f"work/{kind}/{name} holds unfinished work of another {stage} run ({others[0]}: other inputs or "
+                f"options) and {MANIFEST} has no {kind} {name!r}; embedtab will not discard it: rerun that command "
+                "to finish it, pass --force to discard it, or choose another --name"
+            )
 
     # ------------------------------------------------------------ integrity
     def missing_outputs(self, record: ArtifactRecord) -> list[str]:
@@ -573,6 +639,7 @@ class ArtifactStore:
         warn: Callable[[str], None] | None = None,
         read_files: list[dict[str, Any]] | None = None,
         was: tuple[list[dict[str, Any]], Any] | None = None,
+        trusted: tuple[str, ...] = (),
     ) -> Plan:
         """Decide whether work is needed. `content` is anything else that identifies the inputs.
 
@@ -584,8 +651,17 @@ class ArtifactStore:
         fingerprinted: the stage fingerprints what it uses of them in `content`. `was` is the
         (files, content) an artifact of an earlier version was fingerprinted with; such an
         artifact is current too, so an upgrade does not make everything stale.
+
+        Two checks no stage can skip, both before anything is called up to date: every input
+        artifact is verified as it would be before reading it (sha256, stat-cached; IntegrityError
+        naming the artifact and the file) except those whose keys the caller was told to trust
+        (`trusted`: `--trust-workflow`); and a folder at the artifact's path that the manifest has
+        no record of is never replaced unless forced (UnrecordedArtifact).
         """
         self.path(kind, name)  # validates kind and name
+        for record in input_artifacts or []:
+            if record.key not in trusted:
+                self.verify(record)  # a damaged input makes nothing up to date: it is refused, by name
         files = input_files or []
         upstream = [
             {"kind": r.kind, "name": r.name, "fingerprint": r.fingerprint} for r in input_artifacts or []
@@ -604,6 +680,16 @@ class ArtifactStore:
         up_to_date = False
         damaged: list[str] = []
         verdict = Verdict(kind, name, "run", "new" if existing is None else "forced" if force else "")
+        if existing is None and self.unrecorded_folder(kind, name) is not None:
+            why = f"{kind}/{name} is on disk but not in {MANIFEST}"
+            if force:
+                verdict = Verdict(kind, name, "run", f"forced: replaces {kind}/{name}, which {MANIFEST} has no record of")
+            elif self.dry_run:
+                verdict = Verdict(kind, name, "needs --force", why)
+            else:
+                raise self._unrecorded_refusal(kind, name, "nothing tells what made it and embedtab will not replace it: "
+                                                           "pass --force to rebuild it from these inputs, move it away, "
+                                                           "or choose another --name")
         if existing is not None:
             damaged = self.missing_outputs(existing)
             same_inputs = existing.input_fingerprint == fingerprint
@@ -762,6 +848,9 @@ class ArtifactStore:
         if trash.exists() and not target.exists():
             _rename(trash, target)  # the previous version back
         shutil.rmtree(staging, ignore_errors=True)
+
+
+_UNRECORDED_WHY = "a lost or older manifest, or a folder copied in by hand"
 
 
 def _short(value: Any, limit: int = 60) -> str:

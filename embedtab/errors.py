@@ -30,6 +30,11 @@ class ArtifactExists(UsageError):
     """An artifact with this name exists and was made from other inputs; --force replaces it."""
 
 
+class UnrecordedArtifact(UsageError):
+    """A folder in the artifact directory that the manifest has no record of (a lost manifest.json,
+    a folder copied in by hand): embedtab neither reads nor replaces it unless told to (--force)."""
+
+
 class DataError(EmbedtabError):
     """Input data is missing, unreadable or inconsistent."""
 

@@ -15,9 +15,11 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full manifest plus health as JSON.")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Also re-hash every file (slower).")] = False,
 ) -> None:
-    """Show every artifact: kind, name, rows, health (ok / stale / damaged), fingerprint.
+    """Show every artifact: kind, name, rows, health (ok / stale / damaged / unrecorded), fingerprint.
 
-    Exits 1 when an artifact is damaged (files missing, or with --verify changed), naming the files.
+    Exits 1 when an artifact is damaged (files missing, or with --verify changed), naming the files,
+    or when an artifact folder is unrecorded (on disk, not in manifest.json: a lost manifest, a
+    folder copied in by hand), naming the folders; no command reads or replaces those without --force.
 
     [bold]Examples[/bold]
 
@@ -30,8 +32,9 @@ def status(
         emit_json(report)
         _exit_if_damaged(report)
         return
-    if not report["artifacts"]:
+    if not report["artifacts"] and not report["unrecorded"]:
         stdout.print(f"{report['root']}: no artifacts yet", markup=False)
+        _print_work(report)
         return
     table = Table(title=f"embedtab artifacts in {report['root']}", title_justify="left")
     table.add_column("kind", no_wrap=True)
@@ -47,8 +50,24 @@ def status(
             art["kind"], art["name"], f"{art['rows']:,}" if art["rows"] is not None else "",
             f"[{style}]{health}[/{style}]", art["finished_at"][:16].replace("T", " "), art["fingerprint"][:10],
         )
-    # Piped into a file or another program, nothing is cut to an 80-column guess.
-    stdout.print(table, width=None if stdout.is_terminal else 400)
+    for art in report["unrecorded"]:
+        table.add_row(art["kind"], art["name"], "", "[red]unrecorded[/red]", "", "")
+    # Piped into a file or another program, nothing is cut to an 80-column guess (print(width=)
+    # alone cannot widen past the console's own width).
+    if stdout.is_terminal:
+        stdout.print(table)
+    else:
+        narrow, stdout.width = stdout.width, 400
+        try:
+            stdout.print(table)
+        finally:
+            stdout.width = narrow
+    if report["unrecorded"]:
+        where = "there is no manifest.json" if not report["manifest"] else "manifest.json has no record of them"
+        stdout.print(f"{len(report['unrecorded'])} unrecorded folder(s): {where} (a lost or older manifest, or folders "
+                     "copied in by hand), so nothing tells what made them; no command reads or replaces them: rerun the "
+                     "command that makes one with --force to rebuild it, or move it away", markup=False)
+    _print_work(report)
     for pending in report["pending"]:
         stdout.print(f"[yellow]interrupted publication pending:[/yellow] {pending} (the next writer finishes it)")
     if report["reclaimable_bytes"]:
@@ -57,9 +76,22 @@ def status(
     _exit_if_damaged(report)
 
 
-def _exit_if_damaged(report: dict) -> None:
-    if report["damaged"]:
-        from embedtab.errors import IntegrityError
+def _print_work(report: dict) -> None:
+    for work in report["work"]:
+        stdout.print(f"unfinished encode work: {work['path']} ({len(work['keys'])} run(s)); rerunning the same encode "
+                     "command resumes it", markup=False)
 
+
+def _exit_if_damaged(report: dict) -> None:
+    from embedtab.errors import IntegrityError
+
+    problems = []
+    if report["damaged"]:
         names = [f"{a['kind']}/{a['name']} ({'; '.join(a['reasons'][:3])})" for a in report["artifacts"] if a["health"].startswith("damaged")]
-        raise IntegrityError(f"{report['damaged']} damaged: {' | '.join(names)}")
+        problems.append(f"{report['damaged']} damaged: {' | '.join(names)}")
+    if report["unrecorded"]:
+        names = [f"{a['kind']}/{a['name']}" for a in report["unrecorded"]]
+        shown = ", ".join(names[:10]) + (f" (+{len(names) - 10} more)" if len(names) > 10 else "")
+        problems.append(f"{len(names)} unrecorded (on disk, not in manifest.json; rebuild with --force or move away): {shown}")
+    if problems:
+        raise IntegrityError("; ".join(problems))

@@ -142,6 +142,7 @@ def _make(store: ArtifactStore, options: EncodeOptions, plan: Any, source: src.S
     previous = previous_artifact(existing, index, identity) if index is not None and not options.force else None
     worklist = work_list(scan, previous)
     key = hash_value([plan.input_fingerprint, identity, previous.record.fingerprint if previous else None, options.shard_size])[:16]
+    store.check_work("embeddings", options.name, key, plan.stage, options.force)  # another run's work is not discarded silently
     work = WorkDir.open(store.work_path("embeddings", options.name, key), len(worklist.positions), options.shard_size)
 
     job, jobs = parse_shard(options.shard)
