@@ -156,12 +156,13 @@ class Artifacts:
 
     # ------------------------------------------------------------------ commands
     def run_pipeline(self, pipeline: str | os.PathLike, *, only: Sequence[str] = (), force: Sequence[str] = (),
-                     dry_run: bool = False, on_stage: Any = None) -> Any:
-        """`embedtab run`: the stages of a pipeline file in dependency order; a `RunReport`."""
+                     dry_run: bool = False, on_stage: Any = None, on_done: Any = None) -> Any:
+        """`embedtab run`: the stages of a pipeline file in dependency order; a `RunReport`.
+        `on_stage(stage)` is called before each stage, `on_done(stage, stage_report)` after it."""
         from embedtab import pipeline as pipelines
 
         loaded = pipelines.load(pipeline, self.store)
-        return pipelines.run(self.store, loaded, list(only), list(force), dry_run, self.reporter, on_stage)
+        return pipelines.run(self.store, loaded, list(only), list(force), dry_run, self.reporter, on_stage, on_done)
 
     def encode_text(self, inputs: Inputs, *, name: str = "text", template: str | None = None,
                     columns: Sequence[str] = (), **options: Any) -> Artifact | ShardJob:

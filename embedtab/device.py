@@ -9,22 +9,22 @@ from typing import Any
 
 from embedtab.errors import UsageError
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]{1,4})?")  # (fullmatch: no trailing newline, ASCII digits)
 DEVICE_ENV = "EMBEDTAB_DEVICE"  # what "auto" means: set it to cpu to keep a GPU machine's GPU out of it
 
 
 def default_device() -> str:
     """$EMBEDTAB_DEVICE (auto, cpu, cuda, cuda:N), else auto."""
     value = os.environ.get(DEVICE_ENV, "").strip() or "auto"
-    if not _DEVICE.match(value):
+    if not _DEVICE.fullmatch(value):
         raise UsageError(f"invalid {DEVICE_ENV}={value!r}: use auto, cpu, cuda or cuda:N")
     return value
 
 
 def check_device(requested: str) -> str:
     """Syntax only (no torch import), so bad options fail before any work."""
-    if not _DEVICE.match(requested):
-        raise UsageError(f"invalid device {requested!r}: use auto, cpu, cuda or cuda:N")
+    if not isinstance(requested, str) or not _DEVICE.fullmatch(requested):
+        raise UsageError(f"device: invalid {requested!r}: use auto, cpu, cuda or cuda:N")
     return requested
 
 

@@ -36,8 +36,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedtab import tables
+from embedtab import bounds, tables
 from embedtab.artifacts import LOOKUP_INFO, LOOKUP_TABLE, ArtifactRecord, ArtifactStore, lookup_dense_name
+from embedtab.bounds import Name, Share
 from embedtab.errors import DataError, UsageError
 from embedtab.reporting import SILENT, Reporter
 
@@ -49,19 +50,32 @@ _ROW_GROUP = 65_536
 class LookupOptions:
     embeddings: Sequence[str] | str
     workflow: str
-    column: str = "item_id"
+    column: Name = "item_id"
     name: str | None = None
     force: bool = False
     trust_workflow: bool = False
     concat: bool = False
     fill: str = "zeros"
-    min_coverage: float = 0.0
-    min_reachable: float = 0.95
+    min_coverage: Share = 0.0
+    min_reachable: Share = 0.95
 
     def __post_init__(self) -> None:
         if isinstance(self.embeddings, str):
             self.embeddings = [self.embeddings]
         self.embeddings = list(self.embeddings)
+        self.check()  # when made: the CLI, the Python API and pipeline files refuse the same values before any work
+
+    def check(self) -> None:
+        if self.fill not in FILLS:
+            raise UsageError(f"invalid --fill {self.fill!r}: use zeros or mean")
+        for flag, value in (("--min-coverage", self.min_coverage), ("--min-reachable", self.min_reachable)):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value <= 1:
+                raise UsageError(f"{flag} is a share between 0 and 1, e.g. 0.95 (got {value})")
+        bounds.check(self)  # (and what is not a number at all)
+        if not self.embeddings:
+            raise UsageError("embeddings: give at least one embeddings artifact")
+        if len(set(self.embeddings)) != len(self.embeddings):
+            raise UsageError("the same --embeddings artifact is given twice")
 
     @property
     def output_name(self) -> str:
@@ -224,13 +238,7 @@ def _write_table(path: Path, column: str, vocab: Vocabulary, columns: dict[str, 
 
 # ----------------------------------------------------------------------------- run
 def run(store: ArtifactStore, options: LookupOptions, reporter: Reporter = SILENT) -> LookupResult:
-    if options.fill not in FILLS:
-        raise UsageError(f"invalid --fill {options.fill!r}: use zeros or mean")
-    for flag, value in (("--min-coverage", options.min_coverage), ("--min-reachable", options.min_reachable)):
-        if not 0 <= value <= 1:
-            raise UsageError(f"{flag} is a share between 0 and 1, e.g. 0.95")
-    if len(set(options.embeddings)) != len(options.embeddings):
-        raise UsageError("the same --embeddings artifact is given twice")
+    options.check()  # (checked when made too; again in case they were changed since)
     sources = [store.require("embeddings", name) for name in options.embeddings]
     wf_record = store.require("workflows", options.workflow)
     params = {"embeddings": options.embeddings, "workflow": options.workflow, "column": options.column,
@@ -239,6 +247,7 @@ def run(store: ArtifactStore, options: LookupOptions, reporter: Reporter = SILEN
     plan = store.plan(
         "lookups", options.output_name, "lookup", params, input_artifacts=[wf_record, *sources],
         force=options.force, packages=("numpy", "pyarrow", "pandas"), refresh=True, warn=reporter.warn,
+        trusted=(wf_record.key,) if options.trust_workflow else (),
     )
     if plan.up_to_date:
         return LookupResult(plan.existing, True)

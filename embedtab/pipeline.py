@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import re
 import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from embedtab import bounds
 from embedtab.artifacts import ArtifactStore, DryRunStop, Verdict
-from embedtab.errors import ConfigError, EmbedtabError
+from embedtab.errors import ConfigError, EmbedtabError, UsageError
 from embedtab.reporting import SILENT, Reporter
 
 
@@ -118,7 +120,7 @@ class Pipeline:
 
 # ----------------------------------------------------------------------------- loading
 def _fail(path: Path, text: str, loc: tuple[Any, ...], message: str) -> ConfigError:
-    from embedtab.workflow.config import yaml_line
+    from embedtab.yamlfile import yaml_line
 
     line = yaml_line(text, loc)
     return ConfigError(f"{path}{f':{line}' if line else ''}: {message}")
@@ -162,13 +164,21 @@ def _stage_options(path: Path, text: str, index: int, raw: Any) -> tuple[str, An
     for name, value in list(values.items()):
         if isinstance(value, str) and _is_list_field(cls, name):
             values[name] = [value]  # one input or one embeddings name, written without a list
+    def key_of(field_name: str) -> Any:
+        return command if field_name == main else next((k for k in raw if str(k).replace("-", "_") == field_name), field_name)
+
     try:
         options = TypeAdapter(cls).validate_python(values)
     except ValidationError as exc:
         error = exc.errors()[0]
         field_name = str(error["loc"][0]) if error["loc"] else main
-        key = command if field_name == main else next((k for k in raw if str(k).replace("-", "_") == field_name), field_name)
-        raise _fail(path, text, (*where, key), f"{command}: {field_name}: {error['msg']}") from None
+        message = bounds.explain(cls, field_name, values.get(field_name), error)
+        raise _fail(path, text, (*where, key_of(field_name)), f"{command}: {message}") from None
+    except UsageError as exc:  # the options' own checks (embedtab.bounds and the choices), as the CLI makes them
+        message = str(exc)
+        named = re.match(r"([a-z_]+): |(?:invalid )?--([a-z-]+)", message)
+        field_name = (named[1] or named[2].replace("-", "_")) if named else main
+        raise _fail(path, text, (*where, key_of(field_name)), f"{command}: {message}") from None
     if command == "encode image" and not options.model:
         raise _fail(path, text, where, "encode image: give the model (an OpenCLIP name, 'local-dir:/path' or embedtab-smoke-clip)")
     return command, options
@@ -203,7 +213,7 @@ def load(path: str | Path, store: ArtifactStore) -> Pipeline:
     """Read and check a pipeline file completely before anything runs: commands, options and their
     types, artifact names (made by a stage or already in `store`), no two stages making one
     artifact, no cycles. Errors are ConfigError with the file and line."""
-    from embedtab.workflow.config import read_yaml
+    from embedtab.yamlfile import read_yaml
 
     path = Path(path)
     raw, text = read_yaml(path, "pipeline file")
@@ -214,7 +224,7 @@ def load(path: str | Path, store: ArtifactStore) -> Pipeline:
             raise _fail(path, text, (key,), f"unknown top-level key {key!r} (allowed: stages, description)")
     stages: list[Stage] = []
     producers: dict[tuple[str, str], Stage] = {}
-    from embedtab.workflow.config import yaml_line
+    from embedtab.yamlfile import yaml_line
 
     for index, entry in enumerate(raw["stages"]):
         command, options = _stage_options(path, text, index, entry)
@@ -231,8 +241,14 @@ def load(path: str | Path, store: ArtifactStore) -> Pipeline:
     for stage in stages:
         for need in stage.needs:
             if need not in producers and need not in existing:
+                try:
+                    unrecorded = store.unrecorded_folder(*need) is not None
+                except UsageError:  # (an invalid name: it cannot be on disk either)
+                    unrecorded = False
+                held = (" holds it only unrecorded (not in manifest.json; rebuild it with its command and --force)"
+                        if unrecorded else " does not hold")
                 raise _fail(path, text, ("stages", stage.index, stage.command),
-                            f"{stage.command} needs {need[0]}/{need[1]}, which no stage makes and {store.root} does not hold")
+                            f"{stage.command} needs {need[0]}/{need[1]}, which no stage makes and {store.root}{held}")
     return Pipeline(path, _ordered(stages, producers, path), producers)
 
 
@@ -271,6 +287,8 @@ class StageReport:
     items_per_s: float | None = None
     error: str | None = None
     line: int | None = None
+    summary: dict[str, Any] = field(default_factory=dict)  # what its artifact's manifest records as summary (ran stages)
+    lines: list[str] = field(default_factory=list)  # what its own command prints about it (ran stages)
 
 
 @dataclass
@@ -289,18 +307,42 @@ _RUNNERS = {"encode text": ("embedtab.encode", "run_text"), "encode image": ("em
             "transform": ("embedtab.workflow.stage", "transform"), "lookup": ("embedtab.lookup", "run")}
 
 
-def _execute(store: ArtifactStore, stage: Stage, reporter: Reporter) -> tuple[Any, bool]:
-    """Run one stage through the same core function as its command: (main record, up to date)."""
+def _execute(store: ArtifactStore, stage: Stage, reporter: Reporter) -> tuple[Any, bool, dict[str, Any], list[str]]:
+    """Run one stage through the same core function as its command: (main record, up to date,
+    and, when it ran, its summary and the lines its command prints about it)."""
     import importlib
 
     options = stage.options
+    projection = None
     if stage.command == "apply":
         from embedtab.reduce import apply
 
-        return apply(store, options.projection, options.source, options.name, options.force, reporter)
-    module, function = _RUNNERS[stage.command]
-    result = getattr(importlib.import_module(module), function)(store, options, reporter)
-    return (result.embeddings if stage.command == "reduce" else result.record), result.up_to_date
+        record, up_to_date = apply(store, options.projection, options.source, options.name, options.force, reporter)
+    else:
+        module, function = _RUNNERS[stage.command]
+        result = getattr(importlib.import_module(module), function)(store, options, reporter)
+        record, up_to_date = (result.embeddings if stage.command == "reduce" else result.record), result.up_to_date
+        projection = result.projection if stage.command == "reduce" else None
+    if up_to_date:
+        return record, True, {}, []
+    return record, False, *_described(stage.command, record, projection)
+
+
+def _described(command: str, record: Any, projection: Any) -> tuple[dict[str, Any], list[str]]:
+    """(summary, lines) of a stage that ran: its record's summary (for reduce with the projection's
+    dims, backend and explained variance) and its command's closing lines."""
+    from embedtab import summaries
+
+    summary = dict(record.summary)
+    if projection is not None:
+        info = projection.metadata
+        summary.update({**projection.summary, "dims": info.get("dims"), "backend": info.get("backend"),
+                        "explained_variance_ratio_total": info.get("explained_variance_ratio_total")})
+    try:
+        lines = summaries.of_stage(command, record, projection)
+    except (KeyError, TypeError, ValueError):  # a record this version did not write: no lines, never a failed stage
+        lines = []
+    return summary, lines
 
 
 def _rows(record: Any) -> int | None:
@@ -310,10 +352,18 @@ def _rows(record: Any) -> int | None:
 
 
 def run(store: ArtifactStore, pipeline: Pipeline, only: list[str] = (), force: list[str] = (), dry_run: bool = False,
-        reporter: Reporter = SILENT, on_stage: Callable[[Stage], None] | None = None) -> RunReport:
+        reporter: Reporter = SILENT, on_stage: Callable[[Stage], None] | None = None,
+        on_done: Callable[[Stage, StageReport], None] | None = None) -> RunReport:
     """Run (or with `dry_run`, plan) the pipeline's stages in order. A failed stage is reported and
     its dependents skipped; stages that do not depend on it still run. KeyboardInterrupt stops the
-    run (what finished is kept: it is published)."""
+    run (what finished is kept: it is published). `on_stage` is called before a stage runs,
+    `on_done` after it ran, was found up to date, failed or was skipped (not in a dry run)."""
+    for option, names in (("only", only), ("force", force)):  # every stage named must exist before anything runs
+        for name in names:
+            try:
+                pipeline.find(name)
+            except ConfigError as exc:
+                raise ConfigError(f"{option}: {exc}") from None
     stages = pipeline.select(list(only)) if only else pipeline.stages
     for name in force:
         target = pipeline.find(name)
@@ -321,20 +371,23 @@ def run(store: ArtifactStore, pipeline: Pipeline, only: list[str] = (), force: l
     report = RunReport(str(pipeline.path))
     store.follow_inputs = True
     try:
-        _run_stages(store, pipeline, stages, dry_run, reporter, on_stage, report)
+        _run_stages(store, pipeline, stages, dry_run, reporter, on_stage, on_done, report)
     finally:
         store.follow_inputs = False
     return report
 
 
 def _run_stages(store: ArtifactStore, pipeline: Pipeline, stages: list[Stage], dry_run: bool, reporter: Reporter,
-                on_stage: Callable[[Stage], None] | None, report: RunReport) -> None:
+                on_stage: Callable[[Stage], None] | None, on_done: Callable[[Stage, StageReport], None] | None,
+                report: RunReport) -> None:
     outcome: dict[int, str] = {}
     for stage in stages:
         blocked = [up for up in pipeline.upstream(stage) if outcome.get(up.index) in ("failed", "skipped")]
         if blocked:
             outcome[stage.index] = "skipped"
             report.stages.append(StageReport(stage.key, stage.command, "skipped", f"{blocked[0].key} failed", line=stage.line))
+            if on_done is not None and not dry_run:
+                on_done(stage, report.stages[-1])
             continue
         if dry_run:
             outcome[stage.index] = _plan_only(store, pipeline, stage, outcome, report)
@@ -343,12 +396,14 @@ def _run_stages(store: ArtifactStore, pipeline: Pipeline, stages: list[Stage], d
             on_stage(stage)
         started = time.time()
         try:
-            record, up_to_date = _execute(store, stage, reporter)
+            record, up_to_date, summary, lines = _execute(store, stage, reporter)
         except EmbedtabError as exc:
             outcome[stage.index] = "failed"
             report.stages.append(StageReport(stage.key, stage.command, "failed", duration_s=round(time.time() - started, 3),
                                              error=str(exc), line=stage.line))
             reporter.warn(f"{stage.key} failed: {exc}")
+            if on_done is not None:
+                on_done(stage, report.stages[-1])
             continue
         status = "up to date" if up_to_date else "ran"
         outcome[stage.index] = status
@@ -358,7 +413,10 @@ def _run_stages(store: ArtifactStore, pipeline: Pipeline, stages: list[Stage], d
         if speed is None and rows and not up_to_date and duration > 0:
             speed = rows / duration
         report.stages.append(StageReport(stage.key, stage.command, status, duration_s=round(duration, 3), rows=rows,
-                                         items_per_s=round(speed, 1) if speed else None, line=stage.line))
+                                         items_per_s=round(speed, 1) if speed else None, line=stage.line,
+                                         summary=summary, lines=lines))
+        if on_done is not None:
+            on_done(stage, report.stages[-1])
 
 
 def _plan_only(store: ArtifactStore, pipeline: Pipeline, stage: Stage, outcome: dict[int, str], report: RunReport) -> str:
@@ -368,11 +426,14 @@ def _plan_only(store: ArtifactStore, pipeline: Pipeline, stage: Stage, outcome: 
     if changing:
         new = all(store.get(kind, name) is None for kind, name in stage.outputs)
         status, why = ("run", "new") if new else ("stale", f"{changing[0].key} will be rebuilt first")
+        unrecorded = [f"{k}/{n}" for k, n in stage.outputs if store.unrecorded_folder(k, n) is not None]
+        if unrecorded and not stage.options.force:  # what its plan will refuse (see ArtifactStore.plan)
+            status, why = "needs --force", f"{unrecorded[0]} is on disk but not in manifest.json"
         report.stages.append(StageReport(stage.key, stage.command, status, why, line=stage.line))
         return status
     store.dry_run, store.verdicts = True, []
     try:
-        _execute(store, stage, SILENT)
+        _execute(store, stage, SILENT)  # stops at its plan (DryRunStop) when it would change anything
     except DryRunStop:
         pass
     except EmbedtabError as exc:

@@ -224,9 +224,27 @@ def test_one_changed_description_reruns_only_what_reads_it(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     pipeline = str(REPO / "configs" / "pipeline.yaml")
     assert cli(["-q", "run", pipeline, "--json", "-A", "a"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["stages"]) == 17
-    assert cli(["-q", "run", pipeline, "--json", "-A", "a"]) == 0
-    assert {s["status"] for s in json.loads(capsys.readouterr().out)["stages"]} == {"up to date"}
+    stages = {s["stage"]: s for s in json.loads(capsys.readouterr().out)["stages"]}
+    assert len(stages) == 17
+    # Each stage's report carries what its own command prints, and its summary.
+    image = stages["embeddings/image"]
+    assert image["summary"]["skipped"] == 2 and ", 2 skipped; " in image["lines"][0]
+    assert image["lines"][1] == "skipped items and reasons: embeddings/image/_errors.parquet"
+    text = stages["embeddings/text-pca64"]
+    assert "of the variance kept" in text["lines"][0] and text["summary"]["explained_variance_ratio_total"] > 0.9
+    train = stages["datasets/train"]["summary"]  # masked ids are not unseen ones
+    assert train["masked"]["item_id"] == train["masked_rows"][2] > 0 and train["oov"]["item_id"] == 0
+    assert train["masked"]["user_id"] == train["masked_rows"][0] and train["oov"]["user_id"] == 0
+    assert [line for line in stages["datasets/train"]["lines"] if "OOV" in line] == [
+        f"masked by --mask (set to OOV): user_id {train['masked']['user_id']:,}, item_id {train['masked']['item_id']:,}, "
+        f"device_type {train['masked']['device_type']:,}"]
+    assert stages["lookups/image-train"]["lines"][1] == ("image-pca16: 198 of 200 vocabulary ids have an embedding (99.0%); "
+                                                         "198 of 198 encoded items reachable (100.0%)")
+    # Nothing to do: a line per stage and one closing line, no headings.
+    assert cli(["run", pipeline, "-A", "a"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 18 and all(line.endswith(": up to date") for line in lines[:17])
+    assert lines[17].startswith(f"all 17 stages of {pipeline} are up to date; nothing to do")
 
     frame = pd.read_parquet("sample_data/items.parquet")
     frame.loc[5, "description"] = "A brand new description."

@@ -36,28 +36,28 @@ PrecisionOpt = Annotated[
 ]
 BatchOpt = Annotated[
     Optional[int],
-    typer.Option("--batch-size", "-b", help="Items per model forward pass (default 64 on CPU; on a GPU 512 texts or 256 images, a quarter under 20 GB)."),
+    typer.Option("--batch-size", "-b", help="Items per model forward pass, 1 to 65,536 (images: 8,192); default 64 on CPU, on a GPU 512 texts or 256 images, a quarter under 20 GB."),
 ]
 NormalizeOpt = Annotated[
     bool,
     typer.Option("--normalize/--no-normalize", help="L2-normalize every embedding (on by default)."),
 ]
 ShardSizeOpt = Annotated[
-    int, typer.Option("--shard-size", help="Items per work shard (the unit of resume) and per output parquet part.")
+    int, typer.Option("--shard-size", help="Items per work shard (the unit of resume) and per output parquet part, 1 to 1,048,576.")
 ]
 DedupeOpt = Annotated[
     bool, typer.Option("--dedupe", help="Keep the first row of each duplicate id (others recorded as skipped) instead of failing.")
 ]
 ShardOpt = Annotated[
     Optional[str],
-    typer.Option("--shard", help="i/n: this job encodes its 1/n of the work into a shared work folder; the job that completes the set seals the artifact."),
+    typer.Option("--shard", help="i/n (1 <= i <= n <= 10,000): this job encodes its 1/n of the work into a shared work folder; the job that completes the set seals the artifact."),
 ]
 SealOpt = Annotated[bool, typer.Option("--seal", help="Only assemble and publish the shards that --shard jobs made.")]
 OnErrorOpt = Annotated[
     str, typer.Option("--on-error", help="skip: record unusable items in _errors.parquet; fail: stop at the first.")
 ]
 MaxErrorsOpt = Annotated[
-    Optional[int], typer.Option("--max-errors", help="Stop (nothing written) when more items than this fail.")
+    Optional[int], typer.Option("--max-errors", help="Stop (nothing written) when more items than this fail (0 or more).")
 ]
 
 
@@ -76,18 +76,9 @@ def _finish(result, as_json: bool) -> None:
             markup=False,
         )
         return
-    record = result.record
-    s, m = record.summary, record.metadata
-    lines = [
-        f"{s['items']} items: {s['encoded']} encoded ({s.get('distinct_encoded', s['encoded'])} distinct), "
-        f"{s.get('reused', 0)} reused, {s['skipped']} skipped; {s.get('items_per_s') or 0:.1f} items/s; "
-        f"dim {m['dim']}, model {m['model']['model']}",
-    ]
-    if s["skipped"]:
-        from embedtab.artifacts import EMBEDDINGS_ERRORS
+    from embedtab import summaries
 
-        lines.append(f"skipped items and reasons: {record.kind}/{record.name}/{EMBEDDINGS_ERRORS}")
-    report_result(record, result.up_to_date, as_json, lines)
+    report_result(result.record, result.up_to_date, as_json, summaries.encoded(result.record))
 
 
 @app.command("text")
@@ -124,7 +115,11 @@ def text(
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
 ) -> None:
-    """Encode item texts with sentence-transformers.
+    """Encode item texts: sentence-transformers (default), a CLIP text tower (open-clip, hf-clip) or a plugin.
+
+    --encoder picks one of `embedtab encoders`; auto: the encoder that claims the model (hf-clip
+    for a Hugging Face CLIP/SigLIP folder), else sentence-transformers. Texts encoded by a CLIP
+    text tower land in the same space as that model's images.
 
     Each distinct text is encoded once. A rerun with the same inputs and options does nothing; after
     the catalog changed only new or changed texts are encoded, the rest reused, removed ids dropped.
@@ -168,12 +163,12 @@ def image(
     batch_size: BatchOpt = None,
     normalize: NormalizeOpt = True,
     workers: Annotated[
-        Optional[int], typer.Option("--workers", help="Image reading/decoding processes (default: one per spare core, at most 4; beside a GPU all cores but two).")
+        Optional[int], typer.Option("--workers", help="Image reading/decoding processes, 0 (in this process) to 4 per core, at most 64 (default: one per spare core, at most 4; beside a GPU all cores but two).")
     ] = None,
     decode: Annotated[
         str, typer.Option("--decode", help="Where JPEGs are decoded: gpu (nvJPEG, resized on the device), cpu (Pillow), auto (gpu on a CUDA device when the encoder supports it). Other formats always use Pillow.")
     ] = "auto",
-    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Larger images are skipped (decompression-bomb guard).")] = 50_000_000,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Larger images are skipped (decompression-bomb guard); 1 to 1,000,000,000.")] = 50_000_000,
     allow_outside_root: Annotated[
         bool, typer.Option("--allow-outside-root", help="Open image paths that resolve outside --image-root (or the folder); by default they are recorded as errors, unread.")
     ] = False,
@@ -188,7 +183,10 @@ def image(
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
 ) -> None:
-    """Encode item images with an OpenCLIP image tower.
+    """Encode item images: OpenCLIP (default), Hugging Face CLIP/SigLIP (hf-clip) or a plugin.
+
+    --encoder picks one of `embedtab encoders`; auto: the encoder that claims the model (hf-clip
+    for a Hugging Face CLIP/SigLIP folder), else open-clip.
 
     Input: a table with an image-path column, or a folder of images (id = file stem). Missing,
     empty, corrupt or oversized images are skipped and listed in _errors.parquet; CMYK, grayscale,

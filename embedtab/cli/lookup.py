@@ -19,10 +19,10 @@ def lookup(
     concat: Annotated[bool, typer.Option("--concat", help="Several sources: one table of their vectors side by side (else one table each).")] = False,
     fill: Annotated[str, typer.Option("--fill", help="Rows without an embedding: zeros, or the mean of present rows (padding stays zero).")] = "zeros",
     min_coverage: Annotated[
-        float, typer.Option("--min-coverage", help="Fail (nothing written) when a source covers less of the vocabulary, e.g. 0.95.")
+        float, typer.Option("--min-coverage", help="Fail (nothing written) when a source covers less of the vocabulary: a share from 0 to 1, e.g. 0.95.")
     ] = 0.0,
     min_reachable: Annotated[
-        float, typer.Option("--min-reachable", help="Fail when the vocabulary holds a smaller share of a source's encoded items (their vectors could never be looked up).")
+        float, typer.Option("--min-reachable", help="Fail when the vocabulary holds a smaller share (0 to 1) of a source's encoded items (their vectors could never be looked up).")
     ] = 0.95,
     trust_workflow: TrustOpt = False,
     force: ForceOpt = False,
@@ -47,13 +47,6 @@ def lookup(
         embeddings, workflow=workflow, column=column, name=name, concat=concat, fill=fill, min_coverage=min_coverage,
         min_reachable=min_reachable, trust_workflow=trust_workflow, force=force,
     )
-    m = result.metadata
-    lines = [f"{m['cardinality']:,} rows ({m['reserved_ids']} reserved) x {m['dim'] if m['dim'] else m['dims']} dims, fill {m['fill']}"]
-    for source, cov in m["by_source"].items():
-        lines.append(f"{source}: {cov['with_embedding']:,} of {cov['vocabulary']:,} vocabulary ids have an embedding ({cov['coverage']:.1%}); "
-                     f"{cov['encoded'] - cov['embeddings_not_in_vocabulary']:,} of {cov['encoded']:,} encoded items reachable ({cov['reachable']:.1%})")
-    from embedtab.artifacts import lookup_dense_name
+    from embedtab import summaries
 
-    files = [lookup_dense_name()] if m["dim"] else [lookup_dense_name(s) for s in m["dims"]]
-    lines.append("dense tables: " + ", ".join(f"lookups/{result.record.name}/{f}" for f in files))
-    report_result(result.record, result.up_to_date, as_json, lines)
+    report_result(result.record, result.up_to_date, as_json, summaries.looked_up(result.record))

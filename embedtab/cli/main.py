@@ -54,6 +54,7 @@ def root(
 ) -> None:
     common.state.quiet = quiet
     common.state.debug = common.state.debug or debug
+    common.progress_interval()  # a bad $EMBEDTAB_PROGRESS_INTERVAL is refused before any work
 
 
 app.add_typer(encode_app, name="encode")
@@ -112,7 +113,13 @@ _INTERRUPTED = "interrupted; nothing was published for the interrupted stage (fi
 
 # The library names the option field its message is about ("pretrained: ..."); here it is a flag.
 _FLAGS = {"model": "--model", "pretrained": "--pretrained", "encoder": "--encoder", "image_column": "--image-column",
-          "image_root": "--image-root", "template": "--template", "text_columns": "--text-column"}
+          "image_root": "--image-root", "template": "--template", "text_columns": "--text-column",
+          # the bounded options (embedtab.bounds): "workers: must be ..." -> "--workers: must be ..."
+          "id_column": "--id-column", "batch_size": "--batch-size", "shard_size": "--shard-size", "max_errors": "--max-errors",
+          "max_pixels": "--max-pixels", "workers": "--workers", "dims": "--dims", "variance": "--variance", "fit_on": "--fit-on",
+          "seed": "--seed", "memory": "--memory", "part_size": "--part-size", "column": "--column",
+          "min_coverage": "--min-coverage", "min_reachable": "--min-reachable", "embeddings": "--embeddings",
+          "only": "--only", "force": "--force", "device": "--device"}
 
 
 def _as_flags(message: str) -> str:

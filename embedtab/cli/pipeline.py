@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, JsonOpt, emit_json, open_artifacts, state, stderr
 
@@ -33,6 +35,10 @@ def run(
     reported up to date and skipped; a failed stage stops the stages that need it, keeps every
     finished artifact, and a rerun continues from there. Exit code 1 when a stage failed.
 
+    Each stage that runs prints what its own command prints (skipped items, explained variance,
+    unseen and masked categories, coverage); one that is up to date, one line. The run ends with a
+    table of every stage, or one line when all were up to date.
+
     [bold]Examples[/bold]
 
       embedtab run configs/pipeline.yaml -A artifacts
@@ -42,15 +48,44 @@ def run(
       embedtab run configs/pipeline.yaml --only text-train --force text
     """
     art = open_artifacts(artifacts)
+    reporter = art.reporter
+    talk = not state.quiet and not as_json
+    reporter.transient = True  # a stage's bars make way for its summary
 
-    def header(stage) -> None:
-        if not state.quiet and not as_json:
-            stderr.print(f"\n[bold]{stage.describe()}[/bold]  [dim]({pipeline}:{stage.line})[/dim]")
+    def heading(stage) -> Text:
+        return Text(stage.describe(), style="bold") + Text(f"  ({pipeline}:{stage.line})", style="dim")
 
-    report = art.run_pipeline(pipeline, only=only or (), force=force or (), dry_run=dry_run, on_stage=header)
+    def starting(stage) -> None:
+        reporter.prefix = f"{stage.key}: "
+        if talk:  # printed before the stage's first line: a stage with nothing to say prints one line when done
+            reporter.heading = heading(stage)
+
+    def finished(stage, result) -> None:
+        said = reporter.heading is None  # the heading is out: the stage printed something
+        reporter.heading = None
+        if not talk:
+            return
+        if result.status == "ran":
+            if not said:
+                stderr.print(heading(stage))
+            stderr.print(Text(f"wrote {', '.join(f'{k}/{n}' for k, n in stage.outputs)}", style="green")
+                         + Text(f" in {result.duration_s:.1f}s"))
+            for line in result.lines:
+                stderr.print(f"  {line}", markup=False)
+        elif result.status == "up to date":
+            stderr.print(Text(f"{stage.describe()}: up to date" if not said else "up to date; nothing to do", style="dim"))
+        elif result.status == "skipped":
+            stderr.print(Text(f"{stage.describe()}: skipped ({result.why})", style="red"))
+
+    started = time.time()
+    report = art.run_pipeline(pipeline, only=only or (), force=force or (), dry_run=dry_run, on_stage=starting, on_done=finished)
+    reporter.heading, reporter.prefix, reporter.transient = None, "", False
     if as_json:
         emit_json({"pipeline": report.pipeline, "dry_run": dry_run, "failed": report.failed,
                    "stages": [dataclasses.asdict(s) for s in report.stages]})
+    elif not dry_run and report.stages and all(s.status == "up to date" for s in report.stages):
+        stderr.print(Text(f"all {len(report.stages)} stages of {pipeline} are up to date; nothing to do", style="green")
+                     + Text(f" ({time.time() - started:.1f}s)"))
     else:
         table = Table(title=f"{'plan' if dry_run else 'run'} of {pipeline}", title_justify="left")
         columns = ("stage", "command", "status") + (() if dry_run else ("time", "rows", "items/s"))
@@ -61,7 +96,7 @@ def run(
             status = f"[{style}]{s.status}[/{style}]" + (f": {s.why}" if s.why else "") + (f": {s.error}" if s.error else "")
             measured = (f"{s.duration_s:.1f}s", f"{s.rows:,}" if s.rows is not None else "", f"{s.items_per_s:,.0f}" if s.items_per_s else "")
             table.add_row(s.stage, s.command, status, *(() if dry_run else measured))
-        stderr.print(table, width=None if stderr.is_terminal else 400)
+        stderr.print(table)
     if report.failed:
         from embedtab.errors import EmbedtabError
 

@@ -11,9 +11,9 @@ from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonO
 
 def reduce(
     source: Annotated[str, typer.Argument(help="Name of the embeddings artifact to reduce (or, with --apply, to project).", show_default=False)],
-    dims: Annotated[Optional[int], typer.Option("--dims", "-d", help="Output dimensions (default 64 unless --variance).")] = None,
+    dims: Annotated[Optional[int], typer.Option("--dims", "-d", help="Output dimensions, 1 to 65,536 and fewer than the input's (default 64 unless --variance).")] = None,
     variance: Annotated[
-        Optional[float], typer.Option("--variance", help="Instead of --dims: the fewest dims explaining this share, e.g. 0.95.")
+        Optional[float], typer.Option("--variance", help="Instead of --dims: the fewest dims explaining this share, in (0, 1], e.g. 0.95.")
     ] = None,
     name: Annotated[
         Optional[str], typer.Option("--name", "-n", help="Output name for the projection and the embeddings (default: SOURCE-pcaDIMS).")
@@ -27,13 +27,13 @@ def reduce(
         typer.Option("--normalize", help="L2-normalize after projecting: use it when the consumer compares vectors by cosine or dot product (retrieval, FAISS); leave it off for features fed to a model."),
     ] = False,
     fit_on: Annotated[
-        Optional[str], typer.Option("--fit-on", help="Fit on a random sample of N rows, or on another embeddings artifact; transform all rows.")
+        Optional[str], typer.Option("--fit-on", help="Fit on a random sample of N rows (N >= 2), or on another embeddings artifact; transform all rows.")
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the --fit-on sample.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the --fit-on sample, 0 to 4,294,967,295.")] = 0,
     memory: Annotated[
         Optional[str],
         typer.Option("--memory", help="RAM for fitted rows kept for the transform instead of read again, e.g. 4GB "
-                     "(default: 1/32 of the machine's RAM; 0 reads the input twice). On a GPU: half its free memory."),
+                     "(0 to the machine's RAM; default 1/32 of it; 0 reads the input twice). On a GPU: half its free memory."),
     ] = None,
     apply: Annotated[
         Optional[str], typer.Option("--apply", help="Project SOURCE with this saved projection instead of fitting (new items, same space).")
@@ -58,12 +58,17 @@ def reduce(
 
       embedtab reduce image-new --apply image-pca64 --name image-new-pca64
     """
+    from embedtab import summaries
+
     art = open_artifacts(artifacts)
     if apply:
-        if dims or variance or fit_on or whiten or normalize:
+        if dims is not None or variance is not None or fit_on is not None or whiten or normalize:
             raise typer.BadParameter("--apply reuses the saved projection; drop --dims/--variance/--fit-on/--whiten/--normalize", param_hint="--apply")
+        from embedtab.reduce import ReduceOptions
+
+        ReduceOptions(source, backend=backend, seed=seed, memory=memory)  # the options it ignores are still checked
         done = art.apply_projection(apply, source, name, force)
-        report_result(done.record, done.up_to_date, as_json, [f"{done.summary.get('rows', 0):,} rows projected with projections/{apply}"])
+        report_result(done.record, done.up_to_date, as_json, summaries.applied(done.record))
         return
     result = art.reduce(source, dims, variance=variance, name=name, backend=backend, whiten=whiten, normalize=normalize,
                         fit_on=fit_on, seed=seed, memory=memory, force=force)
@@ -71,16 +76,4 @@ def reduce(
         emit_json({"up_to_date": result.embeddings.up_to_date, "projection": result.projection.record.model_dump(),
                    "embeddings": result.embeddings.record.model_dump()})
         return
-    info = result.projection.metadata
-    curve = "  ".join(f"{k}:{v:.0%}" for k, v in info.get("explained_variance_curve", {}).items())
-    report_result(
-        result.embeddings.record, result.embeddings.up_to_date, False,
-        [
-            f"{info['input_dim']} -> {info['dims']} dims with {info['backend']} on {info.get('device', 'cpu')}: "
-            f"{info['explained_variance_ratio_total']:.1%} of the variance kept",
-            *([f"{info['kept_in_memory']:.0%} of the rows kept in memory between fit and transform (--memory)"]
-              if "kept_in_memory" in info else []),
-            f"cumulative variance by dims: {curve}",
-            f"projection saved as projections/{result.projection.name} (re-apply with --apply {result.projection.name})",
-        ],
-    )
+    report_result(result.embeddings.record, result.embeddings.up_to_date, False, summaries.reduced(result.projection.record))

@@ -20,7 +20,7 @@ from embedtab.cli.common import (
     stderr,
 )
 
-PartSizeOpt = Annotated[Optional[str], typer.Option("--part-size", help="Dask partition size, e.g. 256MB (bounds memory).")]
+PartSizeOpt = Annotated[Optional[str], typer.Option("--part-size", help="Dask partition size, e.g. 256MB (bounds memory): from 1MB to the machine's RAM.")]
 DataOpt = Annotated[
     List[str], typer.Option("--data", "-d", help="Input parquet/csv: file, glob or directory (repeatable).", show_default=False)
 ]
@@ -72,7 +72,8 @@ def transform(
     """Apply a fitted workflow to data; write parquet parts plus the Merlin schema.
 
     The workflow's files are checked against the sha256 recorded at fit time before loading.
-    Unseen categories map to the out-of-vocabulary id and are counted in the summary.
+    Unseen categories map to the out-of-vocabulary id and are counted in the summary; with --mask,
+    the ids the masking set to that id are counted apart.
 
     [bold]Examples[/bold]
 
@@ -84,11 +85,6 @@ def transform(
     """
     result = open_artifacts(artifacts).transform(workflow, data, name=name, mask=mask, force=force, part_size=part_size,
                                                   dask_scheduler=dask_scheduler, trust_workflow=trust_workflow)
-    summary = result.record.summary
-    lines = [f"{summary.get('rows', 0):,} rows"]
-    oov = {k: v for k, v in summary.get("oov", {}).items() if v}
-    if oov:
-        lines.append("unseen categories (mapped to OOV): " + ", ".join(f"{k} {v:,}" for k, v in oov.items()))
-    if summary.get("masked_rows") is not None:
-        lines.append("masked rows per masking group: " + ", ".join(f"{v:,}" for v in summary["masked_rows"]))
-    report_result(result.record, result.up_to_date, as_json, lines)
+    from embedtab import summaries
+
+    report_result(result.record, result.up_to_date, as_json, summaries.transformed(result.record))

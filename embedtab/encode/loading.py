@@ -16,6 +16,9 @@ Failures travel back as reasons instead of exceptions: one bad file never stops 
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -24,6 +27,26 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from embedtab.encode.images import ImageLoadError, load_rgb
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int, worker_id: int = 0) -> None:
+    """DataLoader `worker_init_fn`: the worker is killed (SIGKILL) as soon as the process that
+    started it dies, however it dies -- kill -9 and the OOM killer included -- instead of living on
+    as an orphan (torch's own check notices a dead parent only while a worker waits for work).
+    Linux's prctl(PR_SET_PDEATHSIG); a parent already gone by then ends the worker at once."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl to call: torch's own check remains
+            pass
+    if os.getppid() != parent:  # (the parent died before the line above took effect)
+        os._exit(1)
+
 
 @dataclass(frozen=True)
 class TensorPreprocess:
@@ -152,6 +175,7 @@ class ImageBatches:
             collate_fn=collate,
             pin_memory=self.device.startswith("cuda"),
             prefetch_factor=4 if self.workers else None,
+            worker_init_fn=functools.partial(die_with_parent, os.getpid()) if self.workers else None,
         )
         for collated in loader:
             yield self.assemble(*collated)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-from embedtab import tables
+from embedtab import bounds, tables
 from embedtab.artifacts import ArtifactRecord
+from embedtab.bounds import ImageBatch, MaxErrors, MaxPixels, Name, ShardSize, TextBatch, Workers
 from embedtab.device import check_device
 from embedtab.encode import sources as src
 from embedtab.encode.backends import PRECISIONS
@@ -24,15 +26,15 @@ class EncodeOptions:
 
     inputs: Sequence[str]
     name: str
-    id_column: str = "item_id"
+    id_column: Name = "item_id"
     model: str | None = None
     device: str = "auto"
     precision: str = "auto"
-    batch_size: int | None = None  # None: default_batch_size() for the rows and the device
+    batch_size: TextBatch | None = None  # None: default_batch_size() for the rows and the device
     normalize: bool = True
-    shard_size: int = 4096
+    shard_size: ShardSize = 4096
     on_error: str = "skip"
-    max_errors: int | None = None
+    max_errors: MaxErrors | None = None
     dedupe: bool = False
     shard: str | None = None  # "i/n", 1-based: this job encodes every n-th work shard
     seal: bool = False  # only assemble shards other jobs made
@@ -42,13 +44,14 @@ class EncodeOptions:
     pretrained: str | None = None  # OpenCLIP: a pretrained tag or checkpoint file
     rows: ClassVar[str] = "text"  # what an input row is (embedtab.encode.inputs)
 
+    def __post_init__(self) -> None:
+        self.check()  # when made: the CLI, the Python API and pipeline files refuse the same values before any work
+
     def check(self) -> None:
-        if (self.batch_size is not None and self.batch_size < 1) or self.shard_size < 1:
-            raise UsageError("--batch-size and --shard-size must be at least 1")
+        """Every option within its bounds (embedtab.bounds) and the choices valid."""
+        bounds.check(self)
         if self.on_error not in ON_ERROR:
             raise UsageError(f"invalid --on-error {self.on_error!r}: use skip or fail")
-        if self.max_errors is not None and self.max_errors < 0:
-            raise UsageError("--max-errors must be 0 or more")
         check_device(self.device)
         if self.precision not in PRECISIONS:
             raise UsageError(f"invalid --precision {self.precision!r}: use {', '.join(PRECISIONS)}")
@@ -100,10 +103,11 @@ class TextOptions(EncodeOptions):
 
 @dataclass
 class ImageOptions(EncodeOptions):
-    image_column: str = "image_path"
+    image_column: Name = "image_path"
     image_root: str | None = None
-    max_pixels: int = 50_000_000
-    workers: int | None = None  # DataLoader worker processes (None: one per spare core, at most 4)
+    max_pixels: MaxPixels = 50_000_000
+    workers: Workers | None = None  # DataLoader worker processes (None: one per spare core, at most 4)
+    batch_size: ImageBatch | None = None  # (a smaller bound than texts': each image is a tensor)
     allow_outside_root: bool = False  # open paths that resolve outside image_root (or the folder)
     decode: str = "auto"  # where JPEGs are decoded: cpu (Pillow), gpu (nvJPEG), auto (gpu on CUDA when the encoder can)
 
@@ -143,14 +147,12 @@ class EncodeResult:
 
 def parse_shard(spec: str | None) -> tuple[int, int]:
     """'i/n' (1-based) -> (i - 1, n); None -> (0, 1)."""
-    if not spec:
+    if spec is None or spec == "":
         return 0, 1
-    try:
-        index, count = (int(p) for p in spec.split("/"))
-    except ValueError:
-        index = count = 0
-    if not (count >= 1 and 1 <= index <= count):
-        raise UsageError(f"invalid --shard {spec!r}: use i/n with 1 <= i <= n, e.g. --shard 2/4")
+    match = re.fullmatch(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*", str(spec))
+    index, count = (int(match[1]), int(match[2])) if match else (0, 0)
+    if not (1 <= count <= bounds.MAX_SHARDS and 1 <= index <= count):
+        raise UsageError(f"invalid --shard {spec!r}: use i/n with 1 <= i <= n <= {bounds.MAX_SHARDS:,}, e.g. --shard 2/4")
     return index - 1, count
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow as pa
 
-from embedtab import tables
-from embedtab.artifacts import EMBEDDINGS_INFO, PARQUET_SUMMARY, ArtifactRecord, ArtifactStore
+from embedtab import bounds, tables
+from embedtab.artifacts import EMBEDDINGS_INFO, PARQUET_SUMMARY, ArtifactRecord, ArtifactStore, check_name
+from embedtab.bounds import Dims, Seed, Variance
 from embedtab.device import array_module, gpu_arrays_available, to_numpy
 from embedtab.errors import DataError, UsageError
 from embedtab.reduce.pca import Covariance, Projection, Spectrum, fit_cuml, fit_sklearn, shift_into
@@ -38,16 +40,26 @@ _PACKAGES = ("numpy", "scikit-learn", "cuml", "cupy")
 @dataclass
 class ReduceOptions:
     source: str
-    dims: int | None = 64
+    dims: Dims | None = 64
     name: str | None = None
     backend: str = "auto"
     whiten: bool = False
     normalize: bool = False
-    variance: float | None = None  # instead of dims: the smallest dims reaching this share
-    fit_on: str | None = None  # a sample size ("100000") or another embeddings artifact
-    seed: int = 0
+    variance: Variance | None = None  # instead of dims: the smallest dims reaching this share
+    fit_on: str | int | None = None  # a sample size ("100000", made a str when checked) or another embeddings artifact
+    seed: Seed = 0
     memory: int | str | None = None  # bytes ("4GB") of fitted rows kept for the transform (default: default_memory())
     force: bool = False
+
+    def __post_init__(self) -> None:
+        """Every option is checked when the options are made (CLI, API, pipeline files): see embedtab.bounds."""
+        bounds.check(self)
+        check_backend(self.backend)
+        if self.fit_on is not None:
+            self.fit_on = _fit_on(self.fit_on)
+        given, self.memory = self.memory, parse_memory(self.memory)
+        if self.memory is not None and self.memory > bounds.machine_memory():
+            raise UsageError(bounds.problem("memory", f"at most this machine's memory ({bounds.human_size(bounds.machine_memory())})", given))
 
     @property
     def output_name(self) -> str:
@@ -88,9 +100,31 @@ class _Finite:
             raise DataError(f"embeddings {self.name!r}: {self.bad} rows hold NaN or inf (ids {self.first}); nothing was written")
 
 
-def choose_backend(requested: str, nbytes: int) -> str:
+def _fit_on(value: str | int) -> str:
+    """--fit-on: a sample size (2 rows or more) or the name of another embeddings artifact."""
+    text = str(value).strip()
+    if re.fullmatch(r"[0-9]+", text):
+        if int(text) >= 2:
+            return str(int(text))
+    else:
+        try:
+            float(text)  # (a number, but not a whole count of rows: -5, 1.5, 1e5)
+        except ValueError:
+            try:
+                return check_name(text, "artifact name")
+            except UsageError as exc:
+                raise UsageError(f"fit_on: {exc}") from None
+    raise UsageError(bounds.problem("fit_on", "a sample of at least 2 rows, or the name of an embeddings artifact", value))
+
+
+def check_backend(requested: str) -> str:
     if requested not in BACKENDS:
         raise UsageError(f"invalid --backend {requested!r}: use {', '.join(BACKENDS)}")
+    return requested
+
+
+def choose_backend(requested: str, nbytes: int) -> str:
+    check_backend(requested)
     gpu = gpu_arrays_available() and _cuml_importable()
     if requested == "cuml" and not gpu:
         raise UsageError("--backend cuml needs cuML and a CUDA device; use --backend sklearn or streaming")
@@ -132,29 +166,15 @@ def _sample_rows(total: int, size: int, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(total, size=size, replace=False))
 
 
-def physical_memory() -> int:
-    """Bytes of RAM this process may use: the machine's, or its cgroup's limit when lower."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit.isdigit():
-            total = min(total, int(limit))
-    except OSError:
-        pass
-    return total
+physical_memory = bounds.machine_memory  # bytes of RAM this process may use (the cgroup's limit when lower)
 
 
 def parse_memory(value: int | str | None) -> int | None:
     """--memory: bytes, or a size such as 512MB, 4GB, 4GiB (None: the default)."""
     if value is None:
         return None
-    from pydantic import ByteSize, TypeAdapter, ValidationError
-
-    try:
-        size = int(TypeAdapter(ByteSize).validate_python(value.strip() if isinstance(value, str) else value))
-    except ValidationError:
-        size = -1
-    if size < 0:
+    size = bounds.byte_size(value)
+    if size is None or size < 0:
         raise UsageError(f"invalid --memory {value!r}: give bytes or a size such as 512MB or 4GB")
     return size
 
@@ -182,20 +202,6 @@ def _computers() -> int:
     """Threads running the fit's BLAS products on the CPU: a core each, up to 8 (each holds a batch
     and a scratch buffer of 32 MB for 512 dims, so memory stays bounded on big machines)."""
     return max(1, min(8, os.cpu_count() or 1))
-
-
-def _read(source: list[Path], id_column: str, xp: Any) -> Iterator[tuple[pa.Array, np.ndarray, Path]]:
-    """iter_embeddings for the transform, the cores shared: on the CPU half decode parquet, half
-    run the projection (one thread computing and writing in order kept up with one reader on 2
-    cores; a thread per core for the projection, as in the fit, was slower and held more memory)."""
-    if xp is not np:
-        yield from tables.iter_embeddings(source, id_column)
-        return
-    from threadpoolctl import threadpool_limits
-
-    readers = _readers(xp)
-    with threadpool_limits(limits=max(1, (os.cpu_count() or 1) - readers), user_api="blas"):
-        yield from tables.iter_embeddings(source, id_column, workers=readers)
 
 
 def _host_rows(rows: int, dim: int) -> np.ndarray:
@@ -324,34 +330,101 @@ def _fit(store: ArtifactStore, fit_record: ArtifactRecord, sample: np.ndarray | 
 
 
 # ----------------------------------------------------------------------------- transform
+# The projection is computed in blocks of BLOCK rows counted from each part's first row, with
+# single-threaded BLAS: a row's result then never depends on how the rows were read (kept from
+# the fit or read again, row group sizes) or on the number of cores. Multi-threaded BLAS splits a
+# product by thread count, and some CPU kernels (OpenBLAS's Prescott) round a row differently by
+# its place in the block, so anything else moves the last bits (measured: 52 % of values up to
+# 5e-5 apart between 1 and 2 BLAS threads on Prescott).
+BLOCK = tables.ROW_GROUP
+
+
+def _blocks(batches: Iterator[tuple[pa.Array, np.ndarray, Path]]) -> Iterator[tuple[pa.Array, np.ndarray, Path]]:
+    """The batches regrouped into BLOCK rows from each part's start (the last of a part shorter).
+    Parts written by embedtab have row groups of BLOCK rows: those pass through without a copy."""
+    pending: list[tuple[pa.Array, np.ndarray]] = []
+    held, current = 0, None
+
+    def flush(rows: int) -> tuple[pa.Array, np.ndarray, Path]:
+        nonlocal pending, held
+        ids = pa.concat_arrays([i for i, _ in pending]) if len(pending) > 1 else pending[0][0]
+        x = np.concatenate([v for _, v in pending]) if len(pending) > 1 else pending[0][1]
+        pending = [(ids.slice(rows), x[rows:])] if rows < len(x) else []
+        held = len(x) - rows
+        return ids.slice(0, rows), x[:rows], current
+
+    for ids, x, path in batches:
+        if not len(x):
+            continue
+        if path != current and held:
+            yield flush(held)
+        current = path
+        if not held and len(x) == BLOCK:
+            yield ids, x, path
+            continue
+        pending.append((ids, x))
+        held += len(x)
+        while held >= BLOCK:
+            yield flush(BLOCK)
+    if held:
+        yield flush(held)
+
+
+
+
 def _transform(store: ArtifactStore, source: ArtifactRecord, projection: Projection, staging: Path,
                xp: Any, kept: Kept | None, reporter: Reporter) -> int:
     """Project the source into staging, one output part per source part: the parts the fit kept
-    from memory, the others read again batch by batch."""
+    from memory, the others read again; both in the same blocks (see BLOCK)."""
     finite = _Finite(source.name)
     writer = tables.PartWriter(staging, _id_column(source))
-    chunk = 4 * tables.ROW_GROUP
     done = {path for path, *_ in kept.parts} if kept is not None else set()
     reference = xp.asarray(projection.reference)
     scratch = _Scratch(xp, projection.input_dim)
+
+    def kept_blocks() -> Iterator[tuple[pa.Array, Any, Path, bool]]:
+        for path, start, count, ids in kept.parts if kept is not None else []:
+            for at in range(0, count, BLOCK):
+                rows = kept.rows[start + at : start + min(at + BLOCK, count)]
+                yield ids.slice(at, len(rows)), rows, path, True
+
+    def read_blocks() -> Iterator[tuple[pa.Array, Any, Path, bool]]:
+        remaining = [p for p in tables.part_files(store.path(source.kind, source.name)) if p not in done]
+        batches = tables.iter_embeddings(remaining, _id_column(source), workers=_readers(xp) if xp is np else None)
+        for ids, x, path in _blocks(batches):
+            if x.shape[1] != projection.input_dim:
+                raise DataError(f"embeddings {source.name!r} have {x.shape[1]} dims; the projection expects {projection.input_dim}")
+            yield ids, x, path, False
+
+    def project(block: tuple[pa.Array, Any, Path, bool]) -> tuple[pa.Array, np.ndarray, Path, Any]:
+        ids, x, path, shifted = block
+        rows = x
+        if not shifted:
+            rows = scratch.get(len(x))
+            shift_into(x, reference, rows, xp)
+        out = projection.transform(rows, xp, shifted=True)
+        return ids, to_numpy(out), path, None if shifted or bool(xp.isfinite(out).all()) else x
+
+    def projected(blocks: Iterator, workers: int) -> Iterator:
+        if xp is not np:
+            yield from map(project, blocks)
+            return
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield from (map(project, blocks) if workers == 1 else tables.ordered_map(project, blocks, workers=workers, ahead=workers))
+
     try:
         with reporter.progress("projecting", total=source.rows(prefix="part-"), unit="rows") as advance:
-            for path, start, count, ids in kept.parts if kept is not None else []:
-                for at in range(0, count, chunk):
-                    rows = kept.rows[start + at : start + min(at + chunk, count)]
-                    writer.write(path, ids.slice(at, len(rows)), to_numpy(projection.transform(rows, xp, shifted=True)))
-                    advance(len(rows))
-            remaining = [p for p in tables.part_files(store.path(source.kind, source.name)) if p not in done]
-            for ids, x, path in _read(remaining, _id_column(source), xp):
-                if x.shape[1] != projection.input_dim:
-                    raise DataError(f"embeddings {source.name!r} have {x.shape[1]} dims; the projection expects {projection.input_dim}")
-                rows = scratch.get(len(x))
-                shift_into(x, reference, rows, xp)
-                out = projection.transform(rows, xp, shifted=True)
-                if not bool(xp.isfinite(out).all()):
-                    finite.check(ids, x)
-                writer.write(path, ids, to_numpy(out))
-                advance(len(ids))
+            # Kept blocks on every core; read ones on the cores the readers leave (one on 2 cores,
+            # where one thread computing in order kept up with one reader: more was slower).
+            computers = _computers()
+            for blocks, workers in ((kept_blocks(), computers), (read_blocks(), max(1, min(computers, (os.cpu_count() or 1) - _readers(xp))))):
+                for ids, out, path, suspect in projected(blocks, workers):
+                    if suspect is not None:
+                        finite.check(ids, suspect)
+                    writer.write(path, ids, out)
+                    advance(len(ids))
     finally:
         writer.close()
     finite.raise_if_bad()
@@ -385,10 +458,8 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
     in_dim = int(source.metadata.get("dim", 0))
     fit_record, sample_size = source, None
     if options.fit_on:
-        if options.fit_on.isdigit():
+        if options.fit_on.isdigit():  # (at least 2: checked with the options)
             sample_size = int(options.fit_on)
-            if sample_size < 2:
-                raise UsageError("--fit-on needs a sample of at least 2 rows")
         else:
             fit_record = store.require("embeddings", options.fit_on)
             if int(fit_record.metadata.get("dim", 0)) != in_dim:
@@ -399,8 +470,6 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
         raise DataError(f"embeddings {fit_record.name!r} have no rows")
     if (options.dims is None) == (options.variance is None):
         raise UsageError("give either --dims or --variance")
-    if options.variance is not None and not 0 < options.variance <= 1:
-        raise UsageError(f"--variance {options.variance} must be in (0, 1], e.g. 0.95")
     if options.dims is not None:
         if options.dims < 1 or options.dims >= in_dim:
             raise UsageError(f"--dims {options.dims} must be between 1 and {in_dim - 1} (the input has {in_dim} dims)")

@@ -84,9 +84,19 @@ def mask_ids_partition(output: Any, inputs: Any, spec: dict[str, Any]) -> Any:
     return output
 
 
-def count_partition(frame: Any, spec: dict[str, Any]) -> Any:
-    """Masked rows per group, for the summary."""
-    return pd.DataFrame([[int(m.sum()) for m in group_masks(frame, spec)]], columns=[f"g{i}" for i in range(len(spec["groups"]))])
+def count_partition(frame: Any, spec: dict[str, Any], targets: dict[str, list[tuple[int, bool]]] | None = None) -> Any:
+    """Masked rows per group (g0, g1, ...), and per target (t0, t1, ...) the rows whose id the
+    masking left at the out-of-vocabulary id. A target is an output column with the groups that
+    touch it in the order they are applied, each with whether it leaves the OOV id: the last group
+    that masks a row decides (a later sentinel inside the vocabulary gives the row a real id)."""
+    masks = group_masks(frame, spec)
+    counts = {f"g{i}": int(m.sum()) for i, m in enumerate(masks)}
+    for j, groups in enumerate((targets or {}).values()):
+        oov = np.zeros(len(masks[0]) if masks else 0, bool)
+        for index, to_oov in groups:
+            oov = np.where(masks[index], to_oov, oov)
+        counts[f"t{j}"] = int(oov.sum())
+    return pd.DataFrame([counts])
 
 
 def check_sentinels(spec: dict[str, Any], dtypes: dict[str, Any], source: str) -> None:

@@ -25,8 +25,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from embedtab import tables
+from embedtab import bounds, tables
 from embedtab.artifacts import ArtifactRecord, ArtifactStore, owner_tag
+from embedtab.bounds import PartSize
 from embedtab.device import gpu_dataframes_available
 from embedtab.errors import ArtifactNotFound, ConfigError, DataError, UsageError
 from embedtab.fingerprint import columns_fingerprint, file_fingerprint, files_fingerprint, hash_value
@@ -87,7 +88,7 @@ def dask_cluster(address: str | None, reporter: Reporter) -> Iterator[str]:
         client.close()
 
 
-def _dataset(paths: Sequence[Path], use_gpu: bool, part_size: str | None = None) -> Any:
+def _dataset(paths: Sequence[Path], use_gpu: bool, part_size: int | None = None) -> Any:
     from merlin.io import Dataset
 
     suffixes = {p.suffix for p in paths}
@@ -281,7 +282,10 @@ class FitOptions:
     name: str | None = None
     force: bool = False
     dask_scheduler: str | None = None
-    part_size: str | None = None
+    part_size: PartSize | None = None  # Dask partition bytes ("256MB" is parsed when the options are made)
+
+    def __post_init__(self) -> None:
+        bounds.check(self)
 
 
 @dataclass
@@ -476,10 +480,13 @@ class TransformOptions:
     data: Sequence[str]
     name: str | None = None
     force: bool = False
-    part_size: str | None = None
+    part_size: PartSize | None = None  # Dask partition bytes ("256MB" is parsed when the options are made)
     mask: bool = False
     dask_scheduler: str | None = None
     trust_workflow: bool = False
+
+    def __post_init__(self) -> None:
+        bounds.check(self)
 
 
 def _workflow_identity(store: ArtifactStore, options: TransformOptions) -> tuple[ArtifactRecord | None, str, list[str], dict[str, Any] | None]:
@@ -516,6 +523,7 @@ def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporte
         "datasets", name, "transform", params, input_files=[] if used else data_files, read_files=data_files if used else [],
         input_artifacts=[record] if record else [], force=options.force, packages=_PACKAGES, refresh=True,
         content=[workflow_fp, used] if used else workflow_fp, was=(data_files, workflow_fp), warn=reporter.warn,
+        trusted=(record.key,) if record and options.trust_workflow else (),
     )
     if plan.up_to_date:
         return FitResult(plan.existing, True)
@@ -528,17 +536,18 @@ def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporte
             reporter.info(f"transforming {len(paths)} file(s) with workflow {options.workflow!r} ({cluster} Dask)")
             started = time.time()
             dataset = _dataset(paths, use_gpu, options.part_size)
-            masked_rows = None
+            masked_rows, masked_ids, targets = None, {}, None
             raw = dataset
+            workflow_dir = _external_folder(options.workflow) or store.path("workflows", options.workflow)
             if options.mask:
-                dataset, masked_rows = _masked(dataset, masking, use_gpu)
+                targets = _mask_targets(masking, workflow.output_schema, workflow_dir, record.params.get("config") if record else None)
+                dataset, masked_rows, masked_ids = _masked(dataset, masking, use_gpu, targets or {})
             try:
                 output = workflow.transform(dataset)
                 from embedtab.workflow.masking import has_id_groups  # (pandas: imported only to transform)
 
                 if options.mask and has_id_groups(masking):
                     output = _masked_ids(output, raw, masking, use_gpu)
-                workflow_dir = _external_folder(options.workflow) or store.path("workflows", options.workflow)
                 output.schema = _final_cat_paths(output.schema, workflow_dir)
                 output.to_parquet(str(staging), out_files_per_proc=1)
                 _final_file_list(staging, store.path("datasets", name))
@@ -550,10 +559,14 @@ def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporte
             metadata = {"engine": "gpu" if use_gpu else "cpu", "dask": cluster, "workflow": options.workflow,
                         "output_schema": _schema_summary(workflow.output_schema), "rows": rows,
                         "masking": {"spec": masking, "masked_rows": masked_rows} if options.mask else None}
-            summary = {"rows": rows, "seconds": round(seconds, 3), "oov": {k: v["oov"] for k, v in oov.items()},
+            # oov: values unseen at fit time; masked: ids the masking set to the OOV id, counted apart
+            summary = {"rows": rows, "seconds": round(seconds, 3),
+                       "oov": {k: max(0, v["oov"] - masked_ids.get(k, 0)) for k, v in oov.items()},
                        "null": {k: v["null"] for k, v in oov.items()}}
             if masked_rows is not None:
                 summary["masked_rows"] = masked_rows
+                if targets is not None:  # (after a groupby rows are aggregated: oov then holds both)
+                    summary["masked"] = {k: masked_ids.get(k, 0) for k in oov}
             out = store.publish(plan, staging, metadata=metadata, summary=summary, device="cuda" if use_gpu else "cpu")
         return FitResult(out, False)
 
@@ -592,12 +605,55 @@ def _masked_ids(output: Any, raw: Any, spec: dict[str, Any], use_gpu: bool) -> A
     return Dataset(masked, schema=output.schema, cpu=not use_gpu)
 
 
-def _masked(dataset: Any, spec: dict[str, Any], use_gpu: bool) -> tuple[Any, list[int]]:
+def _masked(dataset: Any, spec: dict[str, Any], use_gpu: bool,
+            targets: dict[str, list[tuple[int, bool]]]) -> tuple[Any, list[int], dict[str, int]]:
+    """(the dataset with the `columns` groups applied, masked rows per group, per target column the
+    rows the masking sets to the out-of-vocabulary id)."""
     from merlin.io import Dataset
 
     from embedtab.workflow.masking import count_partition, mask_partition
 
     ddf = dataset.to_ddf()
-    counts = ddf.map_partitions(count_partition, spec, meta={f"g{i}": "int64" for i in range(len(spec["groups"]))}).sum().compute()
+    meta = {**{f"g{i}": "int64" for i in range(len(spec["groups"]))}, **{f"t{j}": "int64" for j in range(len(targets))}}
+    counts = ddf.map_partitions(count_partition, spec, targets, meta=meta).sum().compute()
     masked = ddf.map_partitions(mask_partition, spec, meta=ddf._meta)
-    return Dataset(masked, cpu=not use_gpu), [int(v) for v in counts.tolist()]
+    groups = [int(counts[f"g{i}"]) for i in range(len(spec["groups"]))]
+    return Dataset(masked, cpu=not use_gpu), groups, {column: int(counts[f"t{j}"]) for j, column in enumerate(targets)}
+
+
+def _mask_targets(spec: dict[str, Any], schema: Any, workflow_dir: Path,
+                  config: dict[str, Any] | None) -> dict[str, list[tuple[int, bool]]] | None:
+    """Categorify output column -> the masking groups that touch it, in the order they are applied,
+    each with whether it leaves the out-of-vocabulary id: `columns` groups that mask the input
+    column it was categorified from (named by its category file) -- OOV unless the sentinel is in
+    the vocabulary --, then `ids` groups naming it (always OOV). None after a groupby, whose rows
+    are aggregates of input rows."""
+    if (config or {}).get("groupby"):
+        return None
+    targets: dict[str, list[tuple[int, bool]]] = {}
+    for column in schema:
+        props = column.properties or {}
+        if "cat_path" not in props and "embedding_sizes" not in props:
+            continue
+        category_file = Path(str(props.get("cat_path", ""))).name
+        source = category_file[len("unique."):-len(".parquet")] if category_file.startswith("unique.") else column.name
+        vocabulary = workflow_dir / "categories" / f"unique.{source}.parquet"
+        groups = [(index, not _in_vocabulary(vocabulary, source, group["columns"][source]))
+                  for index, group in enumerate(spec["groups"]) if source in (group.get("columns") or {})]
+        groups += [(index, True) for index, group in enumerate(spec["groups"]) if column.name in (group.get("ids") or ())]
+        if groups:
+            targets[column.name] = groups
+    return targets
+
+
+def _in_vocabulary(path: Path, column: str, value: Any) -> bool:
+    """Whether a masking sentinel is a value of the vocabulary in `path` (then it gets a real id)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        return False
+    try:
+        return bool(pc.any(pc.equal(pq.read_table(path, columns=[column]).column(column), value)).as_py())
+    except (pa.ArrowException, KeyError):  # a sentinel of another type than the vocabulary's
+        return False

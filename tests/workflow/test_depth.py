@@ -217,6 +217,42 @@ def test_cold_start_masking_is_reproducible_recorded_and_opt_in(store, sample, t
     assert masked.record.params["mask"]["groups"][0]["rate"] == 0.05
 
 
+def test_masked_ids_are_counted_apart_from_unseen_ones(store, sample, tmp_path, capsys):
+    """`oov` counts values unseen at fit time; ids the masking set to the OOV id are `masked`, per column."""
+    from embedtab.cli.main import run as cli
+
+    train = [str(sample / "interactions" / f"day_{d}.parquet") for d in (1, 2)]
+    valid = str(sample / "interactions" / "day_3.parquet")  # holds items the first two days never saw
+    config = {"name": "own", "features": [{"columns": ["item_id", "device_type"], "ops": ["categorify"]}],
+              "masking": {"seed": 7, "groups": [
+                  {"ids": ["item_id"], "rate": 0.3, "by": "item_id"},
+                  {"columns": {"device_type": "unknown"}, "rate": 0.3},   # outside the vocabulary: OOV
+                  {"columns": {"device_type": "mobile"}, "rate": 0.2}]}}  # inside it: a real id, not OOV
+    stage.fit(store, stage.FitOptions(write_config(tmp_path, config), train))
+    root = ["-A", str(store.root)]
+    assert cli(["transform", "own", "-d", valid, "-n", "valid", "--mask", *root]) == 0
+    err = capsys.readouterr().err
+    summary = store.get("datasets", "valid").summary
+    frame, raw = read_dataset(store.path("datasets", "valid")), pd.read_parquet(valid)
+    hidden, unknown, mobile = masking.group_masks(raw, store.get("datasets", "valid").params["mask"])
+    seen = set(pd.concat(pd.read_parquet(p) for p in train)["item_id"])
+    unseen = int((~hidden & ~raw["item_id"].isin(seen)).sum())
+    assert unseen > 0 and hidden.sum() > 0
+    assert summary["oov"]["item_id"] == unseen and summary["masked"]["item_id"] == int(hidden.sum())
+    assert int((frame["item_id"] == 2).sum()) == unseen + int(hidden.sum())
+    assert summary["masked"]["device_type"] == int((unknown & ~mobile).sum()) == int((frame["device_type"] == 2).sum())
+    assert summary["oov"]["device_type"] == 0
+    assert summary["masked_rows"] == [int(hidden.sum()), int(unknown.sum()), int(mobile.sum())]
+    assert f"unseen categories (mapped to OOV): item_id {unseen:,}" in err
+    assert f"masked by --mask (set to OOV): item_id {int(hidden.sum()):,}, device_type {int((unknown & ~mobile).sum()):,}" in err
+
+    # Without --mask nothing is masked and every OOV id is an unseen value.
+    assert cli(["transform", "own", "-d", valid, "-n", "plain", *root]) == 0
+    assert "masked" not in capsys.readouterr().err
+    plain = store.get("datasets", "plain").summary
+    assert plain["oov"]["item_id"] == int((~raw["item_id"].isin(seen)).sum()) and "masked" not in plain
+
+
 def test_masking_by_entity_masks_whole_users(tmp_path):
     frame = pd.DataFrame({"user_id": np.repeat(np.arange(400), 5), "device": ["m"] * 2000})
     spec = {"seed": 3, "groups": [{"columns": {"user_id": -1, "device": "x"}, "rate": 0.25, "by": "user_id"}]}
