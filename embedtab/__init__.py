@@ -6,7 +6,8 @@
 Importing embedtab is cheap: heavy libraries (torch, nvtabular, open_clip) load inside the stages.
 """
 
-__version__ = "0.2.0"
+from embedtab.version import __version__
+
 __all__ = ["Artifact", "Artifacts", "__version__"]
 
 

@@ -41,6 +41,7 @@ from embedtab.artifacts import LOOKUP_INFO, LOOKUP_TABLE, ArtifactRecord, Artifa
 from embedtab.bounds import Name, Share
 from embedtab.errors import DataError, UsageError
 from embedtab.reporting import SILENT, Reporter
+from embedtab.workflow.vocabulary import Vocabulary, vocabulary
 
 FILLS = ("zeros", "mean")
 _ROW_GROUP = 65_536
@@ -88,54 +89,7 @@ class LookupResult:
     up_to_date: bool
 
 
-# ----------------------------------------------------------------------------- vocabulary
-@dataclass
-class Vocabulary:
-    values: pa.Array  # raw ids of the vocabulary
-    ids: np.ndarray  # their categorified ids
-    cardinality: int
-
-
-def _from_unique_file(path: Path, column: str, cardinality: int) -> Vocabulary:
-    table = pq.read_table(path, columns=[column])
-    meta = pq.read_schema(path).pandas_metadata or {}
-    index = (meta.get("index_columns") or [None])[0]
-    if isinstance(index, dict) and index.get("kind") == "range":
-        ids = np.arange(index["start"], index["stop"], index.get("step", 1), dtype=np.int64)
-    else:  # an index stored as a column
-        name = index if isinstance(index, str) else "__index_level_0__"
-        ids = pq.read_table(path, columns=[name]).column(name).to_numpy().astype(np.int64)
-    values = table.column(column).combine_chunks()
-    keep = values.is_valid()
-    values, ids = values.filter(keep), ids[keep.to_numpy(zero_copy_only=False)]
-    if len(ids) and ids.max() >= cardinality:
-        raise DataError(f"{path}: holds id {ids.max()} beyond the recorded cardinality {cardinality}")
-    return Vocabulary(values, ids, cardinality)
-
-
-def vocabulary(store: ArtifactStore, workflow: str, column: str, trust: bool) -> tuple[Vocabulary, ArtifactRecord]:
-    record = store.require("workflows", workflow)
-    cards = record.metadata.get("cardinalities", {})
-    if column not in cards:
-        known = ", ".join(sorted(cards)) or "none"
-        raise UsageError(f"workflow {workflow!r} has no Categorify for column {column!r} (categorified columns: {known})")
-    directory = store.path("workflows", workflow) if trust else store.verify(record)
-    unique = directory / "categories" / f"unique.{column}.parquet"
-    if unique.is_file():
-        return _from_unique_file(unique, column, cards[column]["cardinality"]), record
-    # Joint encodings or split vocabularies live elsewhere: ask the (verified) workflow itself.
-    from embedtab.workflow.stage import categorify_paths, load_workflow, quiet_merlin, require_merlin
-
-    require_merlin(f"a lookup of {column!r}, whose vocabulary is not in categories/unique.{column}.parquet,")
-
-    loaded, _ = load_workflow(store, workflow, trust=trust)
-    with quiet_merlin():
-        path = categorify_paths(loaded).get(column)
-    if path is None or not Path(path).is_file():
-        raise UsageError(f"workflow {workflow!r}: no single-column vocabulary file for {column!r}")
-    return _from_unique_file(Path(path), column, cards[column]["cardinality"]), record
-
-
+# ----------------------------------------------------------------------------- matching ids to the vocabulary
 def common_type(vocab: pa.DataType, ids: pa.DataType, column: str) -> pa.DataType | None:
     """The type both sides are cast to (None: already equal); only where no value can change."""
     if vocab == ids:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from embedtab import bounds
-from embedtab.artifacts import ArtifactStore, DryRunStop, Verdict
+from embedtab.artifacts import MANIFEST, ArtifactStore, DryRunStop
 from embedtab.errors import ConfigError, EmbedtabError, UsageError
 from embedtab.reporting import SILENT, Reporter
 
@@ -245,7 +245,7 @@ def load(path: str | Path, store: ArtifactStore) -> Pipeline:
                     unrecorded = store.unrecorded_folder(*need) is not None
                 except UsageError:  # (an invalid name: it cannot be on disk either)
                     unrecorded = False
-                held = (" holds it only unrecorded (not in manifest.json; rebuild it with its command and --force)"
+                held = (f" holds it only unrecorded (not in {MANIFEST}; rebuild it with its command and --force)"
                         if unrecorded else " does not hold")
                 raise _fail(path, text, ("stages", stage.index, stage.command),
                             f"{stage.command} needs {need[0]}/{need[1]}, which no stage makes and {store.root}{held}")
@@ -369,11 +369,8 @@ def run(store: ArtifactStore, pipeline: Pipeline, only: list[str] = (), force: l
         target = pipeline.find(name)
         target.options = dataclasses.replace(target.options, force=True)
     report = RunReport(str(pipeline.path))
-    store.follow_inputs = True
-    try:
+    with store.mode.following_inputs():
         _run_stages(store, pipeline, stages, dry_run, reporter, on_stage, on_done, report)
-    finally:
-        store.follow_inputs = False
     return report
 
 
@@ -428,20 +425,18 @@ def _plan_only(store: ArtifactStore, pipeline: Pipeline, stage: Stage, outcome: 
         status, why = ("run", "new") if new else ("stale", f"{changing[0].key} will be rebuilt first")
         unrecorded = [f"{k}/{n}" for k, n in stage.outputs if store.unrecorded_folder(k, n) is not None]
         if unrecorded and not stage.options.force:  # what its plan will refuse (see ArtifactStore.plan)
-            status, why = "needs --force", f"{unrecorded[0]} is on disk but not in manifest.json"
+            status, why = "needs --force", f"{unrecorded[0]} is on disk but not in {MANIFEST}"
         report.stages.append(StageReport(stage.key, stage.command, status, why, line=stage.line))
         return status
-    store.dry_run, store.verdicts = True, []
-    try:
-        _execute(store, stage, SILENT)  # stops at its plan (DryRunStop) when it would change anything
-    except DryRunStop:
-        pass
-    except EmbedtabError as exc:
-        report.stages.append(StageReport(stage.key, stage.command, "failed", error=str(exc), line=stage.line))
-        return "failed"
-    finally:
-        store.dry_run = False
-    verdicts: list[Verdict] = [v for v in store.verdicts if v.state != "up to date"]
+    with store.mode.planning_only() as planned:
+        try:
+            _execute(store, stage, SILENT)  # stops at its plan (DryRunStop) when it would change anything
+        except DryRunStop:
+            pass
+        except EmbedtabError as exc:
+            report.stages.append(StageReport(stage.key, stage.command, "failed", error=str(exc), line=stage.line))
+            return "failed"
+    verdicts = [v for v in planned if v.state != "up to date"]
     if not verdicts:
         report.stages.append(StageReport(stage.key, stage.command, "up to date", line=stage.line))
         return "up to date"

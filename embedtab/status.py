@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from embedtab.artifacts import ArtifactRecord, ArtifactStore, Manifest, legacy_layout
+from embedtab.artifacts import WORK, ArtifactRecord, ArtifactStore, Manifest, legacy_layout
 from embedtab.errors import UsageError
+from embedtab.tables import PART_PREFIX
 
 
 def row_count(record: ArtifactRecord) -> int | None:
     if record.kind == "embeddings":
-        return record.rows(prefix="part-")
+        return record.rows(prefix=PART_PREFIX)
     if record.kind == "datasets":
         return record.rows()
     if record.kind == "lookups":
@@ -64,7 +65,7 @@ def collect(store: ArtifactStore, verify: bool = False) -> dict[str, Any]:
         "unrecorded": [{"kind": key.partition("/")[0], "name": key.partition("/")[2], "path": str(store.root / key)}
                        for key in store.unrecorded(manifest)],
         # Resumable encode work (kept until its artifact is published; a rerun of the same command resumes it).
-        "work": [{"path": f"work/embeddings/{name}", "keys": keys, "artifact_recorded": f"embeddings/{name}" in manifest.artifacts}
+        "work": [{"path": f"{WORK}/embeddings/{name}", "keys": keys, "artifact_recorded": f"embeddings/{name}" in manifest.artifacts}
                  for name, keys in store.unfinished_work("embeddings").items()],
         "reclaimable_bytes": store.reclaimable_bytes(),
     }

@@ -15,6 +15,9 @@ from embedtab.errors import DataError, UsageError
 
 TABLE_SUFFIXES = (".parquet", ".csv")
 EMBEDDING = "embedding"
+# Data parts of an embeddings artifact: part-00000.parquet, ... Spelled here, below the artifact
+# layer (embedtab.artifacts.layout names every other file), because the part writer lives here.
+PART_PREFIX = "part-"
 
 
 def resolve_inputs(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
@@ -168,11 +171,12 @@ class PartWriter:
 
 
 def part_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
+    """The file name of data part `index` of an embeddings artifact (see embedtab.artifacts.layout)."""
+    return f"{PART_PREFIX}{index:05d}.parquet"
 
 
 def part_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("part-*.parquet"))
+    return sorted(directory.glob(f"{PART_PREFIX}*.parquet"))
 
 
 def write_summary(directory: Path, parts: Sequence[Path], name: str) -> None:

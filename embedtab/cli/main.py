@@ -11,7 +11,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from embedtab import __version__
 from embedtab.cli import common
 from embedtab.cli.encode import app as encode_app
 from embedtab.cli.encode import encoders
@@ -21,6 +20,7 @@ from embedtab.cli.reduce import reduce
 from embedtab.cli.status import status
 from embedtab.cli.workflow import fit_workflow, transform
 from embedtab.errors import EmbedtabError
+from embedtab.version import __version__
 
 app = typer.Typer(
     name="embedtab",

@@ -27,6 +27,8 @@ def status(
 
       embedtab status --json | jq '.artifacts[] | {kind, name, fingerprint}'
     """
+    from embedtab.artifacts import MANIFEST, STAGING
+
     report = open_artifacts(artifacts).status(verify=verify)
     if as_json:
         emit_json(report)
@@ -63,7 +65,7 @@ def status(
         finally:
             stdout.width = narrow
     if report["unrecorded"]:
-        where = "there is no manifest.json" if not report["manifest"] else "manifest.json has no record of them"
+        where = f"there is no {MANIFEST}" if not report["manifest"] else f"{MANIFEST} has no record of them"
         stdout.print(f"{len(report['unrecorded'])} unrecorded folder(s): {where} (a lost or older manifest, or folders "
                      "copied in by hand), so nothing tells what made them; no command reads or replaces them: rerun the "
                      "command that makes one with --force to rebuild it, or move it away", markup=False)
@@ -71,7 +73,7 @@ def status(
     for pending in report["pending"]:
         stdout.print(f"[yellow]interrupted publication pending:[/yellow] {pending} (the next writer finishes it)")
     if report["reclaimable_bytes"]:
-        stdout.print(f"{report['reclaimable_bytes'] / 2**20:,.1f} MiB left in .staging by interrupted runs "
+        stdout.print(f"{report['reclaimable_bytes'] / 2**20:,.1f} MiB left in {STAGING} by interrupted runs "
                      "(removed by the next command that writes here)", markup=False)
     _exit_if_damaged(report)
 
@@ -83,6 +85,7 @@ def _print_work(report: dict) -> None:
 
 
 def _exit_if_damaged(report: dict) -> None:
+    from embedtab.artifacts import MANIFEST
     from embedtab.errors import IntegrityError
 
     problems = []
@@ -92,6 +95,6 @@ def _exit_if_damaged(report: dict) -> None:
     if report["unrecorded"]:
         names = [f"{a['kind']}/{a['name']}" for a in report["unrecorded"]]
         shown = ", ".join(names[:10]) + (f" (+{len(names) - 10} more)" if len(names) > 10 else "")
-        problems.append(f"{len(names)} unrecorded (on disk, not in manifest.json; rebuild with --force or move away): {shown}")
+        problems.append(f"{len(names)} unrecorded (on disk, not in {MANIFEST}; rebuild with --force or move away): {shown}")
     if problems:
         raise IntegrityError("; ".join(problems))

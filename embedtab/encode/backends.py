@@ -1,5 +1,6 @@
-"""The built-in encoders (see encoders.py for the protocol): sentence-transformers (texts),
-OpenCLIP (images, and texts into the same space), Hugging Face CLIP/SigLIP (images and texts).
+"""The built-in encoders (how to write one: encoders.py; the base class: protocol.py):
+sentence-transformers (texts), OpenCLIP (images, and texts into the same space), Hugging Face
+CLIP/SigLIP (images and texts).
 
 All run on whatever device `embedtab.device.torch_device` picked; on CUDA under autocast at the
 requested precision, on CPU in float32. Nothing here knows about files or artifacts.
@@ -14,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from embedtab.encode.encoders import Encoder, Settings, files_stamp
+from embedtab.encode.protocol import Encoder, Settings, files_stamp
 from embedtab.errors import ModelError, UsageError
 from embedtab.fingerprint import library_versions
 

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from embedtab.device import torch_device
+from embedtab.encode.encoders import resolve
+from embedtab.encode.inputs import ROWS, default_workers
+from embedtab.encode.work import WorkDir, check_budget, stream_work_values
 from embedtab.errors import DataError, EmbedtabError, UsageError
 
 _ENCODERS: dict[tuple, Any] = {}  # per worker process: the loaded model, reused by every task
@@ -49,14 +53,10 @@ def connect(address: str) -> Any:
 
 def worker_device(requested: str) -> str:
     """The device 'auto' means on a worker (a dask-cuda worker sees its own GPU as cuda:0)."""
-    from embedtab.device import torch_device
-
     return torch_device(requested)
 
 
 def _encoder(task: ShardTask) -> Any:
-    from embedtab.encode.encoders import resolve
-
     key = (task.encoder, task.model, task.settings)
     if key not in _ENCODERS:
         _ENCODERS[key] = resolve(task.encoder, task.model, task.settings.inputs)(task.model, task.settings)
@@ -65,9 +65,6 @@ def _encoder(task: ShardTask) -> Any:
 
 def encode_shard(task: ShardTask, shard: int, values: list) -> tuple[int, int, list[tuple[int, str]], int]:
     """Runs on a worker: encode one shard and publish it. Returns (shard, rows, errors, truncated)."""
-    from embedtab.encode.inputs import ROWS, default_workers
-    from embedtab.encode.work import WorkDir
-
     encoder = _encoder(task)
     # Dask's worker processes are daemons, which may not start DataLoader workers of their own.
     workers = 0 if multiprocessing.current_process().daemon else (default_workers(task.settings.device) if task.workers is None else task.workers)
@@ -114,3 +111,23 @@ def run_shards(client: Any, task: ShardTask, shard_values: Iterator[tuple[int, l
     finally:
         for future in futures:
             future.cancel()  # (a no-op for finished ones) an error or Ctrl-C leaves no task running
+
+
+def do_work_on_dask(client, source, options, scan, worklist, work, shards, cls, model, settings, reporter) -> tuple[int, int]:
+    """`work.do_work` with each shard a task on the cluster."""
+    task = ShardTask(cls.name, model, settings, getattr(options, "workers", None), str(work.path),
+                                 work.shards, work.shard_size, work.total)
+    in_flight = 2 * max(1, len(client.scheduler_info()["workers"]))
+    decode_errors = truncated = 0
+    todo_items = sum(work.bounds(s)[1] - work.bounds(s)[0] for s in shards)
+    what = ROWS[source.modality].plural
+    with reporter.progress(f"encoding {what} on Dask", total=todo_items, unit=what) as advance:
+        values = stream_work_values(source, worklist.positions, shards, work, options.shard_size)
+        for shard, errors, cut in run_shards(client, task, values, advance, in_flight):
+            if errors and options.on_error == "fail":
+                position = int(worklist.positions[errors[0][0]])
+                raise DataError(f"{options.id_column}={scan.ids[position].as_py()}: {errors[0][1]}")
+            decode_errors += len(errors)
+            truncated += cut
+            check_budget(len(scan.problems) + decode_errors, options)
+    return decode_errors, truncated

@@ -53,7 +53,7 @@ def seal(store, plan, source, options, scan, worklist, work, previous, identity,
     previous_npy = None
     if previous is not None and (worklist.reuse_rows >= 0).any():
         parts = tables.part_files(store.path("embeddings", previous.record.name))
-        previous_npy = np.load(copy_previous_vectors(parts, work.path / "previous.npy", previous.record.rows(prefix="part-"), dim), mmap_mode="r")
+        previous_npy = np.load(copy_previous_vectors(parts, work.path / "previous.npy", previous.record.rows(prefix=tables.PART_PREFIX), dim), mmap_mode="r")
 
     id_name = options.id_column
     with store.staging(plan) as staging, reporter.progress("writing parts", total=n, unit="items") as advance:

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from embedtab import tables
 from embedtab.artifacts import ArtifactRecord, ArtifactStore
+from embedtab.encode import distributed
 from embedtab.encode import sources as src
 from embedtab.encode.encoders import Settings
 from embedtab.encode.inputs import ROWS
@@ -36,7 +37,7 @@ from embedtab.encode.options import EncodeOptions, EncodeResult, ImageOptions, T
 from embedtab.encode.plan import previous_artifact, work_list
 from embedtab.encode.scan import Scan, read_index, scan_inputs, stat_cache_from
 from embedtab.encode.seal import clean_work, seal
-from embedtab.encode.work import WorkDir, do_work, do_work_on_dask
+from embedtab.encode.work import WorkDir, do_work
 from embedtab.errors import ArtifactExists, DataError, UsageError
 from embedtab.fingerprint import files_fingerprint, hash_value
 from embedtab.reporting import SILENT, Reporter
@@ -128,8 +129,6 @@ def _make(store: ArtifactStore, options: EncodeOptions, plan: Any, source: src.S
 
     client = None
     if options.dask_scheduler and not options.seal:
-        from embedtab.encode import distributed
-
         client = distributed.connect(options.dask_scheduler)
         device = client.submit(distributed.worker_device, options.device, pure=False).result()  # the workers' device
         reporter.info(f"encoding on the Dask cluster at {options.dask_scheduler} "
@@ -154,7 +153,7 @@ def _make(store: ArtifactStore, options: EncodeOptions, plan: Any, source: src.S
     backend = None
     if todo and client is not None:
         try:
-            decode_errors, truncated = do_work_on_dask(client, source, options, scan, worklist, work, todo, cls, model, settings, reporter)
+            decode_errors, truncated = distributed.do_work_on_dask(client, source, options, scan, worklist, work, todo, cls, model, settings, reporter)
         finally:
             client.close()
     elif todo:

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from embedtab.artifacts.layout import work_shard_name
 from embedtab.encode.inputs import ROWS, default_workers
 from embedtab.errors import DataError, IntegrityError
 from embedtab.fingerprint import sha256_file
@@ -74,7 +75,7 @@ class WorkDir:
         return start, min(start + self.shard_size, self.total)
 
     def _name(self, shard: int, suffix: str) -> Path:
-        return self.path / f"shard-{shard:05d}{suffix}"
+        return self.path / work_shard_name(shard, suffix)
 
     def is_done(self, shard: int) -> bool:
         return self._name(shard, ".json").exists()
@@ -197,28 +198,6 @@ def do_work(source, options, scan, worklist, work, shards, backend, reporter) ->
 def _workers(options: EncodeOptions, device: str = "cpu") -> int:
     workers = getattr(options, "workers", None)
     return default_workers(device) if workers is None else workers
-
-
-def do_work_on_dask(client, source, options, scan, worklist, work, shards, cls, model, settings, reporter) -> tuple[int, int]:
-    """`_do_work` with each shard a task on the cluster (see embedtab.encode.distributed)."""
-    from embedtab.encode import distributed
-
-    task = distributed.ShardTask(cls.name, model, settings, getattr(options, "workers", None), str(work.path),
-                                 work.shards, work.shard_size, work.total)
-    in_flight = 2 * max(1, len(client.scheduler_info()["workers"]))
-    decode_errors = truncated = 0
-    todo_items = sum(work.bounds(s)[1] - work.bounds(s)[0] for s in shards)
-    what = ROWS[source.modality].plural
-    with reporter.progress(f"encoding {what} on Dask", total=todo_items, unit=what) as advance:
-        values = stream_work_values(source, worklist.positions, shards, work, options.shard_size)
-        for shard, errors, cut in distributed.run_shards(client, task, values, advance, in_flight):
-            if errors and options.on_error == "fail":
-                position = int(worklist.positions[errors[0][0]])
-                raise DataError(f"{options.id_column}={scan.ids[position].as_py()}: {errors[0][1]}")
-            decode_errors += len(errors)
-            truncated += cut
-            check_budget(len(scan.problems) + decode_errors, options)
-    return decode_errors, truncated
 
 
 def check_budget(errors: int, options: EncodeOptions) -> None:

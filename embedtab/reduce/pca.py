@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-PROJECTION_FILE = "projection.npz"
+from embedtab.artifacts.layout import PROJECTION_ARRAYS, PROJECTION_INFO
 
 
 def fix_signs(components: np.ndarray) -> np.ndarray:
@@ -78,7 +78,7 @@ class Projection:
 
     def save(self, directory: Path, info: dict[str, Any]) -> None:
         np.savez(
-            directory / PROJECTION_FILE,
+            directory / PROJECTION_ARRAYS,
             mean=self.mean,
             components=self.components,
             explained_variance=self.explained_variance,
@@ -87,11 +87,11 @@ class Projection:
             normalize=np.array(self.normalize),
             **({"shift": self.shift} if self.shift is not None else {}),
         )
-        (directory / "projection.json").write_text(json.dumps(info, indent=2))
+        (directory / PROJECTION_INFO).write_text(json.dumps(info, indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> "Projection":
-        with np.load(directory / PROJECTION_FILE, allow_pickle=False) as data:
+        with np.load(directory / PROJECTION_ARRAYS, allow_pickle=False) as data:
             return cls(
                 mean=data["mean"],
                 components=data["components"],

@@ -254,7 +254,7 @@ def _fit(store: ArtifactStore, fit_record: ArtifactRecord, sample: np.ndarray | 
     `reuse`: the fit input is the source, whole -- only then do kept rows spare the transform a read."""
     finite = _Finite(fit_record.name)
     gather = backend in ("sklearn", "cuml")
-    total = len(sample) if sample is not None else fit_record.rows(prefix="part-")
+    total = len(sample) if sample is not None else fit_record.rows(prefix=tables.PART_PREFIX)
     capacity = total if gather else min(total, keep_rows)
     slab_xp = np if backend == "cuml" else xp  # cuML takes host rows
     kept = (_host_rows(capacity, dim) if slab_xp is np else xp.empty((capacity, dim), dtype=xp.float32)) if capacity else None
@@ -310,7 +310,7 @@ def _fit(store: ArtifactStore, fit_record: ArtifactRecord, sample: np.ndarray | 
         finite_sums = bool(slab_xp.isfinite(moments[0]).all())  # NaN and inf reach the sums
         return ids, len(x), size, moments, None if finite_sums else ~np.isfinite(to_numpy(x)).all(axis=1)
 
-    with reporter.progress("fitting PCA", total=fit_record.rows(prefix="part-"), unit="rows") as advance:
+    with reporter.progress("fitting PCA", total=fit_record.rows(prefix=tables.PART_PREFIX), unit="rows") as advance:
         for ids, n, size, moments, bad in _in_order(compute, batches(), slab_xp):
             if bad is not None:
                 finite.add(ids, bad)  # the fit will be refused: find the rows
@@ -415,7 +415,7 @@ def _transform(store: ArtifactStore, source: ArtifactRecord, projection: Project
             yield from (map(project, blocks) if workers == 1 else tables.ordered_map(project, blocks, workers=workers, ahead=workers))
 
     try:
-        with reporter.progress("projecting", total=source.rows(prefix="part-"), unit="rows") as advance:
+        with reporter.progress("projecting", total=source.rows(prefix=tables.PART_PREFIX), unit="rows") as advance:
             # Kept blocks on every core; read ones on the cores the readers leave (one on 2 cores,
             # where one thread computing in order kept up with one reader: more was slower).
             computers = _computers()
@@ -464,7 +464,7 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
             fit_record = store.require("embeddings", options.fit_on)
             if int(fit_record.metadata.get("dim", 0)) != in_dim:
                 raise DataError(f"--fit-on {options.fit_on!r} has {fit_record.metadata.get('dim')} dims, {options.source!r} has {in_dim}")
-    total = fit_record.rows(prefix="part-")
+    total = fit_record.rows(prefix=tables.PART_PREFIX)
     fit_rows = min(total, sample_size) if sample_size else total
     if fit_rows == 0:
         raise DataError(f"embeddings {fit_record.name!r} have no rows")

@@ -3,10 +3,8 @@
 fit-workflow writes workflows/<name>/: exactly what `nvtabular.Workflow.save` writes (metadata.json,
 workflow.pkl, categories/), so plain `nvtabular.Workflow.load` opens it.
 
-Trust model: `Workflow.load` unpickles (CVE-2025-33214 in nvtabular 23.8), i.e. runs code from
-workflow.pkl. embedtab records every file's sha256 when it saves a workflow and `load_workflow`
-verifies them -- no changed, missing or extra file -- before NVTabular unpickles anything. A
-workflow folder embedtab did not write is refused unless the caller passes `trust=True`.
+Trust model: a fitted workflow is unpickled only after every file's recorded sha256 is verified
+(see merlin.py, which loads workflows; vocabulary.py reads their category files without unpickling).
 
 transform writes datasets/<name>/: NVTabular's parquet parts plus the Merlin schema.
 """
@@ -17,7 +15,6 @@ import contextlib
 import os
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -26,43 +23,20 @@ import numpy as np
 import pyarrow as pa
 
 from embedtab import bounds, tables
-from embedtab.artifacts import ArtifactRecord, ArtifactStore, owner_tag
+from embedtab.artifacts import ArtifactRecord, ArtifactStore, owner_tag, workflow_vocabulary
 from embedtab.bounds import PartSize
 from embedtab.device import gpu_dataframes_available
 from embedtab.errors import ArtifactNotFound, ConfigError, DataError, UsageError
 from embedtab.fingerprint import columns_fingerprint, file_fingerprint, files_fingerprint, hash_value
 from embedtab.reporting import SILENT, Reporter
 from embedtab.workflow.config import NUMERIC_OPS, WorkflowConfig, load_config
+from embedtab.workflow.merlin import categorify_paths as categorify_paths  # (re-exported)
+from embedtab.workflow.merlin import external_folder, load_workflow, quiet_merlin, require_merlin
+from embedtab.workflow.merlin import merlin_installed as merlin_installed  # (re-exported)
+from embedtab.workflow.vocabulary import read_unique_file, vocabulary
 
 _PACKAGES = ("nvtabular", "merlin-core", "pandas", "dask", "distributed", "pyarrow", "numpy")
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"  # the variable Dask itself reads for `scheduler-address`
-
-
-def merlin_installed() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(name) is not None for name in ("nvtabular", "merlin", "dask"))
-
-
-def require_merlin(command: str) -> None:
-    """NVTabular is an extra (its last release stops at Python 3.11 and numpy 1): say how to get it."""
-    if not merlin_installed():
-        raise UsageError(
-            f"{command} needs NVTabular, which is not installed in this Python: pip install 'embedtab[merlin]' "
-            "(Python 3.10-3.11), or run it in a Merlin container on the same artifact directory "
-            "(encode, reduce, lookup and status work without it)"
-        )
-
-
-@contextlib.contextmanager
-def quiet_merlin() -> Iterator[None]:
-    """Merlin warns on import about TensorFlow/Triton being absent and on CPU-only runs; not our users' concern."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"merlin\..*|nvtabular\..*")
-        warnings.filterwarnings("ignore", category=UserWarning, message=r".*(Tensorflow|Triton|GPU|cudf|dask_cudf|num_buckets|hash-based).*")
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        yield
 
 
 @contextlib.contextmanager
@@ -223,8 +197,6 @@ class Vocabularies:
 
         column = spec.column or name
         if spec.workflow is not None:
-            from embedtab.lookup import vocabulary
-
             try:
                 vocab, record = vocabulary(self.store, spec.workflow, column, trust=False)
             except UsageError as exc:
@@ -260,11 +232,9 @@ class Vocabularies:
 
     def check_fitted(self, saved: Path) -> None:
         """Ids after the fit must be exactly the source workflow's (they differ if num_buckets does)."""
-        from embedtab.lookup import _from_unique_file
-
         for name, (values, ids) in self._expected.items():
-            unique = saved / "categories" / f"unique.{name}.parquet"
-            got = _from_unique_file(unique, name, 1 << 62)
+            unique = saved / workflow_vocabulary(name)
+            got = read_unique_file(unique, name, 1 << 62)
             same = len(got.ids) == len(ids) and np.array_equal(np.asarray(got.ids), np.asarray(ids)) and got.values.equals(values.cast(got.values.type))
             if not same:
                 origin = self.used[name]
@@ -401,47 +371,6 @@ def _schema_summary(schema: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _external_folder(name: str) -> Path | None:
-    """A workflow given as a folder path rather than an artifact name (artifact names have no '/')."""
-    return Path(name) if ("/" in name or os.sep in name) and Path(name).is_dir() else None
-
-
-def load_workflow(store: ArtifactStore, name: str, trust: bool = False) -> tuple[Any, ArtifactRecord | None]:
-    """Verify every file against the sha256 recorded at fit time, then let NVTabular unpickle.
-
-    `name` may also be a path to a workflow folder embedtab did not write: refused unless trust.
-    """
-    external = _external_folder(name)
-    if external is not None:
-        if not trust:
-            raise UsageError(
-                f"{external} is a workflow folder embedtab did not write; loading it runs code from its "
-                "workflow.pkl. Pass --trust-workflow only if you trust whoever wrote it"
-            )
-        path, record = external, None
-    else:
-        record = store.require("workflows", name)
-        path = store.path("workflows", name) if trust else store.verify(record)
-    with quiet_merlin():
-        import nvtabular as nvt
-
-        try:
-            return nvt.Workflow.load(str(path)), record
-        except Exception as exc:  # noqa: BLE001 - a trusted folder that is not a workflow
-            raise DataError(f"{path}: not a loadable NVTabular workflow ({type(exc).__name__}: {exc})") from None
-
-
-def categorify_paths(workflow: Any) -> dict[str, str]:
-    """Column -> unique-values parquet of every Categorify in a (loaded) workflow."""
-    from merlin.dag import Graph
-    from nvtabular.ops import Categorify
-
-    found: dict[str, str] = {}
-    for node in Graph.get_nodes_by_op_type([workflow.output_node], Categorify):
-        found.update(node.op.categories)
-    return found
-
-
 def derived_aggregates(config: dict[str, Any] | None) -> set[str]:
     """Groupby outputs such as `item_id-count` inherit Categorify's properties but hold no ids."""
     groupby = (config or {}).get("groupby")
@@ -491,7 +420,7 @@ class TransformOptions:
 
 def _workflow_identity(store: ArtifactStore, options: TransformOptions) -> tuple[ArtifactRecord | None, str, list[str], dict[str, Any] | None]:
     """(record, fingerprint, input columns, masking spec) of the workflow to apply."""
-    external = _external_folder(options.workflow)
+    external = external_folder(options.workflow)
     if external is not None:
         if not options.trust_workflow:
             load_workflow(store, options.workflow)  # raises the explanation
@@ -538,7 +467,7 @@ def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporte
             dataset = _dataset(paths, use_gpu, options.part_size)
             masked_rows, masked_ids, targets = None, {}, None
             raw = dataset
-            workflow_dir = _external_folder(options.workflow) or store.path("workflows", options.workflow)
+            workflow_dir = external_folder(options.workflow) or store.path("workflows", options.workflow)
             if options.mask:
                 targets = _mask_targets(masking, workflow.output_schema, workflow_dir, record.params.get("config") if record else None)
                 dataset, masked_rows, masked_ids = _masked(dataset, masking, use_gpu, targets or {})
@@ -637,8 +566,8 @@ def _mask_targets(spec: dict[str, Any], schema: Any, workflow_dir: Path,
             continue
         category_file = Path(str(props.get("cat_path", ""))).name
         source = category_file[len("unique."):-len(".parquet")] if category_file.startswith("unique.") else column.name
-        vocabulary = workflow_dir / "categories" / f"unique.{source}.parquet"
-        groups = [(index, not _in_vocabulary(vocabulary, source, group["columns"][source]))
+        unique_file = workflow_dir / workflow_vocabulary(source)
+        groups = [(index, not _in_vocabulary(unique_file, source, group["columns"][source]))
                   for index, group in enumerate(spec["groups"]) if source in (group.get("columns") or {})]
         groups += [(index, True) for index, group in enumerate(spec["groups"]) if column.name in (group.get("ids") or ())]
         if groups:

@@ -176,9 +176,9 @@ def test_reduce_and_lookup_options_through_the_cli(chain, tmp_path, capsys):
 
 def test_workflow_commands_without_nvtabular_name_the_extra(tmp_path, sample, capsys, monkeypatch):
     """Where NVTabular is absent (a modern Python, the base install), one line names what to install."""
-    from embedtab.workflow import stage
+    from embedtab.workflow import merlin
 
-    monkeypatch.setattr(stage, "merlin_installed", lambda: False)  # really absent in the modern test environment
+    monkeypatch.setattr(merlin, "merlin_installed", lambda: False)  # really absent in the modern test environment
     for args in (["fit-workflow", str(CONFIGS / "item.yaml"), "-d", str(sample / "items.parquet")],
                  ["transform", "item", "-d", str(sample / "items.parquet")]):
         assert run([*args, "-A", str(tmp_path / "a")]) == 2
