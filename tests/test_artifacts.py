@@ -183,6 +183,50 @@ def test_manifest_with_wrong_structure_or_version_is_refused(store):
         store.read_manifest()
 
 
+def _edited(store, edit) -> None:
+    manifest = json.loads(store.manifest_path.read_text())
+    edit(manifest)
+    store.manifest_path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("edit, message", [
+    # a pending publication whose staging folder or trash lies outside .staging/: the next writer
+    # would have moved or deleted it (a folder outside the artifact directory was deleted)
+    (lambda m: m["pending"].update({"embeddings/zz": {"record": {**m["artifacts"]["embeddings/a"], "name": "zz"},
+                                                      "staging": "../victim", "trash": ".staging/trash.abc"}}),
+     r"pending.embeddings/zz.staging: .*'../victim' is not a relative path inside"),
+    (lambda m: m["pending"].update({"embeddings/zz": {"record": {**m["artifacts"]["embeddings/a"], "name": "zz"},
+                                                      "staging": ".staging/x", "trash": "embeddings/b"}}),
+     r"'embeddings/b' is not a folder directly under .staging/"),
+    # entries filed under another artifact's key: a command would read the other one's files
+    (lambda m: m["artifacts"].update({"embeddings/a": m["artifacts"]["embeddings/b"], "embeddings/b": m["artifacts"]["embeddings/a"]}),
+     r"artifacts entry 'embeddings/a' holds the record of 'embeddings/b'"),
+    (lambda m: m["artifacts"]["embeddings/a"].update(kind="models"), r"unknown kind 'models'"),
+    (lambda m: m["artifacts"]["embeddings/a"]["outputs"][0].update(path="../../victim/f"), r"not a relative path inside"),
+    (lambda m: m["artifacts"]["embeddings/a"]["outputs"][0].update(path="/etc/passwd"), r"not a relative path inside"),
+])
+def test_a_hand_edited_manifest_never_reaches_outside_its_records(store, tmp_path, edit, message):
+    make(store, "a", "one")
+    make(store, "b", "two")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "f").write_text("precious")
+    _edited(store, edit)
+    before = store.manifest_path.read_bytes()
+    with pytest.raises(ManifestError, match=message):
+        store.read_manifest()
+    with pytest.raises(ManifestError):
+        make(store, "c", "three")
+    assert (victim / "f").read_text() == "precious" and store.manifest_path.read_bytes() == before
+
+
+def test_a_manifest_that_is_not_utf8_is_refused_in_one_line(store):
+    make(store, "a", "one")
+    store.manifest_path.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ManifestError, match=r"is not valid JSON \(byte 0 is not UTF-8\)"):
+        store.read_manifest()
+
+
 def test_verify_refuses_changed_and_extra_files(store):
     record, _ = make(store, "a", "one")
     target = store.path("embeddings", "a")

@@ -58,6 +58,10 @@ LEGACY_NAMES = {
 }
 
 
+def is_valid_name(name: str) -> bool:
+    return bool(_NAME.match(name or ""))
+
+
 def check_name(name: str, what: str = "artifact name") -> str:
     if not _NAME.match(name or ""):
         raise UsageError(

@@ -14,14 +14,31 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from embedtab.version import __version__
-from embedtab.artifacts.layout import MANIFEST, is_legacy_file
+from embedtab.artifacts.layout import KINDS, MANIFEST, STAGING, is_legacy_file, is_valid_name
 from embedtab.errors import ManifestError
 
 FORMAT_VERSION = 1
 _AFRESH = "embedtab will not touch it: restore it from a backup or move it away to start afresh"
+
+
+def _inside(path: str) -> str:
+    """A path the manifest names must stay inside its folder: relative, without '..' (a hand-edited
+    manifest must not make embedtab read, move or delete anything outside the artifact directory)."""
+    parts = Path(path).parts
+    if not parts or Path(path).is_absolute() or ".." in parts or "\\" in path or "\x00" in path:
+        raise ValueError(f"{path[:80]!r} is not a relative path inside the artifact directory")
+    return path
+
+
+def _in_staging(path: str) -> str:
+    """Staging folders and publication trash are single folders directly under .staging/."""
+    parts = Path(_inside(path)).parts
+    if len(parts) != 2 or parts[0] != STAGING or parts[1] in (".", ".."):
+        raise ValueError(f"{path[:80]!r} is not a folder directly under {STAGING}/")
+    return path
 
 
 class OutputFile(BaseModel):
@@ -30,6 +47,8 @@ class OutputFile(BaseModel):
     bytes: int
     sha256: str
     rows: int | None = None
+
+    _path_inside = field_validator("path")(classmethod(lambda cls, value: _inside(value)))
 
 
 class ArtifactRecord(BaseModel):
@@ -52,6 +71,20 @@ class ArtifactRecord(BaseModel):
     duration_s: float
     embedtab_version: str = __version__
 
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in KINDS:
+            raise ValueError(f"unknown kind {value[:40]!r} (kinds: {', '.join(KINDS)})")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not is_valid_name(value):
+            raise ValueError(f"invalid artifact name {value[:40]!r}")
+        return value
+
     @property
     def key(self) -> str:
         return f"{self.kind}/{self.name}"
@@ -72,12 +105,25 @@ class PendingPublish(BaseModel):
     trash: str
     group: str | None = None  # artifacts published together: all of them or none
 
+    _staging_paths = field_validator("staging", "trash")(classmethod(lambda cls, value: _in_staging(value)))
+
 
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format_version: Literal[1] = FORMAT_VERSION
     artifacts: dict[str, ArtifactRecord] = Field(default_factory=dict)
     pending: dict[str, PendingPublish] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _keys_name_their_records(self) -> "Manifest":
+        """Every entry is filed under its own kind/name: a swapped or renamed key would make a
+        command read another artifact's files as this one."""
+        for section, entries in (("artifacts", self.artifacts), ("pending", self.pending)):
+            for key, entry in entries.items():
+                record = entry if isinstance(entry, ArtifactRecord) else entry.record
+                if key != record.key:
+                    raise ValueError(f"{section} entry {key[:60]!r} holds the record of {record.key!r}")
+        return self
 
 
 def legacy_layout(record: ArtifactRecord) -> bool:
@@ -112,9 +158,11 @@ class ManifestFile:
 
     def read(self) -> Manifest:
         try:
-            text = self.path.read_text()
+            text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return Manifest()
+        except UnicodeDecodeError as exc:
+            raise ManifestError(f"{self.path} is not valid JSON (byte {exc.start} is not UTF-8); {_AFRESH}") from None
         except OSError as exc:
             raise ManifestError(f"cannot read {self.path}: {exc.strerror}") from None
         try:
