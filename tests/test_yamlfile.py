@@ -6,6 +6,7 @@ composer recursing through 25,000 `- ` ended the process with a segmentation fau
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -182,3 +183,132 @@ def test_a_pipeline_file_at_the_limit_is_read_and_one_level_more_is_not(tmp_path
     assert "levels deep" not in err and "needs embeddings/text" in err  # read; refused for what it asks
     path.write_text(under_description(LIMIT + 1))
     one_line(embedtab("run", str(path), "--dry-run", "-A", str(tmp_path / "a")), f"{path}:1: nested more than {LIMIT} levels deep")
+
+
+# ----------------------------------------------------------------------------- composed once, built strictly
+def many_stages(count: int) -> str:
+    return ('stages:\n  - encode text: items.parquet\n    template: "{title}"\n'
+            + "".join(f"  - reduce: text\n    name: t{i}\n    dims: 8\n" for i in range(count)))
+
+
+def test_a_pipeline_is_composed_once_however_many_stages(tmp_path, monkeypatch):
+    """Each stage's line came from composing the whole file again: 1,000 stages (44 KB) took 31 s.
+    Now read_yaml composes once and every line is looked up in that one node tree."""
+    from embedtab import pipeline
+    from embedtab.artifacts import ArtifactStore
+
+    composed = []
+    real = yamlfile._compose
+    monkeypatch.setattr(yamlfile, "_compose", lambda text: composed.append(len(text)) or real(text))
+    path = tmp_path / "many.yaml"
+    path.write_text(many_stages(300))
+    loaded = pipeline.load(path, ArtifactStore(tmp_path / "a"))
+    assert len(composed) == 1  # the file, once: not once per stage
+    lines = {s.name: s.line for s in loaded.stages}
+    assert lines["text"] == 2 and [lines[f"t{i}"] for i in (0, 1, 299)] == [4, 7, 4 + 3 * 299]
+    # errors found after loading look their line up in the same tree
+    path.write_text(many_stages(300) + "  - reduce: text\n    name: t7\n")
+    with pytest.raises(ConfigError, match=rf"many.yaml:{4 + 3 * 300}: embeddings/t7 is already made by stage 9 \(line 25\)"):
+        pipeline.load(path, ArtifactStore(tmp_path / "a"))
+    assert len(composed) == 2
+
+
+def test_line_lookups_reuse_the_tree_read_yaml_kept(tmp_path, monkeypatch):
+    value, text = load(tmp_path, "a:\n  b: [x, y]\n  1: one\nc: &c {d: 1}\ne:\n  <<: *c\n  d: 2\n")
+    assert value == {"a": {"b": ["x", "y"], 1: "one"}, "c": {"d": 1}, "e": {"d": 2}}
+    assert text == (tmp_path / "doc.yaml").read_text() and text.tree is not None
+    monkeypatch.setattr(yamlfile, "_compose", lambda text: pytest.fail("composed again"))
+    line = yamlfile.yaml_line
+    assert [line(text, ("a", "b", 1)), line(text, ("a", 1)), line(text, ("e", "d")), line(text, ("a", "nope"))] == [2, 3, 7, 1]
+    monkeypatch.undo()
+    assert line(str(text), ("a", "b", 1)) == 2  # plain text: composed for the lookup
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("stages:\n  - reduce: text\n    dims: 8\n    dims: 9\n", 4, "duplicate key 'dims' (first on line 3)"),
+    ("stages:\n  - reduce: text\n    reduce: image\n", 3, "duplicate key 'reduce' (first on line 2)"),
+    ("stages: []\ndescription: x\nstages: [1]\n", 3, "duplicate key 'stages' (first on line 1)"),
+    ("a: [{b: 1,\n     b: 2}]\n", 2, "duplicate key 'b' (first on line 1)"),
+    ("1: a\n0x1: b\n", 2, "duplicate key 1 (first on line 1)"),  # the same key once YAML has read it
+])
+def test_duplicate_keys_are_refused_with_the_key_and_its_line(tmp_path, text, line, message):
+    """PyYAML keeps the last of two equal keys: `dims: 8` then `dims: 9` silently ran with 9."""
+    with pytest.raises(ConfigError, match=rf"^\S*doc.yaml:{line}: {re.escape(message)}; give each key once$"):
+        load(tmp_path, text)
+
+
+def test_merge_keys_are_not_duplicates(tmp_path):
+    value, _ = load(tmp_path, "base: &b {dims: 8, name: x}\nstage:\n  <<: *b\n  dims: 9\n")
+    assert value["stage"] == {"dims": 9, "name": "x"}
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("stages:\n  - reduce: text\n    dims: " + "9" * 5000 + "\n", 3, "an integer of 5,000 digits is too long (at most 4,300 digits)"),
+    ("a: [1, -" + "1" * 4301 + "]\n", 1, "an integer of 4,301 digits is too long (at most 4,300 digits)"),
+    ("a: 1\nb: 0x" + "f" * 4000 + "\n", 2, "an integer of about 4,817 digits is too long (at most 4,300 digits)"),  # (no int() limit)
+    ("a:\n  when: 2020-13-45\n", 2, "'2020-13-45' is not a valid date (month must be in 1..12)"),
+])
+def test_scalars_that_cannot_be_built_are_one_line(tmp_path, text, line, message):
+    """int() refuses more than 4,300 digits and date() a 13th month: it was `unexpected ValueError` (exit 1)."""
+    with pytest.raises(ConfigError, match=rf"^\S*doc.yaml:{line}: {re.escape(message)}$"):
+        load(tmp_path, text)
+    assert load(tmp_path, "a: " + "9" * 4300 + "\n")[0]["a"] == 10**4300 - 1  # (at the limit: read)
+
+
+@pytest.mark.parametrize("character", ["\x01", "\x00", "\x1b", "\x7f"])
+def test_control_characters_are_refused_with_their_line(tmp_path, character):
+    text = "# é ü ß, some multi-byte text first\nstages:\n  - reduce: te" + character + "xt\n"
+    with pytest.raises(ConfigError, match=rf"doc.yaml: line 3 is not valid YAML \(character U\+{ord(character):04X} is not allowed in YAML\)$"):
+        load(tmp_path, text)
+
+
+def test_file_problem_tells_a_device_from_a_missing_file(tmp_path):
+    (tmp_path / "t.parquet").write_bytes(b"x")
+    assert yamlfile.file_problem(tmp_path / "t.parquet") is None
+    assert yamlfile.file_problem(tmp_path / "none.parquet") == "does not exist"
+    assert yamlfile.file_problem(tmp_path / "t.parquet" / "under") == "does not exist"
+    assert yamlfile.file_problem("/dev/zero") == "is not a regular file"
+    assert yamlfile.file_problem(tmp_path) == "is not a regular file"
+    assert yamlfile.file_problem(tmp_path / ("x" * 5000)).startswith("cannot be read (File name too long")
+
+
+# ----------------------------------------------------------------------------- echoed values are cut
+LONG = "t" * 100_000
+
+
+@pytest.mark.parametrize("stage", [
+    f"  - reduce: {LONG}\n",  # an artifact name that needs a stage
+    f"  - reduce: text\n    name: {LONG}\n",
+    f"  - reduce: text\n    fit-on: {LONG}\n",
+    f"  - reduce: text\n    dims: {LONG}\n",
+    f"  - reduce: text\n    {'k' * 1000}: 4\n",  # (a plain key is at most 1,024 characters in YAML)
+    f"  - {'k' * 1000}: 4\n",
+    f"  - fit-workflow: {LONG}.yaml\n    data: items.parquet\n",
+    f"  - fit-workflow: {'c' * 200}/{'c' * 200}.yaml\n    data: items.parquet\n",
+    '  - fit-workflow: "nul\\0.yaml"\n    data: items.parquet\n',
+])
+def test_long_values_are_cut_in_pipeline_errors(tmp_path, stage):
+    from embedtab import pipeline
+    from embedtab.artifacts import ArtifactStore
+
+    path = tmp_path / "long.yaml"
+    path.write_text('stages:\n  - encode text: items.parquet\n    template: "{title}"\n' + stage)
+    with pytest.raises(ConfigError) as caught:
+        pipeline.load(path, ArtifactStore(tmp_path / "a"))
+    message = str(caught.value)
+    assert message.startswith(f"{path}:") and len(message) < 400 and "t" * 250 not in message, message[:500]  # (paths: 200 characters)
+
+
+def test_shown_and_names_cut_values():
+    assert yamlfile.shown("x" * 1000) == "'" + "x" * (yamlfile.SHOWN - 2) + "…"
+    assert len(yamlfile.shown(["y" * 100] * 100)) == yamlfile.SHOWN and yamlfile.shown("a\nb") == "'a\\nb'"
+    assert yamlfile.names(["a", "b" * 100, *"cdefghijklmnop"], limit=3) == f"a, {'b' * 39}…, c, … and 13 more"
+
+
+def test_long_values_and_big_integers_through_the_command_line(tmp_path):
+    path = tmp_path / "long.yaml"
+    path.write_text(f"stages:\n  - reduce: {LONG}\n")
+    err = one_line(embedtab("run", str(path), "-A", str(tmp_path / "a"), "--dry-run"), f"{path}:2: reduce: invalid artifact name 'ttt")
+    assert len(err) < 300
+    path.write_text("stages:\n  - reduce: text\n    dims: " + "9" * 5000 + "\n")
+    one_line(embedtab("run", str(path), "-A", str(tmp_path / "a"), "--dry-run"), f"{path}:3: an integer of 5,000 digits is too long")

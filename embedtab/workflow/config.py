@@ -22,13 +22,14 @@ Optional top-level blocks: `joins` (parquet side tables joined onto the input fi
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from embedtab.errors import ConfigError
-from embedtab.yamlfile import MAX_BYTES, MAX_DEPTH, MAX_VALUES, read_yaml, yaml_line  # noqa: F401 (re-exported)
+from embedtab.yamlfile import MAX_BYTES, MAX_DEPTH, MAX_VALUES, clip, read_yaml, shown, yaml_line  # noqa: F401 (re-exported)
 
 # merlin.schema.Tags values accepted under `tags:` (kept here so validation needs no merlin import).
 TAGS = (
@@ -37,13 +38,33 @@ TAGS = (
     "target", "regression", "classification", "binary_classification", "multi_class_classification",
 )
 TIME_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos")
+INT64_MAX = 2**63 - 1  # counts, sizes and buckets: NVTabular keeps them in int64
 
 
-class _Op(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _finite(value: Any) -> Any:
+    """No NaN or infinity where a config gives a number: no op means anything by them (a NaN
+    boundary or clip bound fails deep inside the fit), and the recorded config is JSON, which has
+    neither (pydantic would record null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number (got {value})")
+    return value
 
 
-class Vocabulary(BaseModel):
+Number = Annotated[float, BeforeValidator(_finite)]
+Scalar = Annotated[Union[int, float, str], BeforeValidator(_finite)]  # a fill value or sentinel: a number or text
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+
+
+class _Model(BaseModel):
+    # unknown keys are errors; NaN/inf refused in any float (the Number type says why, this is the backstop)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class _Op(_Model):
+    pass
+
+
+class Vocabulary(_Model):
     """Where a Categorify takes its vocabulary from instead of fitting one on the data.
 
     `workflow: item` -- the ids of a fitted workflow artifact, kept exactly (one id space);
@@ -51,7 +72,6 @@ class Vocabulary(BaseModel):
     (relative to the config file). `column` defaults to the categorified column's own name.
     """
 
-    model_config = ConfigDict(extra="forbid")
     workflow: Optional[str] = None
     table: Optional[str] = None
     column: Optional[str] = None
@@ -65,9 +85,9 @@ class Vocabulary(BaseModel):
 
 class Categorify(_Op):
     op: Literal["categorify"]
-    freq_threshold: int = Field(0, ge=0)
-    max_size: int = Field(0, ge=0)
-    num_buckets: Optional[int] = Field(None, ge=1)
+    freq_threshold: Count = 0
+    max_size: Count = 0
+    num_buckets: Optional[int] = Field(None, ge=1, le=INT64_MAX)
     dtype: Optional[Literal["int32", "int64"]] = None
     encode_type: Literal["joint", "combo"] = "joint"
     vocabulary: Optional[Vocabulary] = None
@@ -95,8 +115,8 @@ class FillMedian(_Op):
 
 class Clip(_Op):
     op: Literal["clip"]
-    min_value: Optional[float] = None
-    max_value: Optional[float] = None
+    min_value: Optional[Number] = None
+    max_value: Optional[Number] = None
 
     @model_validator(mode="after")
     def _bound(self) -> "Clip":
@@ -109,15 +129,15 @@ class Clip(_Op):
 
 class HashBucket(_Op):
     op: Literal["hash_bucket"]
-    num_buckets: int = Field(ge=1)
+    num_buckets: int = Field(ge=1, le=INT64_MAX)
 
 
 class TargetEncoding(_Op):
     op: Literal["target_encoding"]
     target: Union[str, list[str]]
-    kfold: Optional[int] = Field(None, ge=2)
-    fold_seed: int = 42
-    p_smooth: float = Field(20, ge=0)
+    kfold: Optional[int] = Field(None, ge=2, le=INT64_MAX)
+    fold_seed: int = Field(42, ge=0, le=2**32 - 1)  # a numpy RandomState seed
+    p_smooth: Number = Field(20, ge=0)
     out_dtype: Literal["float32", "float64"] = "float32"
 
 
@@ -128,7 +148,7 @@ class Normalize(_Op):
 
 class FillMissing(_Op):
     op: Literal["fill_missing"]
-    fill_val: Union[int, float, str] = 0
+    fill_val: Scalar = 0
     add_binary_cols: bool = False
 
 
@@ -138,7 +158,7 @@ class Log(_Op):
 
 class Bucketize(_Op):
     op: Literal["bucketize"]
-    boundaries: list[float] = Field(min_length=1)
+    boundaries: list[Number] = Field(min_length=1)
 
     @field_validator("boundaries")
     @classmethod
@@ -202,8 +222,7 @@ def _expand(entry: Any) -> Any:
     return entry
 
 
-class FeatureGroup(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FeatureGroup(_Model):
     columns: list[Union[str, list[str]]] = Field(min_length=1)
     ops: list[Op] = Field(default_factory=list)
 
@@ -229,11 +248,10 @@ class FeatureGroup(BaseModel):
         return self
 
 
-class Join(BaseModel):
+class Join(_Model):
     """A parquet side table joined onto the input rows (NVTabular JoinExternal) before the feature
     groups, which can then use its columns. `path` is relative to the config file."""
 
-    model_config = ConfigDict(extra="forbid")
     path: str
     key: Union[str, list[str]]
     columns: list[str] = Field(min_length=1)
@@ -254,10 +272,9 @@ class Join(BaseModel):
 AGGREGATIONS = ("list", "count", "first", "last", "min", "max", "sum", "mean", "std", "var")
 
 
-class GroupBy(BaseModel):
+class GroupBy(_Model):
     """Rows -> one row per group (e.g. a session), sorted inside the group, with aggregations."""
 
-    model_config = ConfigDict(extra="forbid")
     by: list[str] = Field(min_length=1)
     sort: list[str] = Field(default_factory=list)
     aggs: dict[str, list[Literal[AGGREGATIONS]]] = Field(min_length=1)  # type: ignore[valid-type]
@@ -265,15 +282,14 @@ class GroupBy(BaseModel):
     name_sep: str = "-"
 
 
-class MaskGroup(BaseModel):
+class MaskGroup(_Model):
     """For a share `rate` of rows (or of entities, `by`), either input columns set to sentinels
     together (`columns`, before the workflow), or categorified output ids set to the
     out-of-vocabulary id (`ids`, after it; every other column -- a content lookup key too -- kept)."""
 
-    model_config = ConfigDict(extra="forbid")
-    columns: Optional[dict[str, Union[int, float, str]]] = Field(None, min_length=1)  # input column -> sentinel
+    columns: Optional[dict[str, Scalar]] = Field(None, min_length=1)  # input column -> sentinel
     ids: Optional[list[str]] = Field(None, min_length=1)  # categorified output columns -> OOV id
-    rate: float = Field(gt=0, le=1)
+    rate: Number = Field(gt=0, le=1)
     by: Optional[str] = None  # an input (entity) column: all rows of a chosen entity are masked alike
 
     @model_validator(mode="after")
@@ -283,16 +299,14 @@ class MaskGroup(BaseModel):
         return self
 
 
-class Masking(BaseModel):
+class Masking(_Model):
     """Cold-start masking: applied before transform, only with `embedtab transform --mask`."""
 
-    model_config = ConfigDict(extra="forbid")
     seed: int = 0
     groups: list[MaskGroup] = Field(min_length=1)
 
 
-class WorkflowConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class WorkflowConfig(_Model):
     name: Optional[str] = None
     description: Optional[str] = None
     joins: list[Join] = Field(default_factory=list)
@@ -348,34 +362,28 @@ def _prune(value: Any, keys: tuple[str, ...]) -> Any:
     return value
 
 
-def _clip(value: Any, limit: int = 80) -> str:
-    """Values from the config, echoed in messages: never more than a short line."""
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _where(loc: tuple[Any, ...]) -> str:
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{_clip(part, 40)}" if text else _clip(part, 40))
+        text += f"[{part}]" if isinstance(part, int) else (f".{clip(part, 40)}" if text else clip(part, 40))
     return text
 
 
 def _message(error: dict[str, Any]) -> str:
     if error["type"] == "union_tag_invalid":
         tag = error.get("ctx", {}).get("tag")
-        return f"unknown op {_clip(repr(tag), 60)} (allowed: {', '.join(OP_NAMES)})"
+        return f"unknown op {shown(tag)} (allowed: {', '.join(OP_NAMES)})"
     if error["type"] == "union_tag_not_found":
         return "each op is a name or a one-key mapping, e.g. `- categorify: {dtype: int32}`"
     if error["loc"] and error["loc"][-1] == "__invalid__":
         return "op parameters must be a mapping (or a list, for tags, bucketize and time_features)"
     if error["type"] == "extra_forbidden":
-        return f"unknown parameter {_clip(repr(error['loc'][-1]), 60)}"
+        return f"unknown parameter {shown(error['loc'][-1])}"
     if error["type"] == "literal_error" and "aggs" in error["loc"]:
-        return f"unknown aggregation {_clip(repr(error['input']), 60)} (allowed: {', '.join(AGGREGATIONS)})"
+        return f"unknown aggregation {shown(error['input'])} (allowed: {', '.join(AGGREGATIONS)})"
     if error["type"] == "literal_error" and error["loc"] and error["loc"][-2:-1] == ("tags",):
-        return f"unknown tag {_clip(repr(error['input']), 60)} (allowed: {', '.join(TAGS)})"
-    return _clip(error["msg"].removeprefix("Value error, "), 200)
+        return f"unknown tag {shown(error['input'])} (allowed: {', '.join(TAGS)})"
+    return clip(error["msg"].removeprefix("Value error, "), 200)
 
 
 def parse_config(raw: Any, source: str) -> WorkflowConfig:
@@ -384,13 +392,33 @@ def parse_config(raw: Any, source: str) -> WorkflowConfig:
     try:
         config = WorkflowConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors()[:3]:
-            loc = tuple(p for p in error["loc"] if p != "__invalid__")
-            problems.append(f"{_where(loc) or 'top level'}: {_message(error)}")
-        more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
-        raise ConfigError(f"{source}: {'; '.join(problems)}{more}") from None
+        problems = _problems(exc.errors())
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ConfigError(f"{source}: {'; '.join(problems[:3])}{more}") from None
     return config
+
+
+# pydantic reports a value that fits no member of a union once per member, its loc ending in the member
+_UNION_MEMBERS = {"int": "a number", "float": "a number", "str": "a string", "list[str]": "a list of strings"}
+
+
+def _problems(errors: list[dict[str, Any]]) -> list[str]:
+    """One `place: message` per place: a value no member of a union takes is one problem
+    (`fill_val: must be a number or a string`), not one per member."""
+    problems: dict[tuple[Any, ...], str] = {}
+    members: dict[tuple[Any, ...], list[str]] = {}
+    for error in errors:
+        loc = tuple(p for p in error["loc"] if p != "__invalid__")
+        if loc and loc[-1] in _UNION_MEMBERS and error["type"].endswith(("_type", "_parsing")):
+            kinds = members.setdefault(loc[:-1], [])
+            if _UNION_MEMBERS[loc[-1]] not in kinds:
+                kinds.append(_UNION_MEMBERS[loc[-1]])
+            problems[loc[:-1]] = f"must be {' or '.join(kinds)}"
+        elif loc and loc[-1] in _UNION_MEMBERS:  # (a member's own bound, e.g. a NaN refused)
+            problems.setdefault(loc[:-1], _message(error))
+        else:
+            problems.setdefault(loc, _message(error))
+    return [f"{_where(loc) or 'top level'}: {message}" for loc, message in problems.items()]
 
 
 # Configs are read by the one bounded YAML reader (size, nesting, aliases): see embedtab.yamlfile.

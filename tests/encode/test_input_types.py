@@ -171,6 +171,12 @@ PLAIN = {  # column -> (array, how each value renders)
     "long": (pa.array(["large string", None], pa.large_string()), ["large string", None]),
     "rated": (pa.array([4.7, 4.7], pa.float32()).dictionary_encode(), ["4.7", "4.7"]),
     "nothing": (pa.nulls(2), [None, None]),
+    "half": (pa.array(np.array([4.7, 0.1], np.float16)), ["4.7", "0.1"]),  # not 4.69921875
+    "at_ns": (pa.array([1, None], pa.time64("ns")), ["00:00:00.000000001", None]),  # the nanosecond kept
+    "when_ns_tz": (pa.array([1, 1_706_704_200_000_000_000], pa.timestamp("ns", tz="UTC")),
+                   ["1970-01-01 00:00:00.000000001+00:00", "2024-01-31 12:30:00+00:00"]),
+    "tiny": (pa.array([decimal.Decimal("0.0000001"), decimal.Decimal("0E-7")], pa.decimal128(10, 7)),
+             ["0.0000001", "0.0000000"]),  # positional, never 1E-7
 }
 
 
@@ -294,3 +300,136 @@ def test_image_path_csv_with_a_byte_that_is_not_utf8_is_refused(tmp_path, capsys
     assert code == 1 and lines == [f"Error: {path}: column 'image_path', data row 2: bytes that are not valid UTF-8 text; "
                                    "save the file as UTF-8"]
     assert not (tmp_path / "art" / "embeddings").exists()
+
+
+# ----------------------------------------------------------------------------- values that cannot be rendered
+def test_more_plain_renderings():
+    """Nanoseconds as pandas writes them (before a time zone too), decimals of any scale without
+    exponents, huge integers and decimal256 extremes as their digits."""
+    ns = pa.array([-1, 999, 1000, None], pa.timestamp("ns", tz="+05:30"))
+    assert render_texts(pa.table({"v": ns}), "{v}", ["v"]) == [
+        "1970-01-01 05:29:59.999999999+05:30", "1970-01-01 05:30:00.000000999+05:30", "1970-01-01 05:30:00.000001+05:30", None]
+    times = pa.array([86_399_999_999_999, 5_000, 0], pa.time64("ns")).dictionary_encode()
+    assert render_texts(pa.table({"v": times}), "{v}", ["v"]) == ["23:59:59.999999999", "00:00:00.000005", "00:00:00"]
+    halves = pa.array(np.array([65504, -0.0001, np.inf], np.float16))
+    assert render_texts(pa.table({"v": halves}), "{v}", ["v"]) == ["65500.0", "-0.0001", "inf"]
+    coarse = pa.array([decimal.Decimal("1.23E+4")], pa.decimal128(5, -2))
+    assert render_texts(pa.table({"v": coarse}), "{v}", ["v"]) == ["12300"]
+    widest = decimal.Decimal("9" * 71 + ".99999")
+    wide = pa.array([widest, decimal.Decimal("-0.00001")], pa.decimal256(76, 5))
+    assert render_texts(pa.table({"v": wide}), "{v}", ["v"]) == [str(widest), "-0.00001"]
+    huge = pa.array([2**64 - 1], pa.uint64())
+    assert render_texts(pa.table({"v": huge}), "{v}", ["v"]) == ["18446744073709551615"]
+
+
+UNREPRESENTABLE = {  # column -> (array, the bad value in data row 3, what the error says)
+    "far_future": (pa.array([0, None, 253402300800 * 10], pa.timestamp("s")), "a date outside the years 1 to 9999"),
+    "before_year_1": (pa.array([0, None, -62135596800 * 10**6 - 1], pa.timestamp("us")), "a date outside the years 1 to 9999"),
+    "sentinel_day": (pa.array([0, None, 2**31 - 1], pa.date32()), "a date outside the years 1 to 9999"),
+    "past_midnight": (pa.array([0, None, 90_000], pa.time32("s")), "a time outside the day"),
+    "before_midnight": (pa.array([0, None, -1], pa.time64("ns")), "a time outside the day"),
+}
+
+
+@pytest.fixture(scope="module")
+def unrepresentable(tmp_path_factory):
+    path = tmp_path_factory.mktemp("overflow") / "items.parquet"
+    columns = {"item_id": pa.array([1, 2, 3])}
+    columns.update({name: array for name, (array, _) in UNREPRESENTABLE.items()})
+    columns["mars_time"] = pa.array([1, None, 2], pa.timestamp("s", tz="Mars/Olympus"))
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+@pytest.mark.parametrize("column", list(UNREPRESENTABLE))
+@pytest.mark.parametrize("how", ["template", "image"])
+def test_values_python_cannot_hold_are_refused_naming_file_column_type_and_row(unrepresentable, tmp_path, capsys,
+                                                                                column, how):
+    """Sentinels such as 2**31-1 days or year 10000 used to end in 'unexpected OverflowError'."""
+    path = unrepresentable
+    if how == "template":
+        args = ["encode", "text", str(path), "-t", "{" + column + "}"]
+    else:
+        args = ["encode", "image", str(path), "-m", "embedtab-smoke-clip", "--image-column", column]
+    code, lines = cli_error(capsys, *args, "-A", str(tmp_path / "art"))
+    assert code == 1 and len(lines) == 1, lines
+    kind = pq.read_schema(path).field(column).type
+    assert lines[0].startswith(f"Error: {path}: column '{column}' ({kind}), data row 3: {UNREPRESENTABLE[column][1]}"), lines[0]
+    assert not (tmp_path / "art" / "embeddings").exists()
+
+
+@pytest.mark.parametrize("how", ["template", "image"])
+def test_a_time_zone_python_does_not_know_is_refused_before_any_work(unrepresentable, tmp_path, capsys, how):
+    path = unrepresentable
+    if how == "template":
+        args = ["encode", "text", str(path), "-t", "{mars_time}"]
+    else:
+        args = ["encode", "image", str(path), "-m", "embedtab-smoke-clip", "--image-column", "mars_time"]
+    code, lines = cli_error(capsys, *args, "-A", str(tmp_path / "art"))
+    kind = pq.read_schema(path).field("mars_time").type
+    assert code == 1 and lines == [f"Error: {path}: column 'mars_time' has type {kind}: time zone 'Mars/Olympus' is not "
+                                   "one Python knows, so its times cannot be rendered; cast the column to UTC or to "
+                                   "strings first"]
+
+
+def test_the_row_is_counted_across_batches_and_files(tmp_path):
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pq.write_table(pa.table({"item_id": [1, 2, 3], "day": pa.array([0, 1, 2], pa.date32())}), first)
+    days = pa.array([0, 1, 2, 3, 2**31 - 1, 4], pa.date32())
+    pq.write_table(pa.table({"item_id": [4, 5, 6, 7, 8, 9], "day": days}), second, row_group_size=2)
+    source = TextOptions(inputs=[str(tmp_path / "*.parquet")], name="t", template="{day}").source()
+    with pytest.raises(DataError, match=rf"^{second}: column 'day' \(date32\[day\]\), data row 5: a date outside"):
+        list(source.batches(2))
+
+
+def test_any_other_rendering_failure_is_one_line_naming_file_and_column(tmp_path, capsys, monkeypatch):
+    from embedtab.encode import sources
+
+    def broken(*args):
+        raise ArithmeticError("some conversion\nthat fails")
+
+    monkeypatch.setattr(sources, "_render", broken)
+    path = tmp_path / "items.parquet"
+    pq.write_table(pa.table({"item_id": [1], "price": [1.5]}), path)
+    code, lines = cli_error(capsys, "encode", "text", str(path), "-t", "{price}", "-A", str(tmp_path / "art"))
+    assert code == 1 and lines == [f"Error: {path}: column 'price' (double): cannot render its values as text "
+                                   "(ArithmeticError: some conversion)"]
+
+
+# ----------------------------------------------------------------------------- CSV header and id column
+def test_csv_header_that_is_not_utf8_is_refused_naming_the_file(tmp_path, capsys):
+    path = tmp_path / "items.csv"
+    path.write_bytes(b"item_id,t\xeftle,desc\n1,a,b\n")
+    code, lines = cli_error(capsys, "encode", "text", str(path), "-t", "{title}", "-A", str(tmp_path / "art"))
+    assert code == 1 and lines == [f"Error: {path}: the header row (field 2) is not valid UTF-8 text; save the file as UTF-8"]
+
+
+@pytest.mark.parametrize("template", ["{title}", "{item_id}: {title}"])
+def test_csv_id_with_a_byte_that_is_not_utf8_is_refused_not_read_as_bytes(tmp_path, capsys, template):
+    """One bad byte made the id column binary: ids b'1', b'\\xff2' were published."""
+    path = tmp_path / "items.csv"
+    path.write_bytes(b"item_id,title,desc\n1,a,b\n\xff2,c,d\n")
+    code, lines = cli_error(capsys, "encode", "text", str(path), "-t", template, "-A", str(tmp_path / "art"))
+    assert code == 1 and lines == [f"Error: {path}: column 'item_id', data row 2: bytes that are not valid UTF-8 text; "
+                                   "save the file as UTF-8"]
+    assert not (tmp_path / "art" / "embeddings").exists()
+
+
+@pytest.mark.parametrize("ids", [pa.array([[1], [2]]), pa.array([{"a": 1}, {"a": 2}]),
+                                 pa.array([[("k", "v")], []], pa.map_(pa.string(), pa.string()))])
+def test_nested_id_columns_are_refused(tmp_path, capsys, ids):
+    path = tmp_path / "items.parquet"
+    pq.write_table(pa.table({"item_id": ids, "title": ["red shoe", "blue hat"]}), path)
+    code, lines = cli_error(capsys, "encode", "text", str(path), "-c", "title", "-A", str(tmp_path / "art"))
+    kind = pq.read_schema(path).field("item_id").type  # (as parquet names the list's and map's fields)
+    assert code == 1 and lines == [f"Error: {path}: id column 'item_id' has type {kind}: an id must be one value (an "
+                                   "integer or a string); make it a column of those first"]
+
+
+def test_parquet_binary_ids_stay_keys(tmp_path):
+    """Bytes are a fine key in parquet (UUIDs as fixed_size_binary[16]): kept as they are, never rendered."""
+    path = tmp_path / "items.parquet"
+    ids = pa.array([b"\x00" * 16, b"\xff" * 16], pa.binary(16))
+    pq.write_table(pa.table({"item_id": ids, "title": ["red shoe", "blue hat"]}), path)
+    (got, texts), = list(TextOptions(inputs=[str(path)], name="t", text_columns=["title"]).source().batches(10))
+    assert got.type == pa.binary(16) and got.to_pylist() == ids.to_pylist() and texts == ["red shoe", "blue hat"]
