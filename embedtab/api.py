@@ -9,10 +9,12 @@
     table = art.lookup("text-pca64", workflow="item")
     table.vectors()                                  # numpy (cardinality, 64): row i = item id i
 
-Every method takes the options of its command (as keyword arguments, named as the long flags with
-`_` for `-`), behaves the same way (up to date when nothing changed, incremental, resumable, the
-same errors: `embedtab.errors.EmbedtabError` subclasses), and returns an `Artifact`. The CLI
-(embedtab/cli) is a thin layer over this module; it only adds terminal output.
+Every method takes the options of its command as keyword arguments, named as the long flags with
+`_` for `-`: they are the fields of the command's options class (embedtab.stages lists them), so an
+option declared there is accepted here with no other edit. Each method behaves as its command does
+(up to date when nothing changed, incremental, resumable, the same errors:
+`embedtab.errors.EmbedtabError` subclasses) and returns an `Artifact`. The CLI (embedtab/cli) is a
+thin layer over this module; it only adds terminal output.
 """
 
 from __future__ import annotations
@@ -164,75 +166,63 @@ class Artifacts:
         loaded = pipelines.load(pipeline, self.store)
         return pipelines.run(self.store, loaded, list(only), list(force), dry_run, self.reporter, on_stage, on_done)
 
-    def encode_text(self, inputs: Inputs, *, name: str = "text", template: str | None = None,
-                    columns: Sequence[str] = (), **options: Any) -> Artifact | ShardJob:
-        """`embedtab encode text`. options: id_column, model, device, precision, batch_size,
-        normalize, shard_size, dedupe, shard, seal, on_error, max_errors, force."""
-        from embedtab.encode import TextOptions, run_text
+    def _made(self, command: str, main: Any, options: dict[str, Any]) -> Any:
+        """Run `command` (embedtab.stages) with its options built by keyword from `options`: every
+        field of its options class, by its name or an alias. Paths may be given as `Path`s."""
+        from embedtab.stages import COMMANDS
 
-        opts = TextOptions(inputs=_paths(inputs), name=name, template=template, text_columns=tuple(columns), **options)
-        return self._encoded(run_text(self.store, opts, self.reporter))
+        stage = COMMANDS[command]
+        values = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in options.items()}
+        return stage.run(self.store, stage.make(main, values), self.reporter)
 
-    def encode_image(self, inputs: Inputs, *, model: str, name: str = "image", **options: Any) -> Artifact | ShardJob:
-        """`embedtab encode image`. options: pretrained, image_column, image_root, id_column,
-        device, precision, batch_size, normalize, workers, max_pixels, allow_outside_root, decode,
-        shard_size, dedupe, shard, seal, on_error, max_errors, force."""
-        from embedtab.encode import ImageOptions, run_image
+    def encode_text(self, inputs: Inputs, **options: Any) -> Artifact | ShardJob:
+        """`embedtab encode text`. options: the fields of `embedtab.encode.TextOptions` (template,
+        text_columns -- also text_column or columns --, name, id_column, model, limit, ...)."""
+        return self._encoded(self._made("encode text", _paths(inputs), options))
 
-        if options.get("image_root") is not None:
-            options["image_root"] = str(options["image_root"])
-        opts = ImageOptions(inputs=_paths(inputs), name=name, model=model, **options)
-        return self._encoded(run_image(self.store, opts, self.reporter))
+    def encode_image(self, inputs: Inputs, *, model: str, **options: Any) -> Artifact | ShardJob:
+        """`embedtab encode image`. options: the fields of `embedtab.encode.ImageOptions` (pretrained,
+        image_column, image_root, workers, max_pixels, limit, ...)."""
+        return self._encoded(self._made("encode image", _paths(inputs), {"model": model, **options}))
 
     def _encoded(self, result: Any) -> Artifact | ShardJob:
         if not result.sealed:
             return ShardJob(dict(result.summary), list(result.missing_shards))
         return self._wrap(result.record, result.up_to_date)
 
-    def reduce(self, source: str, dims: int | None = None, *, variance: float | None = None, name: str | None = None,
-               backend: str = "auto", whiten: bool = False, normalize: bool = False, fit_on: str | int | None = None,
-               seed: int = 0, memory: int | str | None = None, force: bool = False) -> Reduced:
-        """`embedtab reduce`: fit PCA on `source`; (reduced embeddings, projection). `memory`: bytes
-        (or "4GB") of fitted rows kept for the transform instead of read again."""
-        from embedtab.reduce import ReduceOptions, run
+    def reduce(self, source: str, dims: int | None = None, **options: Any) -> Reduced:
+        """`embedtab reduce`: fit PCA on `source`; (reduced embeddings, projection). options: the
+        fields of `embedtab.reduce.ReduceOptions` (variance, name, whiten, normalize, fit_on, seed,
+        memory: bytes or "4GB" of fitted rows kept for the transform instead of read again, ...)."""
+        if dims is not None:
+            options["dims"] = dims
+        result = self._made("reduce", source, options)
+        up_to_date = result.up_to_date
+        return Reduced(self._wrap(result.embeddings, up_to_date), self._wrap(result.projection, up_to_date))
 
-        if dims is None and variance is None:
-            dims = 64
-        options = ReduceOptions(source, dims, name=name, backend=backend, whiten=whiten, normalize=normalize,
-                                variance=variance, fit_on=None if fit_on is None else str(fit_on), seed=seed,
-                                memory=memory, force=force)
-        result = run(self.store, options, self.reporter)
-        return Reduced(self._wrap(result.embeddings, result.up_to_date), self._wrap(result.projection, result.up_to_date))
-
-    def apply_projection(self, projection: str, source: str, name: str | None = None, force: bool = False) -> Artifact:
-        """`embedtab reduce SOURCE --apply PROJECTION`: new items into a saved projection's space."""
-        from embedtab.reduce import apply
-
-        return self._wrap(*apply(self.store, projection, source, name, force, self.reporter))
-
-    def fit_workflow(self, config: str | os.PathLike, data: Inputs, *, name: str | None = None, force: bool = False,
-                     dask_scheduler: str | None = None, part_size: str | None = None) -> Artifact:
-        """`embedtab fit-workflow` (needs the [merlin] extra)."""
-        from embedtab.workflow.stage import FitOptions, fit
-
-        result = fit(self.store, FitOptions(str(config), _paths(data), name, force, dask_scheduler, part_size), self.reporter)
+    def apply_projection(self, projection: str, source: str, name: str | None = None, **options: Any) -> Artifact:
+        """`embedtab reduce SOURCE --apply PROJECTION`: new items into a saved projection's space.
+        options: the fields of `embedtab.reduce.ApplyOptions` (force)."""
+        if name is not None:
+            options["name"] = name
+        result = self._made("apply", projection, {"source": source, **options})
         return self._wrap(result.record, result.up_to_date)
 
-    def transform(self, workflow: str, data: Inputs, *, name: str | None = None, mask: bool = False, force: bool = False,
-                  part_size: str | None = None, dask_scheduler: str | None = None, trust_workflow: bool = False) -> Artifact:
-        """`embedtab transform` (needs the [merlin] extra)."""
-        from embedtab.workflow.stage import TransformOptions, transform
-
-        options = TransformOptions(workflow, _paths(data), name, force, part_size, mask, dask_scheduler, trust_workflow)
-        result = transform(self.store, options, self.reporter)
+    def fit_workflow(self, config: str | os.PathLike, data: Inputs, **options: Any) -> Artifact:
+        """`embedtab fit-workflow` (needs the [merlin] extra). options: the fields of
+        `embedtab.workflow.options.FitOptions` (name, part_size, dask_scheduler, force)."""
+        result = self._made("fit-workflow", str(config), {"data": _paths(data), **options})
         return self._wrap(result.record, result.up_to_date)
 
-    def lookup(self, embeddings: str | Sequence[str], *, workflow: str, column: str = "item_id", name: str | None = None,
-               concat: bool = False, fill: str = "zeros", min_coverage: float = 0.0, min_reachable: float = 0.95,
-               trust_workflow: bool = False, force: bool = False) -> Artifact:
-        """`embedtab lookup`: row i of the table is the embedding of the item with categorified id i."""
-        from embedtab.lookup import LookupOptions, run
+    def transform(self, workflow: str, data: Inputs, **options: Any) -> Artifact:
+        """`embedtab transform` (needs the [merlin] extra). options: the fields of
+        `embedtab.workflow.options.TransformOptions` (name, mask, part_size, trust_workflow, ...)."""
+        result = self._made("transform", workflow, {"data": _paths(data), **options})
+        return self._wrap(result.record, result.up_to_date)
 
-        options = LookupOptions(embeddings, workflow, column, name, force, trust_workflow, concat, fill, min_coverage, min_reachable)
-        result = run(self.store, options, self.reporter)
+    def lookup(self, embeddings: str | Sequence[str], **options: Any) -> Artifact:
+        """`embedtab lookup`: row i of the table is the embedding of the item with categorified id i.
+        options: the fields of `embedtab.lookup_options.LookupOptions` (workflow, column, concat,
+        fill, min_coverage, min_reachable, ...)."""
+        result = self._made("lookup", embeddings, options)
         return self._wrap(result.record, result.up_to_date)

@@ -10,7 +10,7 @@ filled (`--fill zeros`, or `mean` of the present rows; the padding row stays zer
 `present = false`.
 
 Coverage is checked both ways: the share of vocabulary ids that get a vector (`--min-coverage`),
-and the share of encoded items the vocabulary reaches (`--min-reachable`, default 0.95) -- an
+and the share of encoded items the vocabulary reaches (`--min-reachable`, see lookup_options.py) -- an
 encoded item outside the vocabulary can never be looked up, which is how cold-start items used to
 lose their vectors when the workflow's vocabulary came from training interactions only.
 
@@ -30,57 +30,21 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedtab import bounds, tables
+from embedtab import tables
 from embedtab.artifacts import LOOKUP_INFO, LOOKUP_TABLE, ArtifactRecord, ArtifactStore, lookup_dense_name
-from embedtab.bounds import Name, Share
-from embedtab.errors import DataError, UsageError
+from embedtab.errors import DataError
+from embedtab.lookup_options import FILLS as FILLS  # (re-exported)
+from embedtab.lookup_options import LookupOptions  # (declared in lookup_options.py)
 from embedtab.reporting import SILENT, Reporter
 from embedtab.workflow.vocabulary import Vocabulary, vocabulary
 
-FILLS = ("zeros", "mean")
 _ROW_GROUP = 65_536
-
-
-@dataclass
-class LookupOptions:
-    embeddings: Sequence[str] | str
-    workflow: str
-    column: Name = "item_id"
-    name: str | None = None
-    force: bool = False
-    trust_workflow: bool = False
-    concat: bool = False
-    fill: str = "zeros"
-    min_coverage: Share = 0.0
-    min_reachable: Share = 0.95
-
-    def __post_init__(self) -> None:
-        if isinstance(self.embeddings, str):
-            self.embeddings = [self.embeddings]
-        self.embeddings = list(self.embeddings)
-        self.check()  # when made: the CLI, the Python API and pipeline files refuse the same values before any work
-
-    def check(self) -> None:
-        if self.fill not in FILLS:
-            raise UsageError(f"invalid --fill {self.fill!r}: use zeros or mean")
-        for flag, value in (("--min-coverage", self.min_coverage), ("--min-reachable", self.min_reachable)):
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value <= 1:
-                raise UsageError(f"{flag} is a share between 0 and 1, e.g. 0.95 (got {value})")
-        bounds.check(self)  # (and what is not a number at all)
-        if not self.embeddings:
-            raise UsageError("embeddings: give at least one embeddings artifact")
-        if len(set(self.embeddings)) != len(self.embeddings):
-            raise UsageError("the same --embeddings artifact is given twice")
-
-    @property
-    def output_name(self) -> str:
-        return self.name or "+".join(self.embeddings)
 
 
 @dataclass
@@ -216,70 +180,95 @@ def run(store: ArtifactStore, options: LookupOptions, reporter: Reporter = SILEN
                 filled.append(_fill_from(store, record, vocab, options.column, options.fill))
                 advance(1)
         for item in filled:
-            cov = item.coverage
-            if cov["with_embedding"] == 0:
-                raise DataError(
-                    f"no id of embeddings {item.name!r} is in the vocabulary of {options.column!r} "
-                    f"(e.g. {cov['not_in_vocabulary_examples'][:3]} vs vocabulary {vocab.values.to_pylist()[:3]})"
-                )
-            if cov["coverage"] < options.min_coverage:
-                raise DataError(
-                    f"embeddings {item.name!r} cover {cov['with_embedding']:,} of {cov['vocabulary']:,} {options.column} values "
-                    f"({cov['coverage']:.1%} < --min-coverage {options.min_coverage:.1%}); missing e.g. {cov['missing_examples']}; "
-                    f"{cov['embeddings_not_in_vocabulary']:,} embeddings have ids outside the vocabulary, e.g. {cov['not_in_vocabulary_examples']}"
-                )
-            if cov["reachable"] < options.min_reachable:
-                raise DataError(
-                    f"{cov['embeddings_not_in_vocabulary']:,} of {cov['encoded']:,} items of embeddings {item.name!r} are not in the "
-                    f"{options.column} vocabulary of workflow {options.workflow!r} ({1 - cov['reachable']:.1%}; e.g. "
-                    f"{cov['not_in_vocabulary_examples'][:3]}): no id can ever look their vectors up. Give the workflow the "
-                    f"catalog's vocabulary (categorify: {{vocabulary: ...}}, see the README), or pass --min-reachable "
-                    f"{math.floor(cov['reachable'] * 100) / 100:.2f} to accept it"
-                )
-        single = len(filled) == 1
-        dims = {item.name: int(item.matrix.shape[1]) for item in filled}
-        metadata = {
-            "column": options.column,
-            "cardinality": vocab.cardinality,
-            "vocabulary": int(len(vocab.ids)),
-            "reserved_ids": int(vocab.cardinality - len(vocab.ids)),
-            "dim": sum(dims.values()) if options.concat or single else None,
-            "dims": dims,
-            "concat": options.concat,
-            "fill": options.fill,
-            "by_source": {item.name: item.coverage for item in filled},
-            "sources": {"workflow": wf_record.fingerprint, **{r.name: r.fingerprint for r in sources}},
-        }
-        if single:  # the headline numbers, flat, for the common one-source case
-            metadata.update({k: filled[0].coverage[k] for k in ("with_embedding", "coverage", "missing_examples", "reachable")})
+            _check_coverage(item, vocab, options)
+        metadata = _metadata(options, vocab, filled, wf_record, sources)
         with store.staging(plan) as staging:
-            columns: dict[str, Any] = {}
-            if single or options.concat:
-                matrix = filled[0].matrix if single else np.hstack([f.matrix for f in filled])
-                present = np.logical_and.reduce([f.present for f in filled])
-                np.save(staging / lookup_dense_name(), matrix)
-                columns["present"] = present
-                if not single:
-                    columns.update({f"present_{f.name}": f.present for f in filled})
-                columns[tables.EMBEDDING] = matrix
-            else:
-                for f in filled:
-                    np.save(staging / lookup_dense_name(f.name), f.matrix)
-                    columns[f"present_{f.name}"] = f.present
-                    columns[f"{tables.EMBEDDING}_{f.name}"] = f.matrix
-            _write_table(staging / LOOKUP_TABLE, options.column, vocab, columns)
-            (staging / LOOKUP_INFO).write_text(json.dumps(metadata, indent=2, default=str))
+            _write_lookup(staging, options, vocab, filled, metadata)
             record = store.publish(plan, staging, metadata=metadata, summary={"seconds": round(time.time() - started, 3)})
-        for item in filled:
-            cov = item.coverage
-            if cov["embeddings_not_in_vocabulary"]:
-                reporter.warn(
-                    f"{item.name}: {cov['embeddings_not_in_vocabulary']} of {cov['encoded']} encoded items are not in the "
-                    f"{options.column} vocabulary and cannot be looked up, e.g. {cov['not_in_vocabulary_examples'][:3]}"
-                )
-            if cov["missing_examples"]:
-                reporter.warn(
-                    f"{item.name}: {cov['vocabulary'] - cov['with_embedding']} of {cov['vocabulary']} {options.column} values "
-                    f"have no embedding ({options.fill}, present=false), e.g. {cov['missing_examples'][:3]}"
-                )
+        _warn_unmatched(filled, options, reporter)
         return LookupResult(record, False)
+
+
+def _check_coverage(item: Filled, vocab: Vocabulary, options: LookupOptions) -> None:
+    """Refuse a table that is mostly fill: no id in the vocabulary at all, fewer vocabulary ids with
+    a vector than --min-coverage, or fewer encoded items reachable than --min-reachable."""
+    cov = item.coverage
+    if cov["with_embedding"] == 0:
+        raise DataError(
+            f"no id of embeddings {item.name!r} is in the vocabulary of {options.column!r} "
+            f"(e.g. {cov['not_in_vocabulary_examples'][:3]} vs vocabulary {vocab.values.to_pylist()[:3]})"
+        )
+    if cov["coverage"] < options.min_coverage:
+        raise DataError(
+            f"embeddings {item.name!r} cover {cov['with_embedding']:,} of {cov['vocabulary']:,} {options.column} values "
+            f"({cov['coverage']:.1%} < --min-coverage {options.min_coverage:.1%}); missing e.g. {cov['missing_examples']}; "
+            f"{cov['embeddings_not_in_vocabulary']:,} embeddings have ids outside the vocabulary, e.g. {cov['not_in_vocabulary_examples']}"
+        )
+    if cov["reachable"] < options.min_reachable:
+        raise DataError(
+            f"{cov['embeddings_not_in_vocabulary']:,} of {cov['encoded']:,} items of embeddings {item.name!r} are not in the "
+            f"{options.column} vocabulary of workflow {options.workflow!r} ({1 - cov['reachable']:.1%}; e.g. "
+            f"{cov['not_in_vocabulary_examples'][:3]}): no id can ever look their vectors up. Give the workflow the "
+            f"catalog's vocabulary (categorify: {{vocabulary: ...}}, see the README), or pass --min-reachable "
+            f"{math.floor(cov['reachable'] * 100) / 100:.2f} to accept it"
+        )
+
+
+def _metadata(options: LookupOptions, vocab: Vocabulary, filled: list[Filled], wf_record: ArtifactRecord,
+              sources: list[ArtifactRecord]) -> dict[str, Any]:
+    """_lookup.json and the artifact's metadata: sizes, dims, coverage by source, fingerprints."""
+    single = len(filled) == 1
+    dims = {item.name: int(item.matrix.shape[1]) for item in filled}
+    metadata = {
+        "column": options.column,
+        "cardinality": vocab.cardinality,
+        "vocabulary": int(len(vocab.ids)),
+        "reserved_ids": int(vocab.cardinality - len(vocab.ids)),
+        "dim": sum(dims.values()) if options.concat or single else None,
+        "dims": dims,
+        "concat": options.concat,
+        "fill": options.fill,
+        "by_source": {item.name: item.coverage for item in filled},
+        "sources": {"workflow": wf_record.fingerprint, **{r.name: r.fingerprint for r in sources}},
+    }
+    if single:  # the headline numbers, flat, for the common one-source case
+        metadata.update({k: filled[0].coverage[k] for k in ("with_embedding", "coverage", "missing_examples", "reachable")})
+    return metadata
+
+
+def _write_lookup(staging: Path, options: LookupOptions, vocab: Vocabulary, filled: list[Filled], metadata: dict[str, Any]) -> None:
+    """The dense matrices (one, or one per source), table.parquet and _lookup.json into staging."""
+    single = len(filled) == 1
+    columns: dict[str, Any] = {}
+    if single or options.concat:
+        matrix = filled[0].matrix if single else np.hstack([f.matrix for f in filled])
+        present = np.logical_and.reduce([f.present for f in filled])
+        np.save(staging / lookup_dense_name(), matrix)
+        columns["present"] = present
+        if not single:
+            columns.update({f"present_{f.name}": f.present for f in filled})
+        columns[tables.EMBEDDING] = matrix
+    else:
+        for f in filled:
+            np.save(staging / lookup_dense_name(f.name), f.matrix)
+            columns[f"present_{f.name}"] = f.present
+            columns[f"{tables.EMBEDDING}_{f.name}"] = f.matrix
+    _write_table(staging / LOOKUP_TABLE, options.column, vocab, columns)
+    (staging / LOOKUP_INFO).write_text(json.dumps(metadata, indent=2, default=str))
+
+
+def _warn_unmatched(filled: list[Filled], options: LookupOptions, reporter: Reporter) -> None:
+    """Once published, say what the table could not match: encoded items outside the vocabulary
+    (never looked up) and vocabulary values without a vector (filled)."""
+    for item in filled:
+        cov = item.coverage
+        if cov["embeddings_not_in_vocabulary"]:
+            reporter.warn(
+                f"{item.name}: {cov['embeddings_not_in_vocabulary']} of {cov['encoded']} encoded items are not in the "
+                f"{options.column} vocabulary and cannot be looked up, e.g. {cov['not_in_vocabulary_examples'][:3]}"
+            )
+        if cov["missing_examples"]:
+            reporter.warn(
+                f"{item.name}: {cov['vocabulary'] - cov['with_embedding']} of {cov['vocabulary']} {options.column} values "
+                f"have no embedding ({options.fill}, present=false), e.g. {cov['missing_examples'][:3]}"
+            )

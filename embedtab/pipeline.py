@@ -13,15 +13,18 @@ line (or in the Python API), its main argument given as the command key's value:
       - lookup: text-pca64
         workflow: item
 
-Dependencies come from artifact names (a `reduce: text` needs the stage that makes embeddings
-`text`), not from the order in the file. Every stage already knows when it is up to date, so the
-runner only orders them, skips the dependents of a failed stage, and reports.
+Commands, their options (every field of a command's options class, by its name or a declared
+alias, with `-` or `_`), their runners and the artifacts each makes and needs come from the stage
+registry, embedtab.stages. Dependencies come from artifact names (a `reduce: text` needs the stage
+that makes embeddings `text`), not from the order in the file. Every stage already knows when it
+is up to date, so the runner only orders them, skips the dependents of a failed stage, and reports.
 """
 
 from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import functools
 import re
 import time
 import typing
@@ -30,42 +33,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from embedtab import bounds
-from embedtab.artifacts import MANIFEST, ArtifactStore, DryRunStop
+from embedtab import stages as registry
+from embedtab.artifacts import MANIFEST, ArtifactStore, DryRunStop, check_name
 from embedtab.errors import ConfigError, EmbedtabError, UsageError
+from embedtab.options import declared, meta
+from embedtab.options import names as option_names
 from embedtab.reporting import SILENT, Reporter
+from embedtab.yamlfile import clip, shown
 
 
-@dataclass
-class ApplyOptions:
-    """`reduce SOURCE --apply PROJECTION` as a stage of its own."""
-
-    projection: str
-    source: str
-    name: str | None = None
-    force: bool = False
-
-
-def _options_classes() -> dict[str, tuple[type, str, dict[str, Any]]]:
-    """command -> (options class, field the command key fills, defaults the CLI supplies)."""
-    from embedtab.encode import ImageOptions, TextOptions
-    from embedtab.lookup import LookupOptions
-    from embedtab.reduce import ReduceOptions
-    from embedtab.workflow.stage import FitOptions, TransformOptions
-
-    return {
-        "encode text": (TextOptions, "inputs", {"name": "text"}),
-        "encode image": (ImageOptions, "inputs", {"name": "image"}),
-        "reduce": (ReduceOptions, "source", {}),
-        "apply": (ApplyOptions, "projection", {}),
-        "fit-workflow": (FitOptions, "config", {}),
-        "transform": (TransformOptions, "workflow", {}),
-        "lookup": (LookupOptions, "embeddings", {}),
-    }
-
-
-COMMANDS = ("encode text", "encode image", "reduce", "apply", "fit-workflow", "transform", "lookup")
-_FLAG_NAMES = {"text_column": "text_columns"}  # command-line flag -> option field, where they differ
-_NOT_IN_PIPELINES = {"shard": "shard CI jobs with the encode command itself", "seal": "shard CI jobs with the encode command itself"}
+COMMANDS = tuple(registry.COMMANDS)  # what a stage can be: the registry of embedtab.stages
 
 
 @dataclass
@@ -114,8 +91,8 @@ class Pipeline:
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise ConfigError(f"{self.path}: no stage makes {name!r}; stages: {', '.join(s.key for s in self.stages)}")
-        raise ConfigError(f"{self.path}: {name!r} names several stages ({', '.join(s.key for s in matches)}); use kind/name")
+            raise ConfigError(f"{self.path}: no stage makes {shown(name)}; stages: {clip(', '.join(s.key for s in self.stages), 200)}")
+        raise ConfigError(f"{self.path}: {shown(name)} names several stages ({clip(', '.join(s.key for s in matches), 200)}); use kind/name")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -126,87 +103,77 @@ def _fail(path: Path, text: str, loc: tuple[Any, ...], message: str) -> ConfigEr
     return ConfigError(f"{path}{f':{line}' if line else ''}: {message}")
 
 
-def _field_names(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
+@functools.lru_cache(maxsize=None)
 def _is_list_field(cls: type, name: str) -> bool:
     hint = typing.get_type_hints(cls)[name]
     return any(origin in (list, collections.abc.Sequence)
                for origin in [typing.get_origin(hint), *(typing.get_origin(a) for a in typing.get_args(hint))])
 
 
+@functools.lru_cache(maxsize=None)
+def _adapter(cls: type) -> Any:
+    """pydantic's validator for an options class, built once (building one per stage made a long
+    pipeline file take seconds to load)."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls)
+
+
 def _stage_options(path: Path, text: str, index: int, raw: Any) -> tuple[str, Any]:
-    from pydantic import TypeAdapter, ValidationError
+    from pydantic import ValidationError
 
     where = ("stages", index)
     if not isinstance(raw, dict):
         raise _fail(path, text, where, f"stage {index + 1} must be a mapping such as `- reduce: text`")
     commands = [key for key in raw if key in COMMANDS]
     if len(commands) != 1:
-        found = f"found {', '.join(map(repr, commands))}" if commands else f"{next(iter(raw), None)!r} is not a command"
+        found = f"found {', '.join(map(repr, commands))}" if commands else f"{shown(next(iter(raw), None))} is not a command"
         raise _fail(path, text, where, f"stage {index + 1} needs exactly one command key ({', '.join(COMMANDS)}); {found}")
     command = commands[0]
-    cls, main, defaults = _options_classes()[command]
-    values: dict[str, Any] = {**defaults, main: raw[command]}
-    known = _field_names(cls)
+    cls, main = registry.COMMANDS[command].options, registry.COMMANDS[command].main
+    values: dict[str, Any] = {main: raw[command]}
+    accepted = option_names(cls)  # every option's field name and aliases (embedtab.options), `-` or `_`
+    field_of = lambda key: accepted.get(str(key).replace("-", "_"), str(key).replace("-", "_"))  # noqa: E731
     for key, value in raw.items():
         if key == command:
             continue
-        name = str(key).replace("-", "_")
-        name = _FLAG_NAMES.get(name, name) if command == "encode text" else name
-        if name in _NOT_IN_PIPELINES:
-            raise _fail(path, text, (*where, key), f"{command}: {key!r} does not belong in a pipeline ({_NOT_IN_PIPELINES[name]})")
-        if name == main or name not in known:
-            options = ", ".join(k for k in known if k != main and k not in _NOT_IN_PIPELINES)
-            raise _fail(path, text, (*where, key), f"{command}: unknown option {key!r} (options: {options})")
+        name = field_of(key)
+        if name in accepted and meta(cls, name, "pipeline") is not True:
+            raise _fail(path, text, (*where, key), f"{command}: {shown(key)} does not belong in a pipeline ({meta(cls, name, 'pipeline')})")
+        if name == main or name not in accepted:
+            options = ", ".join(k for k in declared(cls) if k != main and meta(cls, k, "pipeline") is True)
+            raise _fail(path, text, (*where, key), f"{command}: unknown option {shown(key)} (options: {options})")
         values[name] = value
     for name, value in list(values.items()):
         if isinstance(value, str) and _is_list_field(cls, name):
             values[name] = [value]  # one input or one embeddings name, written without a list
     def key_of(field_name: str) -> Any:
-        return command if field_name == main else next((k for k in raw if str(k).replace("-", "_") == field_name), field_name)
+        return command if field_name == main else next((k for k in raw if k != command and field_of(k) == field_name), field_name)
 
     try:
-        options = TypeAdapter(cls).validate_python(values)
+        options = _adapter(cls).validate_python(values)
     except ValidationError as exc:
         error = exc.errors()[0]
         field_name = str(error["loc"][0]) if error["loc"] else main
         message = bounds.explain(cls, field_name, values.get(field_name), error)
         raise _fail(path, text, (*where, key_of(field_name)), f"{command}: {message}") from None
     except UsageError as exc:  # the options' own checks (embedtab.bounds and the choices), as the CLI makes them
-        message = str(exc)
+        message = clip(exc, 300)
         named = re.match(r"([a-z_]+): |(?:invalid )?--([a-z-]+)", message)
         field_name = (named[1] or named[2].replace("-", "_")) if named else main
         raise _fail(path, text, (*where, key_of(field_name)), f"{command}: {message}") from None
-    if command == "encode image" and not options.model:
-        raise _fail(path, text, where, "encode image: give the model (an OpenCLIP name, 'local-dir:/path' or embedtab-smoke-clip)")
+    for name in declared(cls):
+        if meta(cls, name, "required") and getattr(options, name) is None:  # (the commands require it too)
+            raise _fail(path, text, where, f"{command}: give the {name} ({meta(cls, name, 'help').rstrip('.')})")
     return command, options
 
 
 def _edges(command: str, options: Any, path: Path, text: str, index: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(outputs, needs) of a stage, from its options: the names the command would use."""
-    if command.startswith("encode"):
-        return [("embeddings", options.name)], []
-    if command == "reduce":
-        fit_on = [("embeddings", options.fit_on)] if options.fit_on and not str(options.fit_on).isdigit() else []
-        return [("embeddings", options.output_name), ("projections", options.output_name)], [("embeddings", options.source), *fit_on]
-    if command == "apply":
-        return ([("embeddings", options.name or f"{options.source}-{options.projection}")],
-                [("projections", options.projection), ("embeddings", options.source)])
-    if command == "fit-workflow":
-        from embedtab.workflow.config import load_config
-
-        try:
-            config = load_config(options.config)
-        except ConfigError as exc:
-            raise _fail(path, text, ("stages", index, command), str(exc)) from None
-        name = options.name or config.name or Path(options.config).stem
-        return [("workflows", name)], [("workflows", v.workflow) for v in config.vocabulary_sources() if v.workflow]
-    if command == "transform":
-        external = "/" in options.workflow
-        return [("datasets", options.name or Path(options.workflow).name)], [] if external else [("workflows", options.workflow)]
-    return [("lookups", options.output_name)], [*(("embeddings", e) for e in options.embeddings), ("workflows", options.workflow)]
+    """(outputs, needs) of a stage, from its options: the names the command would use (embedtab.stages)."""
+    try:
+        return registry.COMMANDS[command].edges(options)
+    except ConfigError as exc:  # (a workflow config that cannot be read)
+        raise _fail(path, text, ("stages", index, command), str(exc)) from None
 
 
 def load(path: str | Path, store: ArtifactStore) -> Pipeline:
@@ -221,7 +188,7 @@ def load(path: str | Path, store: ArtifactStore) -> Pipeline:
         raise ConfigError(f"{path}: expected a mapping with a non-empty `stages:` list")
     for key in raw:
         if key not in ("stages", "description"):
-            raise _fail(path, text, (key,), f"unknown top-level key {key!r} (allowed: stages, description)")
+            raise _fail(path, text, (key,), f"unknown top-level key {shown(key)} (allowed: stages, description)")
     stages: list[Stage] = []
     producers: dict[tuple[str, str], Stage] = {}
     from embedtab.yamlfile import yaml_line
@@ -231,9 +198,13 @@ def load(path: str | Path, store: ArtifactStore) -> Pipeline:
         outputs, needs = _edges(command, options, path, text, index)
         stage = Stage(index, command, options, outputs, needs, yaml_line(text, ("stages", index)))
         for output in outputs:
+            try:
+                check_name(output[1])  # (a name the command makes up from a long one: refused here, with the line)
+            except UsageError as exc:
+                raise _fail(path, text, ("stages", index), f"{command}: {exc}") from None
             if output in producers:
                 other = producers[output]
-                raise _fail(path, text, ("stages", index), f"{output[0]}/{output[1]} is already made by stage {other.index + 1} "
+                raise _fail(path, text, ("stages", index), f"{output[0]}/{clip(output[1], 40)} is already made by stage {other.index + 1} "
                                                            f"(line {other.line}); give one of them another name")
             producers[output] = stage
         stages.append(stage)
@@ -248,7 +219,7 @@ def load(path: str | Path, store: ArtifactStore) -> Pipeline:
                 held = (f" holds it only unrecorded (not in {MANIFEST}; rebuild it with its command and --force)"
                         if unrecorded else " does not hold")
                 raise _fail(path, text, ("stages", stage.index, stage.command),
-                            f"{stage.command} needs {need[0]}/{need[1]}, which no stage makes and {store.root}{held}")
+                            f"{stage.command} needs {need[0]}/{clip(need[1], 40)}, which no stage makes and {store.root}{held}")
     return Pipeline(path, _ordered(stages, producers, path), producers)
 
 
@@ -286,6 +257,7 @@ class StageReport:
     rows: int | None = None
     items_per_s: float | None = None
     error: str | None = None
+    exit_code: int | None = None  # a failed stage's: 2 for a usage problem (needs --force, an unrecorded folder), else 1
     line: int | None = None
     summary: dict[str, Any] = field(default_factory=dict)  # what its artifact's manifest records as summary (ran stages)
     lines: list[str] = field(default_factory=list)  # what its own command prints about it (ran stages)
@@ -301,28 +273,11 @@ class RunReport:
         return any(s.status in ("failed", "skipped") for s in self.stages)
 
 
-# command -> (module, function): the core function its CLI command calls (loaded on first use)
-_RUNNERS = {"encode text": ("embedtab.encode", "run_text"), "encode image": ("embedtab.encode", "run_image"),
-            "reduce": ("embedtab.reduce", "run"), "fit-workflow": ("embedtab.workflow.stage", "fit"),
-            "transform": ("embedtab.workflow.stage", "transform"), "lookup": ("embedtab.lookup", "run")}
-
-
 def _execute(store: ArtifactStore, stage: Stage, reporter: Reporter) -> tuple[Any, bool, dict[str, Any], list[str]]:
     """Run one stage through the same core function as its command: (main record, up to date,
     and, when it ran, its summary and the lines its command prints about it)."""
-    import importlib
-
-    options = stage.options
-    projection = None
-    if stage.command == "apply":
-        from embedtab.reduce import apply
-
-        record, up_to_date = apply(store, options.projection, options.source, options.name, options.force, reporter)
-    else:
-        module, function = _RUNNERS[stage.command]
-        result = getattr(importlib.import_module(module), function)(store, options, reporter)
-        record, up_to_date = (result.embeddings if stage.command == "reduce" else result.record), result.up_to_date
-        projection = result.projection if stage.command == "reduce" else None
+    command = registry.COMMANDS[stage.command]
+    record, up_to_date, projection = command.outcome(command.run(store, stage.options, reporter))
     if up_to_date:
         return record, True, {}, []
     return record, False, *_described(stage.command, record, projection)
@@ -397,7 +352,7 @@ def _run_stages(store: ArtifactStore, pipeline: Pipeline, stages: list[Stage], d
         except EmbedtabError as exc:
             outcome[stage.index] = "failed"
             report.stages.append(StageReport(stage.key, stage.command, "failed", duration_s=round(time.time() - started, 3),
-                                             error=str(exc), line=stage.line))
+                                             error=str(exc), exit_code=exc.exit_code, line=stage.line))
             reporter.warn(f"{stage.key} failed: {exc}")
             if on_done is not None:
                 on_done(stage, report.stages[-1])
@@ -434,7 +389,8 @@ def _plan_only(store: ArtifactStore, pipeline: Pipeline, stage: Stage, outcome: 
         except DryRunStop:
             pass
         except EmbedtabError as exc:
-            report.stages.append(StageReport(stage.key, stage.command, "failed", error=str(exc), line=stage.line))
+            report.stages.append(StageReport(stage.key, stage.command, "failed", error=str(exc), exit_code=exc.exit_code,
+                                             line=stage.line))
             return "failed"
     verdicts = [v for v in planned if v.state != "up to date"]
     if not verdicts:

@@ -105,3 +105,20 @@ def test_the_readme_example_runs(tmp_path, sample, monkeypatch):
     assert scope["emb"].vectors().shape == (200, 64)
     assert scope["table"].vectors().shape[1] == 64
     assert scope["art"].status()["damaged"] == 0
+
+
+def test_wrong_types_from_python_are_usage_errors_naming_the_argument(tmp_path):
+    import embedtab
+    from embedtab.errors import UsageError
+    from tests.conftest import SAMPLE
+
+    art = embedtab.Artifacts(tmp_path / "a")
+    items = str(SAMPLE / "items.parquet")
+    for kwargs, message in (({"template": ["{title}"]}, "^template: must be a Python format string"),
+                            ({"text_column": [b"title"]}, "^text_columns: must be a list of column names"),
+                            ({"text_column": ["title", " "]}, "^text_columns: a column name is empty")):
+        with pytest.raises(UsageError, match=message):
+            art.encode_text(items, **kwargs)
+    assert not (tmp_path / "a" / "embeddings").exists()
+    one = art.encode_text(items, text_column="title", limit=3)  # one column as a string
+    assert one.summary["items"] == 3

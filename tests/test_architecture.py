@@ -6,11 +6,13 @@ The layers, from the real graph (high imports low; skipping a layer is fine, imp
     embedtab.cli          typer commands; the only modules that import typer or rich
     embedtab.api          the Python API the CLI runs on (its `run` drives the pipeline)
     embedtab.pipeline     `embedtab run`: the stages in order, from a pipeline file
+    embedtab.stages       the stage registry: each command's options class, main argument, runner, edges
     embedtab.lookup       reads fitted workflows (embedtab.workflow.vocabulary), so it sits above them
-    encode | reduce | workflow | status | summaries
-                          the stages, and the read-only views of the artifacts; none imports another
+    encode | reduce | workflow | status | summaries | lookup_options
+                          the stages (and lookup's options), and the read-only views of the
+                          artifacts; none imports another
     embedtab.artifacts    the directory layout, manifest, locks and publishing
-    bounds, device, fingerprint, reporting, synthetic, tables, yamlfile
+    bounds, device, fingerprint, options, reporting, synthetic, tables, yamlfile
                           the shared core (these may import each other, in one direction)
     errors | version      the leaves; they import nothing of embedtab
 
@@ -28,11 +30,13 @@ LAYERS = [
     "embedtab.cli",
     "embedtab.api",
     "embedtab.pipeline",
+    "embedtab.stages",
     "embedtab.lookup",
-    Layer("embedtab.encode", "embedtab.reduce", "embedtab.workflow", "embedtab.status", "embedtab.summaries", independent=True),
+    Layer("embedtab.encode", "embedtab.reduce", "embedtab.workflow", "embedtab.status", "embedtab.summaries",
+          "embedtab.lookup_options", independent=True),
     "embedtab.artifacts",
-    Layer("embedtab.bounds", "embedtab.device", "embedtab.fingerprint", "embedtab.reporting", "embedtab.synthetic",
-          "embedtab.tables", "embedtab.yamlfile", independent=False),
+    Layer("embedtab.bounds", "embedtab.device", "embedtab.fingerprint", "embedtab.options", "embedtab.reporting",
+          "embedtab.synthetic", "embedtab.tables", "embedtab.yamlfile", independent=False),
     Layer("embedtab.errors", "embedtab.version", independent=True),
 ]
 

@@ -63,6 +63,14 @@ BAD = [
     # values that are not numbers at all (typer refuses them, naming the flag)
     (IMAGE, "--workers", "many"), (TEXT, "--batch-size", "1.5"), (["reduce", "text"], "--seed", "x"),
     (LOOKUP, "--min-coverage", "most"),
+    # empty values never fall back to a default; digits other than 0-9 are not numbers here;
+    # a Dask scheduler is an address before anything connects (a hostile probe's cases)
+    (TEXT, "--shard", ""), (TEXT, "--model", ""), (TEXT, "--text-column", ""), (["reduce", "text"], "--name", ""),
+    (FIT, "--data", ""), (FIT, "--name", ""), (TRANSFORM, "--name", ""), (LOOKUP, "--name", ""),
+    (["reduce", "text"], "--memory", "\u0663GB"), (["reduce", "text"], "--memory", "\uff13GB"),
+    (TRANSFORM, "--part-size", "\u0663\u0660\u0660MB"),
+    (IMAGE, "--dask-scheduler", "garbage"), (TEXT, "--dask-scheduler", "tls://127.0.0.1:1"),
+    (TEXT, "--dask-scheduler", "tcp://[::1"), (TEXT, "--dask-scheduler", "inproc://x"), (FIT, "--dask-scheduler", "tcp://h:99999"),
 ]
 
 
@@ -265,7 +273,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("variable", ["EMBEDTAB_LOCK_TIMEOUT", "EMBEDTAB_PROGRESS_INTERVAL"])
-@pytest.mark.parametrize("value", ["abc", "-1", "nan", "1e9"])
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "1e9", "\u0663"])
 def test_numeric_environment_variables_are_bounded_too(tmp_path, monkeypatch, capsys, variable, value):
     monkeypatch.setenv(variable, value)
     assert run(["status", "-A", str(tmp_path)]) == 2
@@ -273,3 +281,16 @@ def test_numeric_environment_variables_are_bounded_too(tmp_path, monkeypatch, ca
     assert len(err) == 1 and err[0].startswith(f"Error: ${variable}: must be a number of seconds from 0 to"), err
     monkeypatch.setenv(variable, "5")
     assert run(["status", "-A", str(tmp_path)]) == 0
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("EMBEDTAB_DEVICE", "garbage", "invalid EMBEDTAB_DEVICE='garbage'"),
+    ("DASK_SCHEDULER_ADDRESS", "garbage", "--dask-scheduler: must be a Dask scheduler address"),
+])
+def test_environment_variables_are_checked_before_any_command(tmp_path, monkeypatch, capsys, no_work, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    for command in (["status"], FIT, TEXT):
+        assert run([*command, "-A", str(tmp_path / "a")]) == 2 or command == ["status"] and variable != "EMBEDTAB_DEVICE"
+        err = capsys.readouterr().err.strip()
+        if command != ["status"] or variable == "EMBEDTAB_DEVICE":
+            assert len(err.splitlines()) == 1 and message in err, err

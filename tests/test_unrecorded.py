@@ -275,7 +275,7 @@ def test_embedtab_run_after_a_lost_manifest_refuses_then_force_rebuilds(chain_di
     assert "embeddings/text is on disk but not in manifest.json" in stages["embeddings/text"]["why"]
 
     ran = cli("run", str(pipeline), "--json", "-A", str(root))
-    assert ran.returncode == 1
+    assert ran.returncode == 2  # every failure a usage problem: what the commands exit with
     stages = {s["stage"]: s for s in json.loads(ran.stdout)["stages"]}
     for key in ("embeddings/text", "workflows/item"):
         assert stages[key]["status"] == "failed" and f"{key} is in {root} but manifest.json has no record" in stages[key]["error"]
@@ -303,7 +303,7 @@ def test_embedtab_run_names_unrecorded_folders_it_reads_or_makes(embeddings_dir,
     planned = json.loads(cli("run", str(makes), "--dry-run", "--json", "-A", str(root)).stdout)
     assert [(s["stage"], s["status"]) for s in planned["stages"]] == [("embeddings/text", "needs --force"), ("embeddings/text-pca4", "needs --force")]
     ran = cli("run", str(makes), "--json", "-A", str(root))
-    assert ran.returncode == 1
+    assert ran.returncode == 2  # a usage problem, as the command itself exits
     stages = json.loads(ran.stdout)["stages"]
     assert stages[0]["status"] == "failed" and "embeddings/text is in" in stages[0]["error"] and stages[1]["status"] == "skipped"
     assert tree(root) == before and not (root / "manifest.json").exists()

@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 
 from embedtab.errors import UsageError
+from embedtab.yamlfile import shown
 
 KINDS = ("embeddings", "projections", "workflows", "datasets", "lookups")
 MANIFEST = "manifest.json"
@@ -65,7 +66,7 @@ def is_valid_name(name: str) -> bool:
 def check_name(name: str, what: str = "artifact name") -> str:
     if not _NAME.match(name or ""):
         raise UsageError(
-            f"invalid {what} {name!r}: use letters, digits, '.', '_', '+' or '-' (max 128, no '/')"
+            f"invalid {what} {shown(name)}: use letters, digits, '.', '_', '+' or '-' (max 128, no '/')"
         )
     return name
 

@@ -1,6 +1,7 @@
 """What every command shares: global state, the rich reporter, common options, output helpers.
 
-Only typer and rich are imported at module level, so `embedtab --help` stays fast.
+Only typer and rich, and the options' declarations (embedtab.options and the options classes,
+which import nothing heavy), are imported at module level, so `embedtab --help` stays fast.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+
+from embedtab.options import DASK_SCHEDULER, FORCE, TRUST_WORKFLOW
 
 if TYPE_CHECKING:
     from embedtab.api import Artifacts
@@ -71,18 +74,15 @@ ArtifactsOpt = Annotated[
         show_default=True,
     ),
 ]
-ForceOpt = Annotated[
-    bool, typer.Option("--force", help="Replace an existing artifact made from other inputs or options.")
-]
+ForceOpt = Annotated[bool, typer.Option("--force", help=FORCE)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 TrustOpt = Annotated[
     bool,
-    typer.Option("--trust-workflow", help="Load the workflow without checking the recorded sha256s (loading runs code from workflow.pkl)."),
+    typer.Option("--trust-workflow", help=TRUST_WORKFLOW),
 ]
 SchedulerOpt = Annotated[
     Optional[str],
-    typer.Option("--dask-scheduler", envvar="DASK_SCHEDULER_ADDRESS",
-                 help="Run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786; default: local."),
+    typer.Option("--dask-scheduler", envvar="DASK_SCHEDULER_ADDRESS", help=DASK_SCHEDULER),
 ]
 DEFAULT_ARTIFACTS = Path("artifacts")
 
@@ -200,6 +200,13 @@ def open_artifacts(artifacts: Path) -> "Artifacts":
     from embedtab.api import Artifacts
 
     return Artifacts(artifacts, reporter())
+
+
+def api_options(parameters: dict[str, Any], *left_out: str) -> dict[str, Any]:
+    """A command's parameters (its `locals()` before anything else) as the Python API's keyword
+    arguments: each under its own name -- an option's field name, or an alias its options class
+    declares --, but --json, --artifacts and `left_out`."""
+    return {k: v for k, v in parameters.items() if k not in ("as_json", "artifacts", *left_out)}
 
 
 def emit_json(value: Any) -> None:

@@ -1,7 +1,13 @@
-"""`embedtab encode text|image`: maps options onto embedtab.encode."""
+"""`embedtab encode text|image`: maps options onto embedtab.encode.
+
+Each option is declared once, as a field of TextOptions or ImageOptions (embedtab/encode/options.py):
+the flags here take their help and defaults from there, and every parameter of a command, but
+--json and --artifacts, is passed to the Python API under its own name.
+"""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -13,52 +19,41 @@ from embedtab.cli.common import (
     ForceOpt,
     JsonOpt,
     SchedulerOpt,
+    api_options,
     emit_json,
     open_artifacts,
     report_result,
     stderr,
 )
+from embedtab.encode.options import EncodeOptions, ImageOptions, TextOptions
+from embedtab.options import default_of, help_of
 
 app = typer.Typer(
     help="Encode item texts (sentence-transformers, CLIP text towers) or images (OpenCLIP, Hugging Face CLIP/SigLIP, plugins) into an embeddings artifact.",
     no_args_is_help=True,
 )
 
-EncoderOpt = Annotated[
-    str, typer.Option("--encoder", "-E", help="A registered encoder (see `embedtab encoders`); auto picks by the model.")
-]
-InputsArg = Annotated[List[str], typer.Argument(help="Input table(s): parquet/csv file, glob or directory.", show_default=False)]
-NameOpt = Annotated[str, typer.Option("--name", "-n", help="Name of the embeddings artifact to write.")]
-IdOpt = Annotated[str, typer.Option("--id-column", help="Column holding the raw item id (kept with its dtype).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda when present, or what $EMBEDTAB_DEVICE says), cpu, cuda or cuda:N.")]
-PrecisionOpt = Annotated[
-    str, typer.Option("--precision", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16 (GPU autocast).")
-]
-BatchOpt = Annotated[
-    Optional[int],
-    typer.Option("--batch-size", "-b", help="Items per model forward pass, 1 to 65,536 (images: 8,192); default 64 on CPU, on a GPU 512 texts or 256 images, a quarter under 20 GB."),
-]
-NormalizeOpt = Annotated[
-    bool,
-    typer.Option("--normalize/--no-normalize", help="L2-normalize every embedding (on by default)."),
-]
-ShardSizeOpt = Annotated[
-    int, typer.Option("--shard-size", help="Items per work shard (the unit of resume) and per output parquet part, 1 to 1,048,576.")
-]
-DedupeOpt = Annotated[
-    bool, typer.Option("--dedupe", help="Keep the first row of each duplicate id (others recorded as skipped) instead of failing.")
-]
-ShardOpt = Annotated[
-    Optional[str],
-    typer.Option("--shard", help="i/n (1 <= i <= n <= 10,000): this job encodes its 1/n of the work into a shared work folder; the job that completes the set seals the artifact."),
-]
-SealOpt = Annotated[bool, typer.Option("--seal", help="Only assemble and publish the shards that --shard jobs made.")]
-OnErrorOpt = Annotated[
-    str, typer.Option("--on-error", help="skip: record unusable items in _errors.parquet; fail: stop at the first.")
-]
-MaxErrorsOpt = Annotated[
-    Optional[int], typer.Option("--max-errors", help="Stop (nothing written) when more items than this fail (0 or more).")
-]
+E = functools.partial(help_of, EncodeOptions)  # the declared help of an option both commands share
+T = functools.partial(help_of, TextOptions)
+I = functools.partial(help_of, ImageOptions)  # noqa: E741
+text_default = functools.partial(default_of, TextOptions)
+image_default = functools.partial(default_of, ImageOptions)
+
+EncoderOpt = Annotated[str, typer.Option("--encoder", "-E", help=E("encoder"))]
+InputsArg = Annotated[List[str], typer.Argument(help=E("inputs"), show_default=False)]
+NameOpt = Annotated[str, typer.Option("--name", "-n", help=E("name"))]
+IdOpt = Annotated[str, typer.Option("--id-column", help=E("id_column"))]
+DeviceOpt = Annotated[str, typer.Option("--device", help=E("device"))]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help=E("precision"))]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", "-b", help=E("batch_size"))]
+NormalizeOpt = Annotated[bool, typer.Option("--normalize/--no-normalize", help=E("normalize"))]
+ShardSizeOpt = Annotated[int, typer.Option("--shard-size", help=E("shard_size"))]
+DedupeOpt = Annotated[bool, typer.Option("--dedupe", help=E("dedupe"))]
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", help=E("shard"))]
+SealOpt = Annotated[bool, typer.Option("--seal", help=E("seal"))]
+OnErrorOpt = Annotated[str, typer.Option("--on-error", help=E("on_error"))]
+MaxErrorsOpt = Annotated[Optional[int], typer.Option("--max-errors", help=E("max_errors"))]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", help=E("limit"))]
 
 
 def _finish(result, as_json: bool) -> None:
@@ -84,34 +79,30 @@ def _finish(result, as_json: bool) -> None:
 @app.command("text")
 def text(
     inputs: InputsArg,
-    name: NameOpt = "text",
-    template: Annotated[
-        Optional[str], typer.Option("--template", "-t", help="Python format string over columns, e.g. '{title}. {description}'.")
-    ] = None,
+    name: NameOpt = text_default("name"),
+    template: Annotated[Optional[str], typer.Option("--template", "-t", help=T("template"))] = text_default("template"),
     text_column: Annotated[
-        Optional[List[str]], typer.Option("--text-column", "-c", help="Column(s) to encode, joined with '. ' (instead of --template).")
-    ] = None,
-    id_column: IdOpt = "item_id",
-    model: Annotated[
-        Optional[str],
-        typer.Option("--model", "-m", help="Model name or local path (sentence-transformers default: the packaged all-MiniLM-L6-v2, works offline)."),
-    ] = None,
-    encoder: EncoderOpt = "auto",
+        Optional[List[str]], typer.Option("--text-column", "-c", help=T("text_columns"))
+    ] = text_default("text_columns"),
+    id_column: IdOpt = text_default("id_column"),
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help=T("model"))] = text_default("model"),
+    encoder: EncoderOpt = text_default("encoder"),
     pretrained: Annotated[
-        Optional[str], typer.Option("--pretrained", "-p", help="OpenCLIP text tower (--encoder open-clip): pretrained tag or checkpoint file.")
-    ] = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    batch_size: BatchOpt = None,
-    normalize: NormalizeOpt = True,
-    shard_size: ShardSizeOpt = 4096,
-    dedupe: DedupeOpt = False,
-    shard: ShardOpt = None,
-    seal: SealOpt = False,
-    on_error: OnErrorOpt = "skip",
-    max_errors: MaxErrorsOpt = None,
-    dask_scheduler: SchedulerOpt = None,
-    force: ForceOpt = False,
+        Optional[str], typer.Option("--pretrained", "-p", help=T("pretrained"))
+    ] = text_default("pretrained"),
+    device: DeviceOpt = text_default("device"),
+    precision: PrecisionOpt = text_default("precision"),
+    batch_size: BatchOpt = text_default("batch_size"),
+    normalize: NormalizeOpt = text_default("normalize"),
+    shard_size: ShardSizeOpt = text_default("shard_size"),
+    dedupe: DedupeOpt = text_default("dedupe"),
+    shard: ShardOpt = text_default("shard"),
+    seal: SealOpt = text_default("seal"),
+    on_error: OnErrorOpt = text_default("on_error"),
+    max_errors: MaxErrorsOpt = text_default("max_errors"),
+    limit: LimitOpt = text_default("limit"),
+    dask_scheduler: SchedulerOpt = text_default("dask_scheduler"),
+    force: ForceOpt = text_default("force"),
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
 ) -> None:
@@ -130,56 +121,47 @@ def text(
       embedtab encode text items.parquet --template '{title}. {description}'
 
       embedtab encode text 'catalog/*.parquet' -c title -m ./my-sbert-model
+
+      embedtab encode text items.parquet -c title --limit 100 --name trial
     """
-    result = open_artifacts(artifacts).encode_text(
-        inputs, name=name, template=template, columns=text_column or (), id_column=id_column, model=model,
-        encoder=encoder, pretrained=pretrained,
-        device=device, precision=precision, batch_size=batch_size, normalize=normalize, shard_size=shard_size,
-        on_error=on_error, max_errors=max_errors, force=force, dedupe=dedupe, shard=shard, seal=seal,
-        dask_scheduler=dask_scheduler,
-    )
-    _finish(result, as_json)
+    _finish(open_artifacts(artifacts).encode_text(**api_options(locals())), as_json)
 
 
 @app.command("image")
 def image(
     inputs: InputsArg,
-    model: Annotated[
-        str,
-        typer.Option("--model", "-m", help="OpenCLIP: a built-in name (ViT-B-32), 'local-dir:/path', 'hf-hub:org/repo', embedtab-smoke-clip; or a Hugging Face CLIP/SigLIP id or folder."),
-    ],
+    model: Annotated[str, typer.Option("--model", "-m", help=I("model"))],
     pretrained: Annotated[
-        Optional[str], typer.Option("--pretrained", "-p", help="Pretrained tag (laion2b_s34b_b79k) or checkpoint file, for built-in names.")
-    ] = None,
-    encoder: EncoderOpt = "auto",
-    name: NameOpt = "image",
-    image_column: Annotated[str, typer.Option("--image-column", help="Column with image paths.")] = "image_path",
+        Optional[str], typer.Option("--pretrained", "-p", help=I("pretrained"))
+    ] = image_default("pretrained"),
+    encoder: EncoderOpt = image_default("encoder"),
+    name: NameOpt = image_default("name"),
+    image_column: Annotated[
+        str, typer.Option("--image-column", help=I("image_column"))
+    ] = image_default("image_column"),
     image_root: Annotated[
-        Optional[Path], typer.Option("--image-root", help="Image paths are relative to this (default: the folder of the input file).")
-    ] = None,
-    id_column: IdOpt = "item_id",
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    batch_size: BatchOpt = None,
-    normalize: NormalizeOpt = True,
-    workers: Annotated[
-        Optional[int], typer.Option("--workers", help="Image reading/decoding processes, 0 (in this process) to 4 per core, at most 64 (default: one per spare core, at most 4; beside a GPU all cores but two).")
-    ] = None,
-    decode: Annotated[
-        str, typer.Option("--decode", help="Where JPEGs are decoded: gpu (nvJPEG, resized on the device), cpu (Pillow), auto (gpu on a CUDA device when the encoder supports it). Other formats always use Pillow.")
-    ] = "auto",
-    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Larger images are skipped (decompression-bomb guard); 1 to 1,000,000,000.")] = 50_000_000,
+        Optional[Path], typer.Option("--image-root", help=I("image_root"))
+    ] = image_default("image_root"),
+    id_column: IdOpt = image_default("id_column"),
+    device: DeviceOpt = image_default("device"),
+    precision: PrecisionOpt = image_default("precision"),
+    batch_size: BatchOpt = image_default("batch_size"),
+    normalize: NormalizeOpt = image_default("normalize"),
+    workers: Annotated[Optional[int], typer.Option("--workers", help=I("workers"))] = image_default("workers"),
+    decode: Annotated[str, typer.Option("--decode", help=I("decode"))] = image_default("decode"),
+    max_pixels: Annotated[int, typer.Option("--max-pixels", help=I("max_pixels"))] = image_default("max_pixels"),
     allow_outside_root: Annotated[
-        bool, typer.Option("--allow-outside-root", help="Open image paths that resolve outside --image-root (or the folder); by default they are recorded as errors, unread.")
-    ] = False,
-    shard_size: ShardSizeOpt = 4096,
-    dedupe: DedupeOpt = False,
-    shard: ShardOpt = None,
-    seal: SealOpt = False,
-    on_error: OnErrorOpt = "skip",
-    max_errors: MaxErrorsOpt = None,
-    dask_scheduler: SchedulerOpt = None,
-    force: ForceOpt = False,
+        bool, typer.Option("--allow-outside-root", help=I("allow_outside_root"))
+    ] = image_default("allow_outside_root"),
+    shard_size: ShardSizeOpt = image_default("shard_size"),
+    dedupe: DedupeOpt = image_default("dedupe"),
+    shard: ShardOpt = image_default("shard"),
+    seal: SealOpt = image_default("seal"),
+    on_error: OnErrorOpt = image_default("on_error"),
+    max_errors: MaxErrorsOpt = image_default("max_errors"),
+    limit: LimitOpt = image_default("limit"),
+    dask_scheduler: SchedulerOpt = image_default("dask_scheduler"),
+    force: ForceOpt = image_default("force"),
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
 ) -> None:
@@ -205,14 +187,7 @@ def image(
 
       embedtab encode image items.parquet -m ViT-B-32 -p vit.pt --device cuda --decode gpu
     """
-    result = open_artifacts(artifacts).encode_image(
-        inputs, name=name, model=model, pretrained=pretrained, encoder=encoder, image_column=image_column, image_root=image_root,
-        id_column=id_column, device=device, precision=precision, batch_size=batch_size, normalize=normalize,
-        shard_size=shard_size, on_error=on_error, max_errors=max_errors, force=force, dedupe=dedupe, shard=shard,
-        seal=seal, workers=workers, max_pixels=max_pixels, allow_outside_root=allow_outside_root,
-        dask_scheduler=dask_scheduler, decode=decode,
-    )
-    _finish(result, as_json)
+    _finish(open_artifacts(artifacts).encode_image(**api_options(locals())), as_json)
 
 
 def encoders(as_json: JsonOpt = False) -> None:

@@ -1,31 +1,46 @@
-"""`embedtab lookup`: maps options onto embedtab.lookup."""
+"""`embedtab lookup`: maps options onto embedtab.lookup.
+
+Each option is declared once, as a field of LookupOptions (embedtab/lookup_options.py): the flags
+here take their help and defaults from there.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, List, Optional
 
 import typer
 
-from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, TrustOpt, open_artifacts, report_result
+from embedtab.cli.common import (
+    DEFAULT_ARTIFACTS,
+    ArtifactsOpt,
+    ForceOpt,
+    JsonOpt,
+    TrustOpt,
+    api_options,
+    open_artifacts,
+    report_result,
+)
+from embedtab.lookup_options import LookupOptions
+from embedtab.options import default_of, help_of
+
+L = functools.partial(help_of, LookupOptions)
+default = functools.partial(default_of, LookupOptions)
 
 
 def lookup(
-    embeddings: Annotated[
-        List[str], typer.Option("--embeddings", "-e", help="Embeddings artifact name (repeat for several, e.g. image and text).", show_default=False)
-    ],
-    workflow: Annotated[str, typer.Option("--workflow", "-w", help="Fitted workflow whose Categorify ids index the table.", show_default=False)],
-    column: Annotated[str, typer.Option("--column", "-c", help="Categorified id column.")] = "item_id",
-    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Lookup artifact name (default: the embeddings' names joined by '+').")] = None,
-    concat: Annotated[bool, typer.Option("--concat", help="Several sources: one table of their vectors side by side (else one table each).")] = False,
-    fill: Annotated[str, typer.Option("--fill", help="Rows without an embedding: zeros, or the mean of present rows (padding stays zero).")] = "zeros",
-    min_coverage: Annotated[
-        float, typer.Option("--min-coverage", help="Fail (nothing written) when a source covers less of the vocabulary: a share from 0 to 1, e.g. 0.95.")
-    ] = 0.0,
+    embeddings: Annotated[List[str], typer.Option("--embeddings", "-e", help=L("embeddings"), show_default=False)],
+    workflow: Annotated[str, typer.Option("--workflow", "-w", help=L("workflow"), show_default=False)],
+    column: Annotated[str, typer.Option("--column", "-c", help=L("column"))] = default("column"),
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help=L("name"))] = default("name"),
+    concat: Annotated[bool, typer.Option("--concat", help=L("concat"))] = default("concat"),
+    fill: Annotated[str, typer.Option("--fill", help=L("fill"))] = default("fill"),
+    min_coverage: Annotated[float, typer.Option("--min-coverage", help=L("min_coverage"))] = default("min_coverage"),
     min_reachable: Annotated[
-        float, typer.Option("--min-reachable", help="Fail when the vocabulary holds a smaller share (0 to 1) of a source's encoded items (their vectors could never be looked up).")
-    ] = 0.95,
-    trust_workflow: TrustOpt = False,
-    force: ForceOpt = False,
+        float, typer.Option("--min-reachable", help=L("min_reachable"))
+    ] = default("min_reachable"),
+    trust_workflow: TrustOpt = default("trust_workflow"),
+    force: ForceOpt = default("force"),
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
 ) -> None:
@@ -43,10 +58,7 @@ def lookup(
 
       embedtab lookup -e image-pca16 -e text-pca64 -w item --concat --fill mean
     """
-    result = open_artifacts(artifacts).lookup(
-        embeddings, workflow=workflow, column=column, name=name, concat=concat, fill=fill, min_coverage=min_coverage,
-        min_reachable=min_reachable, trust_workflow=trust_workflow, force=force,
-    )
+    result = open_artifacts(artifacts).lookup(**api_options(locals()))
     from embedtab import summaries
 
     report_result(result.record, result.up_to_date, as_json, summaries.looked_up(result.record))

@@ -7,11 +7,12 @@ Exit codes: 0 success (including "up to date"), 1 data/runtime error, 2 usage/co
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from embedtab.cli import common
+from embedtab.device import default_device
 from embedtab.cli.encode import app as encode_app
 from embedtab.cli.encode import encoders
 from embedtab.cli.lookup import lookup
@@ -55,6 +56,7 @@ def root(
     common.state.quiet = quiet
     common.state.debug = common.state.debug or debug
     common.progress_interval()  # a bad $EMBEDTAB_PROGRESS_INTERVAL is refused before any work
+    default_device()  # ... and a bad $EMBEDTAB_DEVICE, whether or not the command needs a device
 
 
 app.add_typer(encode_app, name="encode")
@@ -111,24 +113,44 @@ def _polish(command) -> None:
 _INTERRUPTED = "interrupted; nothing was published for the interrupted stage (finished work shards are kept: rerun to resume)"
 
 
-# The library names the option field its message is about ("pretrained: ..."); here it is a flag.
-_FLAGS = {"model": "--model", "pretrained": "--pretrained", "encoder": "--encoder", "image_column": "--image-column",
-          "image_root": "--image-root", "template": "--template", "text_columns": "--text-column",
-          # the bounded options (embedtab.bounds): "workers: must be ..." -> "--workers: must be ..."
-          "id_column": "--id-column", "batch_size": "--batch-size", "shard_size": "--shard-size", "max_errors": "--max-errors",
-          "max_pixels": "--max-pixels", "workers": "--workers", "dims": "--dims", "variance": "--variance", "fit_on": "--fit-on",
-          "seed": "--seed", "memory": "--memory", "part_size": "--part-size", "column": "--column",
-          "min_coverage": "--min-coverage", "min_reachable": "--min-reachable", "embeddings": "--embeddings",
-          "only": "--only", "force": "--force", "device": "--device"}
-
-
-def _as_flags(message: str) -> str:
+# The library names the option field its message is about ("pretrained: ..."); here it is a flag: the
+# field's own (`--pretrained`), or that of an alias its options class declares (text_columns is
+# `--text-column`): see embedtab.options.
+def _as_flags(message: str, command: Any) -> str:
     field, sep, rest = message.partition(": ")
-    return f"{_FLAGS[field]}: {rest}" if sep and field in _FLAGS else message
+    flag = _flag_of(field, command) if sep else None
+    return f"{flag}: {rest}" if flag else message
+
+
+def _flag_of(field: str, command: Any) -> str | None:
+    from embedtab.options import declared, meta
+    from embedtab.stages import COMMANDS
+
+    if not field.isidentifier():
+        return None
+    aliases = [a for c in COMMANDS.values() if field in declared(c.options) for a in meta(c.options, field, "aliases")]
+    flags = _long_flags(command)
+    spelled = (f"--{name.replace('_', '-')}" for name in (field, *aliases))
+    return next((flag for flag in spelled if flag in flags), None)
+
+
+def _long_flags(command: Any) -> set[str]:
+    """Every long flag of the command line (typer's click command), subcommands included."""
+    flags = {opt for param in command.params if param.param_type_name == "option"
+             for opt in [*param.opts, *param.secondary_opts] if opt.startswith("--")}
+    for sub in getattr(command, "commands", {}).values():
+        flags |= _long_flags(sub)
+    return flags
+
+
+MAX_ERROR_LINE = 1000  # a last guard: messages cut the values they echo, but an error is one readable line
 
 
 def _fail(message: str, code: int) -> int:
-    common.stderr.print(f"Error: {message}", markup=False, highlight=False)
+    line = " ".join(f"Error: {message}".split())
+    if len(line) > MAX_ERROR_LINE:
+        line = line[: MAX_ERROR_LINE - 1] + "…"
+    common.stderr.print(line, markup=False, highlight=False)
     return code
 
 
@@ -158,7 +180,7 @@ def run(argv: list[str] | None = None) -> int:
     except EmbedtabError as exc:
         if debug:
             raise
-        return _fail(_as_flags(str(exc)), exc.exit_code)
+        return _fail(_as_flags(str(exc), command), exc.exit_code)
     except KeyboardInterrupt:
         if debug:
             raise

@@ -98,8 +98,11 @@ def run(
             table.add_row(s.stage, s.command, status, *(() if dry_run else measured))
         stderr.print(table)
     if report.failed:
-        from embedtab.errors import EmbedtabError
+        from embedtab.errors import EmbedtabError, UsageError
 
         failed = [s.stage for s in report.stages if s.status == "failed"]
-        raise EmbedtabError(f"{len(failed)} stage(s) failed ({', '.join(failed)}); the stages that needed them did not run; "
+        # Exit 2 when every failure is a usage problem (a stage needs --force, an unrecorded
+        # folder): what the stage's own command exits with; else 1.
+        usage = all(s.exit_code == 2 for s in report.stages if s.status == "failed")
+        raise (UsageError if usage else EmbedtabError)(f"{len(failed)} stage(s) failed ({', '.join(failed)}); the stages that needed them did not run; "
                             "finished artifacts are kept: rerun to continue")

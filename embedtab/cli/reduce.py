@@ -1,44 +1,46 @@
-"""`embedtab reduce`: maps options onto embedtab.reduce."""
+"""`embedtab reduce`: maps options onto embedtab.reduce.
+
+Each option is declared once, as a field of ReduceOptions or ApplyOptions (embedtab/reduce/options.py):
+the flags here take their help and defaults from there.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Optional
 
 import typer
 
-from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, ForceOpt, JsonOpt, emit_json, open_artifacts, report_result
+from embedtab.cli.common import (
+    DEFAULT_ARTIFACTS,
+    ArtifactsOpt,
+    ForceOpt,
+    JsonOpt,
+    api_options,
+    emit_json,
+    open_artifacts,
+    report_result,
+)
+from embedtab.options import default_of, help_of
+from embedtab.reduce.options import ApplyOptions, ReduceOptions
+
+R = functools.partial(help_of, ReduceOptions)
+default = functools.partial(default_of, ReduceOptions)
 
 
 def reduce(
-    source: Annotated[str, typer.Argument(help="Name of the embeddings artifact to reduce (or, with --apply, to project).", show_default=False)],
-    dims: Annotated[Optional[int], typer.Option("--dims", "-d", help="Output dimensions, 1 to 65,536 and fewer than the input's (default 64 unless --variance).")] = None,
-    variance: Annotated[
-        Optional[float], typer.Option("--variance", help="Instead of --dims: the fewest dims explaining this share, in (0, 1], e.g. 0.95.")
-    ] = None,
-    name: Annotated[
-        Optional[str], typer.Option("--name", "-n", help="Output name for the projection and the embeddings (default: SOURCE-pcaDIMS).")
-    ] = None,
-    backend: Annotated[
-        str, typer.Option("--backend", help="auto (cuML on GPU; scikit-learn for small inputs; else streaming), sklearn, cuml or streaming.")
-    ] = "auto",
-    whiten: Annotated[bool, typer.Option("--whiten", help="Scale components to unit variance.")] = False,
-    normalize: Annotated[
-        bool,
-        typer.Option("--normalize", help="L2-normalize after projecting: use it when the consumer compares vectors by cosine or dot product (retrieval, FAISS); leave it off for features fed to a model."),
-    ] = False,
-    fit_on: Annotated[
-        Optional[str], typer.Option("--fit-on", help="Fit on a random sample of N rows (N >= 2), or on another embeddings artifact; transform all rows.")
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the --fit-on sample, 0 to 4,294,967,295.")] = 0,
-    memory: Annotated[
-        Optional[str],
-        typer.Option("--memory", help="RAM for fitted rows kept for the transform instead of read again, e.g. 4GB "
-                     "(0 to the machine's RAM; default 1/32 of it; 0 reads the input twice). On a GPU: half its free memory."),
-    ] = None,
-    apply: Annotated[
-        Optional[str], typer.Option("--apply", help="Project SOURCE with this saved projection instead of fitting (new items, same space).")
-    ] = None,
-    force: ForceOpt = False,
+    source: Annotated[str, typer.Argument(help=R("source"), show_default=False)],
+    dims: Annotated[Optional[int], typer.Option("--dims", "-d", help=R("dims"))] = default("dims"),
+    variance: Annotated[Optional[float], typer.Option("--variance", help=R("variance"))] = default("variance"),
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help=R("name"))] = default("name"),
+    backend: Annotated[str, typer.Option("--backend", help=R("backend"))] = default("backend"),
+    whiten: Annotated[bool, typer.Option("--whiten", help=R("whiten"))] = default("whiten"),
+    normalize: Annotated[bool, typer.Option("--normalize", help=R("normalize"))] = default("normalize"),
+    fit_on: Annotated[Optional[str], typer.Option("--fit-on", help=R("fit_on"))] = default("fit_on"),
+    seed: Annotated[int, typer.Option("--seed", help=R("seed"))] = default("seed"),
+    memory: Annotated[Optional[str], typer.Option("--memory", help=R("memory"))] = default("memory"),
+    apply: Annotated[Optional[str], typer.Option("--apply", help=help_of(ApplyOptions, "projection"))] = None,
+    force: ForceOpt = default("force"),
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
 ) -> None:
@@ -58,20 +60,18 @@ def reduce(
 
       embedtab reduce image-new --apply image-pca64 --name image-new-pca64
     """
+    options = api_options(locals(), "apply")
     from embedtab import summaries
 
     art = open_artifacts(artifacts)
-    if apply:
+    if apply is not None:
         if dims is not None or variance is not None or fit_on is not None or whiten or normalize:
             raise typer.BadParameter("--apply reuses the saved projection; drop --dims/--variance/--fit-on/--whiten/--normalize", param_hint="--apply")
-        from embedtab.reduce import ReduceOptions
-
         ReduceOptions(source, backend=backend, seed=seed, memory=memory)  # the options it ignores are still checked
-        done = art.apply_projection(apply, source, name, force)
+        done = art.apply_projection(apply, source, name=name, force=force)
         report_result(done.record, done.up_to_date, as_json, summaries.applied(done.record))
         return
-    result = art.reduce(source, dims, variance=variance, name=name, backend=backend, whiten=whiten, normalize=normalize,
-                        fit_on=fit_on, seed=seed, memory=memory, force=force)
+    result = art.reduce(**options)
     if as_json:
         emit_json({"up_to_date": result.embeddings.up_to_date, "projection": result.projection.record.model_dump(),
                    "embeddings": result.embeddings.record.model_dump()})

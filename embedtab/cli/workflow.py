@@ -1,7 +1,12 @@
-"""`embedtab fit-workflow` and `embedtab transform`: map options onto embedtab.workflow.stage."""
+"""`embedtab fit-workflow` and `embedtab transform`: map options onto embedtab.workflow.stage.
+
+Each option is declared once, as a field of FitOptions or TransformOptions (embedtab/workflow/options.py):
+the flags here take their help and defaults from there.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, List, Optional
 
 import typer
@@ -14,25 +19,30 @@ from embedtab.cli.common import (
     JsonOpt,
     SchedulerOpt,
     TrustOpt,
+    api_options,
     open_artifacts,
     report_result,
     state,
     stderr,
 )
+from embedtab.options import default_of, help_of
+from embedtab.workflow.options import FitOptions, TransformOptions
 
-PartSizeOpt = Annotated[Optional[str], typer.Option("--part-size", help="Dask partition size, e.g. 256MB (bounds memory): from 1MB to the machine's RAM.")]
-DataOpt = Annotated[
-    List[str], typer.Option("--data", "-d", help="Input parquet/csv: file, glob or directory (repeatable).", show_default=False)
-]
+F = functools.partial(help_of, FitOptions)
+T = functools.partial(help_of, TransformOptions)
+PartSizeOpt = Annotated[Optional[str], typer.Option("--part-size", help=F("part_size"))]
+DataOpt = Annotated[List[str], typer.Option("--data", "-d", help=F("data"), show_default=False)]
+fit_default = functools.partial(default_of, FitOptions)
+transform_default = functools.partial(default_of, TransformOptions)
 
 
 def fit_workflow(
-    config: Annotated[str, typer.Argument(help="Workflow YAML (see configs/).", show_default=False)],
+    config: Annotated[str, typer.Argument(help=F("config"), show_default=False)],
     data: DataOpt,
-    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Workflow artifact name (default: the config's name).")] = None,
-    part_size: PartSizeOpt = None,
-    dask_scheduler: SchedulerOpt = None,
-    force: ForceOpt = False,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help=F("name"))] = fit_default("name"),
+    part_size: PartSizeOpt = fit_default("part_size"),
+    dask_scheduler: SchedulerOpt = fit_default("dask_scheduler"),
+    force: ForceOpt = fit_default("force"),
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
 ) -> None:
@@ -46,8 +56,7 @@ def fit_workflow(
 
       embedtab fit-workflow configs/context.yaml -d 'sample_data/interactions/*.parquet'
     """
-    result = open_artifacts(artifacts).fit_workflow(config, data, name=name, force=force, dask_scheduler=dask_scheduler,
-                                                     part_size=part_size)
+    result = open_artifacts(artifacts).fit_workflow(**api_options(locals()))
     report_result(result.record, result.up_to_date, as_json)
     cards = result.record.metadata.get("cardinalities", {})
     if cards and not as_json and not result.up_to_date and not state.quiet:
@@ -58,14 +67,14 @@ def fit_workflow(
 
 
 def transform(
-    workflow: Annotated[str, typer.Argument(help="Name of a fitted workflow artifact (or, with --trust-workflow, a folder).", show_default=False)],
+    workflow: Annotated[str, typer.Argument(help=T("workflow"), show_default=False)],
     data: DataOpt,
-    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Dataset artifact name (default: the workflow's name).")] = None,
-    part_size: PartSizeOpt = None,
-    mask: Annotated[bool, typer.Option("--mask", help="Apply the config's cold-start masking (training data only; never the default).")] = False,
-    dask_scheduler: SchedulerOpt = None,
-    trust_workflow: TrustOpt = False,
-    force: ForceOpt = False,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help=T("name"))] = transform_default("name"),
+    part_size: PartSizeOpt = transform_default("part_size"),
+    mask: Annotated[bool, typer.Option("--mask", help=T("mask"))] = transform_default("mask"),
+    dask_scheduler: SchedulerOpt = transform_default("dask_scheduler"),
+    trust_workflow: TrustOpt = transform_default("trust_workflow"),
+    force: ForceOpt = transform_default("force"),
     as_json: JsonOpt = False,
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
 ) -> None:
@@ -83,8 +92,7 @@ def transform(
 
       embedtab transform interactions -d 'big/*.parquet' --dask-scheduler tcp://h:8786
     """
-    result = open_artifacts(artifacts).transform(workflow, data, name=name, mask=mask, force=force, part_size=part_size,
-                                                  dask_scheduler=dask_scheduler, trust_workflow=trust_workflow)
+    result = open_artifacts(artifacts).transform(**api_options(locals()))
     from embedtab import summaries
 
     report_result(result.record, result.up_to_date, as_json, summaries.transformed(result.record))

@@ -15,15 +15,20 @@ import itertools
 import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from embedtab.device import torch_device
 from embedtab.encode.encoders import resolve
 from embedtab.encode.inputs import ROWS, default_workers
-from embedtab.encode.work import WorkDir, check_budget, stream_work_values
+from embedtab.encode.protocol import Settings
+from embedtab.encode.work import check_budget, stream_work_values
+from embedtab.encode.workdir import WorkDir
 from embedtab.errors import DataError, EmbedtabError, UsageError
 
-_ENCODERS: dict[tuple, Any] = {}  # per worker process: the loaded model, reused by every task
+if TYPE_CHECKING:
+    from embedtab.encode.run import EncodeRun
+
+_ENCODERS: dict[tuple[str, str, Settings], Any] = {}  # per worker process: the loaded model, reused by every task
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class ShardTask:
 
     encoder: str  # registered name: the worker resolves it in its own registry
     model: str
-    settings: Any  # embedtab.encode.encoders.Settings
+    settings: Settings
     workers: int | None  # image decoding processes
     work_path: str
     shards: int
@@ -63,7 +68,7 @@ def _encoder(task: ShardTask) -> Any:
     return _ENCODERS[key]
 
 
-def encode_shard(task: ShardTask, shard: int, values: list) -> tuple[int, int, list[tuple[int, str]], int]:
+def encode_shard(task: ShardTask, shard: int, values: list[Any]) -> tuple[int, int, list[tuple[int, str]], int]:
     """Runs on a worker: encode one shard and publish it. Returns (shard, rows, errors, truncated)."""
     encoder = _encoder(task)
     # Dask's worker processes are daemons, which may not start DataLoader workers of their own.
@@ -76,7 +81,7 @@ def encode_shard(task: ShardTask, shard: int, values: list) -> tuple[int, int, l
     return shard, len(values), errors, truncated
 
 
-def run_shards(client: Any, task: ShardTask, shard_values: Iterator[tuple[int, list]], advance: Any,
+def run_shards(client: Any, task: ShardTask, shard_values: Iterator[tuple[int, list[Any]]], advance: Any,
                in_flight: int) -> Iterator[tuple[int, list[tuple[int, str]], int]]:
     """Submit the shards (at most `in_flight` waiting at once, so the client never holds the whole
     catalog) and yield (shard, errors, truncated) as they finish. A lost worker's task is rerun by
@@ -86,7 +91,7 @@ def run_shards(client: Any, task: ShardTask, shard_values: Iterator[tuple[int, l
     pending = as_completed(loop=client.loop)
     futures: list[Any] = []
 
-    def submit(shard: int, values: list) -> None:
+    def submit(shard: int, values: list[Any]) -> None:
         # pure=False: a shard is work with a side effect (its files), never a cached result.
         future = client.submit(encode_shard, task, shard, values, pure=False)
         futures.append(future)
@@ -113,21 +118,23 @@ def run_shards(client: Any, task: ShardTask, shard_values: Iterator[tuple[int, l
             future.cancel()  # (a no-op for finished ones) an error or Ctrl-C leaves no task running
 
 
-def do_work_on_dask(client, source, options, scan, worklist, work, shards, cls, model, settings, reporter) -> tuple[int, int]:
-    """`work.do_work` with each shard a task on the cluster."""
-    task = ShardTask(cls.name, model, settings, getattr(options, "workers", None), str(work.path),
-                                 work.shards, work.shard_size, work.total)
+def do_work_on_dask(client: Any, run: EncodeRun, shards: list[int]) -> tuple[int, int]:
+    """`work.do_work` with each shard a task on the cluster. The tasks get a `ShardTask` (what the
+    worker needs, picklable), never the run: it holds the store and the reporter."""
+    work, options = run.work, run.options
+    task = ShardTask(run.encoder.name, run.model, run.settings, run.workers, str(work.path),
+                     work.shards, work.shard_size, work.total)
     in_flight = 2 * max(1, len(client.scheduler_info()["workers"]))
     decode_errors = truncated = 0
     todo_items = sum(work.bounds(s)[1] - work.bounds(s)[0] for s in shards)
-    what = ROWS[source.modality].plural
-    with reporter.progress(f"encoding {what} on Dask", total=todo_items, unit=what) as advance:
-        values = stream_work_values(source, worklist.positions, shards, work, options.shard_size)
+    what = ROWS[run.source.modality].plural
+    with run.reporter.progress(f"encoding {what} on Dask", total=todo_items, unit=what) as advance:
+        values = stream_work_values(run.source, run.worklist.positions, shards, work, options.shard_size)
         for shard, errors, cut in run_shards(client, task, values, advance, in_flight):
             if errors and options.on_error == "fail":
-                position = int(worklist.positions[errors[0][0]])
-                raise DataError(f"{options.id_column}={scan.ids[position].as_py()}: {errors[0][1]}")
+                position = int(run.worklist.positions[errors[0][0]])
+                raise DataError(f"{options.id_column}={run.scan.ids[position].as_py()}: {errors[0][1]}")
             decode_errors += len(errors)
             truncated += cut
-            check_budget(len(scan.problems) + decode_errors, options)
+            check_budget(len(run.scan.problems) + decode_errors, options)
     return decode_errors, truncated

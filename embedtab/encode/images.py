@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-DEFAULT_MAX_PIXELS = 50_000_000
+from embedtab.bounds import DEFAULT_MAX_PIXELS
 
 
 class ImageLoadError(Exception):

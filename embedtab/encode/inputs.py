@@ -4,12 +4,17 @@ turned into vectors by any encoder. The stage (stage.py) only talks to these two
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from embedtab.encode import sources as src
 from embedtab.errors import UsageError
+
+if TYPE_CHECKING:
+    from embedtab.encode.loading import TensorPreprocess
+    from embedtab.encode.protocol import Encoder
 
 Advance = Callable[[int], None]
 Shard = tuple[np.ndarray, list[tuple[int, str]], int]  # vectors, [(index, reason)], truncated texts
@@ -23,7 +28,7 @@ class TextRows:
     def key(self, source: src.Source, value: Any, stat_cache: src.StatCache) -> tuple[bytes, int, int]:
         return src.text_key(value), -1, -1
 
-    def encode(self, encoder: Any, texts: list[str], workers: int, advance: Advance) -> Shard:
+    def encode(self, encoder: Encoder, texts: list[str], workers: int, advance: Advance) -> Shard:
         # Longest first, in chunks of several batches: the same batches as one big encode() call
         # (sentence-transformers sorts by length too), with progress between chunks.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
@@ -36,8 +41,9 @@ class TextRows:
             advance(len(rows))
         return out, [], encoder.count_truncated(texts)
 
-    def encode_shards(self, encoder: Any, shards: Iterable[tuple[int, Sequence[str]]], workers: int,
-                      advance: Advance) -> Iterator[tuple[int, Shard]]:
+    def encode_shards(self, encoder: Encoder, shards: Iterable[tuple[int, Sequence[str]]], workers: int,
+                      advance: Advance, decoded: Counter[str] | None = None) -> Iterator[tuple[int, Shard]]:
+        """(`decoded` counts decoded images: texts have none.)"""
         for shard, texts in shards:
             yield shard, self.encode(encoder, list(texts), workers, advance)
 
@@ -53,13 +59,14 @@ class ImageRows:
         source.check_image_path(value)
         return stat_cache.key(value)
 
-    def encode(self, encoder: Any, paths: Sequence[str], workers: int, advance: Advance) -> Shard:
+    def encode(self, encoder: Encoder, paths: Sequence[str], workers: int, advance: Advance) -> Shard:
         return next(self.encode_shards(encoder, [(0, paths)], workers, advance))[1]
 
-    def encode_shards(self, encoder: Any, shards: Iterable[tuple[int, Sequence[str]]], workers: int,
-                      advance: Advance) -> Iterator[tuple[int, Shard]]:
+    def encode_shards(self, encoder: Encoder, shards: Iterable[tuple[int, Sequence[str]]], workers: int,
+                      advance: Advance, decoded: Counter[str] | None = None) -> Iterator[tuple[int, Shard]]:
         """Every shard's images through one loader (its workers start once per run); each shard
-        is handed back as soon as its last image is through."""
+        is handed back as soon as its last image is through. `decoded` counts the images each
+        decoding path (cpu, gpu) produced."""
         import pyarrow as pa
 
         from embedtab.encode.loading import ImageBatches
@@ -69,8 +76,8 @@ class ImageRows:
             return
         ends = np.cumsum([len(paths) for _, paths in shards])
         batches = ImageBatches(pa.concat_arrays([paths for _, paths in shards]), encoder.preprocess, encoder.settings.batch_size,
-                               workers, encoder.settings.device, encoder.settings.max_pixels, gpu=decode_on_device(encoder))
-        encoder.decoded = batches.decoded
+                               workers, encoder.settings.device, encoder.settings.max_pixels, gpu=decode_on_device(encoder),
+                               decoded=Counter() if decoded is None else decoded)
         current, start = 0, 0
         out = np.zeros((len(shards[0][1]), encoder.dim), np.float32)
         errors: list[tuple[int, str]] = []
@@ -92,11 +99,11 @@ class ImageRows:
             yield shard, (np.zeros((len(paths), encoder.dim), np.float32), [], 0)
 
 
-def decode_on_device(encoder: Any) -> Any:
+def decode_on_device(encoder: Encoder) -> TensorPreprocess | None:
     """The encoder's TensorPreprocess when this run decodes JPEGs on the GPU, else None
     (settings.decode: auto = on a CUDA device when the encoder can; gpu = required)."""
     decode, device = encoder.settings.decode, encoder.settings.device
-    tensor = getattr(encoder, "tensor_preprocess", None)
+    tensor = encoder.tensor_preprocess
     if decode == "cpu":
         return None
     if decode == "gpu" and not device.startswith("cuda"):
@@ -106,7 +113,7 @@ def decode_on_device(encoder: Any) -> Any:
     return tensor if device.startswith("cuda") else None
 
 
-ROWS = {"text": TextRows(), "image": ImageRows()}
+ROWS: dict[str, TextRows | ImageRows] = {"text": TextRows(), "image": ImageRows()}
 
 
 def default_workers(device: str = "cpu") -> int:

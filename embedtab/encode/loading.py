@@ -20,7 +20,7 @@ import functools
 import os
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -105,7 +105,8 @@ def gpu_decodable(data: bytes, max_pixels: int) -> bool:
 class ImageFiles(Dataset):
     """Item i: (i, preprocessed tensor | None, JPEG bytes | None, reason | None)."""
 
-    def __init__(self, paths: Sequence[str], preprocess: Callable[[Any], torch.Tensor], max_pixels: int, raw_jpegs: bool = False):
+    def __init__(self, paths: Sequence[str], preprocess: Callable[[Any], torch.Tensor], max_pixels: int,
+                 raw_jpegs: bool = False) -> None:
         self.paths, self.preprocess, self.max_pixels, self.raw_jpegs = paths, preprocess, max_pixels, raw_jpegs
 
     def __len__(self) -> int:
@@ -152,7 +153,7 @@ class ImageBatches:
     """Batches of (indices into paths, stacked tensors on `device`, [(index, reason)]), in order.
 
     `gpu`: decode suitable JPEGs on `device` with this preprocessing (None: everything on the
-    Pillow path). `decoded` counts the items each path produced.
+    Pillow path). `decoded` counts the items each path produced (pass a Counter to keep the count).
     """
 
     paths: Sequence[str]
@@ -162,9 +163,7 @@ class ImageBatches:
     device: str
     max_pixels: int
     gpu: TensorPreprocess | None = None
-
-    def __post_init__(self) -> None:
-        self.decoded: Counter = Counter()
+    decoded: Counter[str] = field(default_factory=Counter)
 
     def __iter__(self) -> Iterator[tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]]:
         loader = DataLoader(

@@ -15,6 +15,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
+from embedtab.bounds import DEFAULT_MAX_PIXELS
 from embedtab.fingerprint import hash_value, library_versions
 
 INPUTS = ("text", "image")
@@ -30,7 +31,7 @@ class Settings:
     batch_size: int = 64
     normalize: bool = True
     pretrained: str | None = None  # OpenCLIP checkpoints (tag or file); other encoders ignore it
-    max_pixels: int = 50_000_000  # images above this are skipped before `preprocess`
+    max_pixels: int = DEFAULT_MAX_PIXELS  # images above this are skipped before `preprocess`
     decode: str = "auto"  # images: "cpu" (Pillow + preprocess), "gpu" (nvJPEG + tensor_preprocess), auto
 
 

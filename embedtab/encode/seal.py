@@ -8,7 +8,7 @@ import shutil
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -20,15 +20,39 @@ from embedtab.encode import sources as src
 from embedtab.encode.inputs import ROWS
 from embedtab.encode.options import EncodeOptions
 from embedtab.encode.scan import Scan
-from embedtab.encode.work import WorkDir, check_budget, copy_previous_vectors
+from embedtab.encode.work import check_budget
+from embedtab.encode.workdir import WorkDir, copy_previous_vectors
 from embedtab.errors import DataError
 
+if TYPE_CHECKING:
+    from embedtab.encode.run import EncodeRun
+    from embedtab.reporting import Advance
 
-def seal(store, plan, source, options, scan, worklist, work, previous, identity, preprocess, device, started, reporter, truncated,
-         model_seconds, decoded=None, load_seconds=0.0) -> ArtifactRecord:
-    dim = work.verify() or (previous.record.metadata["dim"] if previous else 0)
-    decode = work.errors()  # work index -> reason
-    n = len(scan.keys)
+
+def seal(run: EncodeRun) -> ArtifactRecord:
+    """Assemble every work shard and the reused vectors into the artifact, in input order, and
+    publish it. The skipped items are checked against on_error and max_errors before anything is written."""
+    dim = run.work.verify() or (run.previous.record.metadata["dim"] if run.previous else 0)
+    decode = run.work.errors()  # work index -> reason
+    problems = _problems(run, decode)
+    ok = _usable(run, problems)
+    previous_npy = _previous_vectors(run, dim)
+    n = len(run.scan.keys)
+    with (run.store.staging(run.plan) as staging,
+          run.reporter.progress("writing parts", total=n, unit="items") as advance):
+        count = _write_parts(run, staging, ok, dim, previous_npy, advance)
+        _write_errors(run, staging, problems)
+        tables.write_summary(staging, tables.part_files(staging), PARQUET_SUMMARY)
+        summary = _summary(run, count, ok, len(problems), len(decode))
+        metadata = _metadata(run, dim, count)
+        (staging / EMBEDDINGS_INFO).write_text(json.dumps({**metadata, "summary": summary}, indent=2, default=str))
+        record = run.store.publish(run.plan, staging, metadata=metadata, summary=summary, device=run.device)
+    return record
+
+
+def _problems(run: EncodeRun, decode: dict[int, str]) -> dict[int, tuple[str, str]]:
+    """position -> (input, reason): the scan's unusable items and those whose content failed to decode."""
+    scan, worklist = run.scan, run.worklist
     failed_work = np.zeros(len(worklist.positions), bool)
     if decode:
         failed_work[list(decode)] = True
@@ -38,87 +62,120 @@ def seal(store, plan, source, options, scan, worklist, work, previous, identity,
     problems = dict(scan.problems)
     for position in np.flatnonzero(item_failed):
         problems[int(position)] = (scan.paths[int(position)].as_py() if scan.paths is not None else "", decode[int(item_work[position])])
+    return problems
+
+
+def _usable(run: EncodeRun, problems: dict[int, tuple[str, str]]) -> np.ndarray:
+    """Per item: whether it gets a vector. Raises when the problems are more than the run allows,
+    or when no item is usable (the work is cleaned: every shard is done and nothing in it is usable)."""
+    options, scan = run.options, run.scan
     check_budget(len(problems), options)
     if options.on_error == "fail" and problems:
         position, (value, reason) = next(iter(sorted(problems.items())))
         raise DataError(f"{options.id_column}={scan.ids[position].as_py()}: {value}: {reason}")
+    n = len(scan.keys)
     ok = np.ones(n, bool)
     ok[list(problems)] = False
     if not ok.any():
-        clean_work(store, options.name)  # every shard is done and nothing in it is usable
+        clean_work(run.store, options.name)
         reasons = Counter(reason for _, reason in problems.values())
-        raise DataError(f"{source.describe()}: none of the {n} items could be encoded "
+        raise DataError(f"{run.source.describe()}: none of the {n} items could be encoded "
                         f"({', '.join(f'{count} {reason}' for reason, count in reasons.most_common(3))})")
+    return ok
 
-    previous_npy = None
-    if previous is not None and (worklist.reuse_rows >= 0).any():
-        parts = tables.part_files(store.path("embeddings", previous.record.name))
-        previous_npy = np.load(copy_previous_vectors(parts, work.path / "previous.npy", previous.record.rows(prefix=tables.PART_PREFIX), dim), mmap_mode="r")
 
-    id_name = options.id_column
-    with store.staging(plan) as staging, reporter.progress("writing parts", total=n, unit="items") as advance:
-        index_writer = _IndexWriter(staging / EMBEDDINGS_INDEX, id_name, scan.ids.type, ROWS[source.modality].keeps_files)
-        row = 0
-        parts = 0
-        for start in range(0, n, options.shard_size):
-            stop = min(start + options.shard_size, n)
-            keep = np.flatnonzero(ok[start:stop]) + start
-            rows_out = np.full(stop - start, -1, np.int64)
-            if len(keep):
-                vectors = np.empty((len(keep), dim), np.float32)
-                reused = worklist.reuse_rows[keep]
-                from_prev = reused >= 0
-                if from_prev.any():
-                    vectors[from_prev] = previous_npy[reused[from_prev]]
-                new_work = item_work[keep[~from_prev]]
-                vectors[~from_prev] = _gather_work(work, new_work, dim)
-                tables.write_parquet(tables.embeddings_table(id_name, scan.ids.take(pa.array(keep)), vectors), staging / tables.part_name(parts))
-                parts += 1
-                rows_out[keep - start] = np.arange(row, row + len(keep))
-                row += len(keep)
-            index_writer.write(scan, start, stop, rows_out)
-            advance(stop - start)
-        index_writer.close()
-        positions = sorted(problems)
-        errors = pa.table({
-            id_name: scan.ids.take(pa.array(positions, pa.int64())) if positions else pa.array([], scan.ids.type),
-            "input": pa.array([problems[p][0] for p in positions], pa.string()),
-            "reason": pa.array([problems[p][1] for p in positions], pa.string()),
-        })
-        tables.write_parquet(errors, staging / EMBEDDINGS_ERRORS)
-        tables.write_summary(staging, tables.part_files(staging), PARQUET_SUMMARY)
-        reused_items = int(((worklist.reuse_rows >= 0) & ok).sum())
-        seconds = time.time() - started
-        summary = {
-            "items": n,
-            "encoded": int(row - reused_items),
-            "distinct_encoded": int(len(worklist.positions) - len(decode)),
-            "reused": reused_items,
-            "skipped": len(problems),
-            "seconds": round(seconds, 3),
-            "model_seconds": round(model_seconds, 3),  # the rest is loading, decoding and writing
-            "load_seconds": round(load_seconds, 3),  # of that: loading the model
-            "items_per_s": round(n / seconds, 1) if seconds > 0 else None,
-        }
-        metadata = {
-            "id_column": id_name,
-            "id_type": str(scan.ids.type),
-            "dim": int(dim),
-            "count": int(row),
-            "encoder": identity,
-            "model": _model_metadata(options, identity, preprocess),
-            "device": device,
-            "shard_size": options.shard_size,
-            "truncated_texts": truncated,
-            **options.metadata(),
-        }
-        if preprocess is not None:
-            metadata["preprocess"] = preprocess
-        if decoded:  # images: how many this run decoded with Pillow (cpu) and with nvJPEG (gpu)
-            metadata["decoded"] = {"cpu": int(decoded.get("cpu", 0)), "gpu": int(decoded.get("gpu", 0))}
-        (staging / EMBEDDINGS_INFO).write_text(json.dumps({**metadata, "summary": summary}, indent=2, default=str))
-        record = store.publish(plan, staging, metadata=metadata, summary=summary, device=device)
-    return record
+def _previous_vectors(run: EncodeRun, dim: int) -> np.ndarray | None:
+    """The reused artifact's vectors (memory-mapped, row = its index row), when any is reused."""
+    previous = run.previous
+    if previous is None or not (run.worklist.reuse_rows >= 0).any():
+        return None
+    parts = tables.part_files(run.store.path("embeddings", previous.record.name))
+    rows = previous.record.rows(prefix=tables.PART_PREFIX)
+    return np.load(copy_previous_vectors(parts, run.work.path / "previous.npy", rows, dim), mmap_mode="r")
+
+
+def _write_parts(run: EncodeRun, staging: Path, ok: np.ndarray, dim: int, previous_npy: np.ndarray | None,
+                 advance: Advance) -> int:
+    """The parts and the index, part by part in input order; returns how many vectors were written."""
+    scan, worklist, id_name, size = run.scan, run.worklist, run.options.id_column, run.options.shard_size
+    images = ROWS[run.source.modality].keeps_files
+    index_writer = _IndexWriter(staging / EMBEDDINGS_INDEX, id_name, scan.ids.type, images)
+    row = 0
+    parts = 0
+    n = len(scan.keys)
+    for start in range(0, n, size):
+        stop = min(start + size, n)
+        keep = np.flatnonzero(ok[start:stop]) + start
+        rows_out = np.full(stop - start, -1, np.int64)
+        if len(keep):
+            vectors = np.empty((len(keep), dim), np.float32)
+            reused = worklist.reuse_rows[keep]
+            from_prev = reused >= 0
+            if from_prev.any():
+                vectors[from_prev] = previous_npy[reused[from_prev]]
+            new_work = worklist.work_of_item[keep[~from_prev]]
+            vectors[~from_prev] = _gather_work(run.work, new_work, dim)
+            part = tables.embeddings_table(id_name, scan.ids.take(pa.array(keep)), vectors)
+            tables.write_parquet(part, staging / tables.part_name(parts))
+            parts += 1
+            rows_out[keep - start] = np.arange(row, row + len(keep))
+            row += len(keep)
+        index_writer.write(scan, start, stop, rows_out)
+        advance(stop - start)
+    index_writer.close()
+    return row
+
+
+def _write_errors(run: EncodeRun, staging: Path, problems: dict[int, tuple[str, str]]) -> None:
+    """_errors.parquet: id, input and reason of every item skipped."""
+    ids = run.scan.ids
+    positions = sorted(problems)
+    errors = pa.table({
+        run.options.id_column: ids.take(pa.array(positions, pa.int64())) if positions else pa.array([], ids.type),
+        "input": pa.array([problems[p][0] for p in positions], pa.string()),
+        "reason": pa.array([problems[p][1] for p in positions], pa.string()),
+    })
+    tables.write_parquet(errors, staging / EMBEDDINGS_ERRORS)
+
+
+def _summary(run: EncodeRun, count: int, ok: np.ndarray, skipped: int, failed_work: int) -> dict[str, Any]:
+    """The counts and times of the run (the manifest record's summary)."""
+    n = len(run.scan.keys)
+    reused_items = int(((run.worklist.reuse_rows >= 0) & ok).sum())
+    seconds = time.time() - run.timings.started
+    return {
+        "items": n,
+        "encoded": int(count - reused_items),
+        "distinct_encoded": int(len(run.worklist.positions) - failed_work),
+        "reused": reused_items,
+        "skipped": skipped,
+        "seconds": round(seconds, 3),
+        "model_seconds": round(run.timings.model_seconds, 3),  # the rest is loading, decoding and writing
+        "load_seconds": round(run.timings.load_seconds, 3),  # of that: loading the model
+        "items_per_s": round(n / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def _metadata(run: EncodeRun, dim: int, count: int) -> dict[str, Any]:
+    """What the artifact records about itself: ids, dim, encoder, device and the options that matter."""
+    options, preprocess, decoded = run.options, run.preprocess, run.decoded
+    metadata = {
+        "id_column": options.id_column,
+        "id_type": str(run.scan.ids.type),
+        "dim": int(dim),
+        "count": int(count),
+        "encoder": run.identity,
+        "model": _model_metadata(options, run.identity, preprocess),
+        "device": run.device,
+        "shard_size": options.shard_size,
+        "truncated_texts": run.truncated,
+        **options.metadata(),
+    }
+    if preprocess is not None:
+        metadata["preprocess"] = preprocess
+    if decoded:  # images: how many this run decoded with Pillow (cpu) and with nvJPEG (gpu)
+        metadata["decoded"] = {"cpu": int(decoded.get("cpu", 0)), "gpu": int(decoded.get("gpu", 0))}
+    return metadata
 
 
 def _model_metadata(options: EncodeOptions, identity: dict[str, Any], preprocess: Any) -> dict[str, Any]:
@@ -148,7 +205,7 @@ def _gather_work(work: WorkDir, indices: np.ndarray, dim: int) -> np.ndarray:
 class _IndexWriter:
     """_index.parquet, written part by part (id, key, row; for images path, size, mtime_ns)."""
 
-    def __init__(self, path: Path, id_name: str, id_type: pa.DataType, images: bool):
+    def __init__(self, path: Path, id_name: str, id_type: pa.DataType, images: bool) -> None:
         fields = [(id_name, id_type), ("key", pa.binary(src.KEY_BYTES)), ("row", pa.int64())]
         if images:
             fields += [("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64())]

@@ -12,9 +12,11 @@ How a run goes (one module per phase; this one runs them):
              of the image bytes) or a reason it cannot be encoded. Memory: ids and 16-byte keys.
  2. plan  (plan.py) -- unchanged inputs and options: "up to date". Otherwise keys already in the previous
              artifact (same encoder) are reused, and each distinct new key is encoded once.
- 3. work  (work.py) -- the distinct new contents, in shards; each shard is published on its own (work.py),
+ 3. work  (work.py) -- the distinct new contents, in shards; each shard is published on its own (workdir.py),
              so a killed run resumes and `--shard i/n` splits the work across machines.
  4. seal  (seal.py) -- stream the final parts in input order from reused and new vectors; publish atomically.
+
+From the plan on, the run's state travels in one `EncodeRun` (run.py).
 """
 
 
@@ -23,43 +25,58 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from embedtab import tables
 from embedtab.artifacts import ArtifactRecord, ArtifactStore
 from embedtab.encode import distributed
 from embedtab.encode import sources as src
-from embedtab.encode.encoders import Settings
 from embedtab.encode.inputs import ROWS
 from embedtab.encode.options import EncodeOptions, EncodeResult, ImageOptions, TextOptions, parse_shard
 from embedtab.encode.plan import previous_artifact, work_list
+from embedtab.encode.run import EncodeRun, ImageRun, Timings
 from embedtab.encode.scan import Scan, read_index, scan_inputs, stat_cache_from
 from embedtab.encode.seal import clean_work, seal
-from embedtab.encode.work import WorkDir, do_work
+from embedtab.encode.work import do_work
+from embedtab.encode.workdir import WorkDir
 from embedtab.errors import ArtifactExists, DataError, UsageError
 from embedtab.fingerprint import files_fingerprint, hash_value
 from embedtab.reporting import SILENT, Reporter
+
+if TYPE_CHECKING:
+    from embedtab.encode.protocol import Encoder
 
 _PACKAGES = ("torch", "numpy", "pyarrow", "pillow")
 
 
 # ----------------------------------------------------------------------------- encoder
-def _encoder_class(options: EncodeOptions, model: str) -> type:
+def _encoder_class(options: EncodeOptions, model: str) -> type[Encoder]:
     from embedtab.encode.encoders import resolve
 
     return resolve(options.encoder, model, options.rows)
 
 
-def _load_encoder(options: EncodeOptions, cls: type, model: str, settings: Settings, reporter: Reporter) -> Any:
-    reporter.info(f"loading {cls.name} model {model} on {settings.device} ({settings.precision}) for {ROWS[options.rows].plural}")
+def _choose_encoder(options: EncodeOptions) -> tuple[type[Encoder], str]:
+    """The encoder class and the model it runs, refused before any input is read if they cannot work."""
+    cls = _encoder_class(options, options.model or "")
+    model = options.model or cls.default_model
+    if not model:
+        raise UsageError(f"model: {cls.name} needs a model ({cls.model_help})")
+    cls.check(model, options.pretrained)
+    return cls, model
+
+
+def _load_encoder(run: EncodeRun) -> tuple[Encoder, float]:
+    """The encoder with its model loaded on the run's device, and the seconds the loading took."""
+    settings = run.settings
+    run.reporter.info(f"loading {run.encoder.name} model {run.model} on {settings.device} ({settings.precision}) "
+                      f"for {ROWS[run.options.rows].plural}")
     started = time.perf_counter()
-    encoder = cls(model, settings)
-    encoder.load_seconds = time.perf_counter() - started
+    encoder = run.encoder(run.model, settings)
+    seconds = time.perf_counter() - started
     if encoder.warning:
-        reporter.warn(encoder.warning)
-    return encoder
+        run.reporter.warn(encoder.warning)
+    return encoder, seconds
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -73,28 +90,18 @@ def run_image(store: ArtifactStore, options: ImageOptions, reporter: Reporter = 
 
 def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> EncodeResult:
     options.check()
-    cls = _encoder_class(options, options.model or "")
-    model = options.model or cls.default_model
-    if not model:
-        raise UsageError(f"model: {cls.name} needs a model ({cls.model_help})")
-    cls.check(model, options.pretrained)
-    if getattr(options, "decode", "auto") == "gpu" and not options.dask_scheduler:  # (before any input is read)
-        from embedtab.device import torch_device
-
-        if not torch_device(options.device).startswith("cuda"):
-            raise UsageError("--decode gpu needs a CUDA device; this run is on cpu (use --decode cpu or auto)")
+    cls, model = _choose_encoder(options)
+    image = ImageRun.of(options)
+    if image is not None and image.decode == "gpu" and not options.dask_scheduler:  # (before any input is read)
+        _check_gpu_decoding(options.device)
     source = options.source()
     existing = store.get("embeddings", options.name)
     # Nothing is reused from a damaged artifact (its index or vectors may be wrong): it is re-encoded.
     intact = existing is not None and not store.damaged_files(existing)
-    index = read_index(store, existing) if intact else None
+    index = read_index(store, existing) if existing is not None and intact else None
     started = time.time()
     scan = scan_inputs(source, options, stat_cache_from(index), reporter)
-    if len(scan.problems) == len(scan.keys):  # nothing to encode: say why, leave nothing behind
-        reasons = Counter(reason for _, reason in scan.problems.values())
-        what = ROWS[source.modality].nothing
-        raise DataError(f"{source.describe()}: no row has {what}: {len(scan.keys)} of {len(scan.keys)} "
-                        f"({', '.join(f'{n} {reason}' for reason, n in reasons.most_common())})")
+    _check_something_to_encode(source, scan)
 
     params = {**options.recipe(), "model": model, "on_error": options.on_error, "max_errors": options.max_errors,
               "inputs": [str(p) for p in (source.paths if source.folder is None else [source.folder])]}
@@ -112,61 +119,44 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
     )
     if plan.up_to_date:
         return EncodeResult(plan.existing, True, dict(plan.existing.summary))
+    run = EncodeRun(store, options, reporter, source, scan, plan, existing, index, cls, model, Timings(started), image)
     if options.shard or options.seal:  # sharded jobs meet in the work folder, not on the build lock
-        return _make(store, options, plan, source, scan, existing, index, cls, model, started, reporter)
+        return _make(run)
     with store.building(plan) as made:
         if made is not None:  # an identical run finished it while this one waited
             return EncodeResult(made, True, dict(made.summary))
-        return _make(store, options, plan, source, scan, existing, index, cls, model, started, reporter)
+        return _make(run)
 
 
-def _make(store: ArtifactStore, options: EncodeOptions, plan: Any, source: src.Source, scan: Scan,
-          existing: ArtifactRecord | None, index: pa.Table | None, cls: type, model: str, started: float,
-          reporter: Reporter) -> EncodeResult:
-    """Encode what the plan needs (resuming finished work shards), then seal the artifact."""
+def _check_gpu_decoding(device: str) -> None:
     from embedtab.device import torch_device
-    from embedtab.encode.backends import resolve_precision
 
-    client = None
-    if options.dask_scheduler and not options.seal:
-        client = distributed.connect(options.dask_scheduler)
-        device = client.submit(distributed.worker_device, options.device, pure=False).result()  # the workers' device
-        reporter.info(f"encoding on the Dask cluster at {options.dask_scheduler} "
-                      f"({len(client.scheduler_info()['workers'])} workers, {device})")
-    else:
-        device = torch_device(options.device)
-    precision = resolve_precision(options.precision, device)
-    settings = options.settings(device, precision)
-    identity = cls.identity(model, settings)
-    previous = previous_artifact(existing, index, identity) if index is not None and not options.force else None
-    worklist = work_list(scan, previous)
-    key = hash_value([plan.input_fingerprint, identity, previous.record.fingerprint if previous else None, options.shard_size])[:16]
-    store.check_work("embeddings", options.name, key, plan.stage, options.force)  # another run's work is not discarded silently
-    work = WorkDir.open(store.work_path("embeddings", options.name, key), len(worklist.positions), options.shard_size)
+    if not torch_device(device).startswith("cuda"):
+        raise UsageError("--decode gpu needs a CUDA device; this run is on cpu (use --decode cpu or auto)")
 
+
+def _check_something_to_encode(source: src.Source, scan: Scan) -> None:
+    """Nothing to encode: say why, leave nothing behind."""
+    if len(scan.problems) == len(scan.keys):
+        reasons = Counter(reason for _, reason in scan.problems.values())
+        what = ROWS[source.modality].nothing
+        raise DataError(f"{source.describe()}: no row has {what}: {len(scan.keys)} of {len(scan.keys)} "
+                        f"({', '.join(f'{n} {reason}' for reason, n in reasons.most_common())})")
+
+
+# ----------------------------------------------------------------------------- making the artifact
+def _make(run: EncodeRun) -> EncodeResult:
+    """Encode what the plan needs (resuming finished work shards), then seal the artifact."""
+    options = run.options
+    client, device = _connect(run)
+    work = _place(run, device)
     job, jobs = parse_shard(options.shard)
     mine = [s for s in range(work.shards) if s % jobs == job]
     todo = [] if options.seal else [s for s in mine if not work.is_done(s)]
     if todo and len(todo) < len(mine):
-        reporter.info(f"resuming: {len(mine) - len(todo)} of {len(mine)} work shards already done")
-    decode_errors = truncated = 0
-    backend = None
-    if todo and client is not None:
-        try:
-            decode_errors, truncated = distributed.do_work_on_dask(client, source, options, scan, worklist, work, todo, cls, model, settings, reporter)
-        finally:
-            client.close()
-    elif todo:
-        backend = _load_encoder(options, cls, model, settings, reporter)
-        decode_errors, truncated = do_work(source, options, scan, worklist, work, todo, backend, reporter)
-    # The preprocessing an image encoder applies is recorded; when this run encoded nothing, it is
-    # the previous artifact's (same identity) or, sealing other jobs' shards, asked of the encoder.
-    if backend is not None:
-        preprocess = backend.preprocess_config
-    elif previous is not None:
-        preprocess = previous.record.metadata.get("preprocess")
-    else:
-        preprocess = _load_encoder(options, cls, model, settings, reporter).preprocess_config if ROWS[options.rows].keeps_files else None
+        run.reporter.info(f"resuming: {len(mine) - len(todo)} of {len(mine)} work shards already done")
+    backend = _encode(run, client, todo)
+    run.preprocess = _preprocess(run, backend)
 
     missing = work.missing()
     if missing:
@@ -177,19 +167,83 @@ def _make(store: ArtifactStore, options: EncodeOptions, plan: Any, source: src.S
                 f"(e.g. {missing[:5]}) in {work.path}; run the --shard jobs first"
                 + (f" ({owners})" if owners else "")
             )
-        return EncodeResult(None, False, {"items": len(scan.keys), "work_shards": work.shards, "done_shards": work.shards - len(missing)}, missing)
+        counts = {"items": len(run.scan.keys), "work_shards": work.shards, "done_shards": work.shards - len(missing)}
+        return EncodeResult(None, False, counts, missing)
 
-    with store.lock():  # one sealer at a time; another shard job may have sealed already
-        done = store.get("embeddings", options.name)
-        if store.current(done, plan.input_fingerprint):
+    with run.store.lock():  # one sealer at a time; another shard job may have sealed already
+        done = run.store.get("embeddings", options.name)
+        if done is not None and run.store.current(done, run.plan.input_fingerprint):
             return EncodeResult(done, True, dict(done.summary))
-        record = seal(store, plan, source, options, scan, worklist, work, previous, identity, preprocess,
-                       device, started, reporter, truncated, backend.model_seconds if backend else 0.0,
-                       getattr(backend, "decoded", None), getattr(backend, "load_seconds", 0.0))
-        clean_work(store, options.name)
-    if truncated:
-        reporter.warn(f"{truncated} text(s) exceed the model's maximum length and were truncated")
+        record = seal(run)
+        clean_work(run.store, options.name)
+    if run.truncated:
+        run.reporter.warn(f"{run.truncated} text(s) exceed the model's maximum length and were truncated")
     return EncodeResult(record, False, dict(record.summary))
+
+
+def _connect(run: EncodeRun) -> tuple[Any, str]:
+    """(the Dask client or None, the device the vectors are made on: the workers' on a cluster)."""
+    from embedtab.device import torch_device
+
+    options = run.options
+    if options.dask_scheduler and not options.seal:
+        client = distributed.connect(options.dask_scheduler)
+        device = client.submit(distributed.worker_device, options.device, pure=False).result()  # the workers' device
+        run.reporter.info(f"encoding on the Dask cluster at {options.dask_scheduler} "
+                          f"({len(client.scheduler_info()['workers'])} workers, {device})")
+        return client, device
+    return None, torch_device(options.device)
+
+
+def _place(run: EncodeRun, device: str) -> WorkDir:
+    """Decide how the run encodes on `device`: settings, encoder identity, what is reused from the
+    artifact being updated and what is encoded, in which work folder (opened and returned)."""
+    from embedtab.encode.backends import resolve_precision
+
+    options = run.options
+    run.device = device
+    run.settings = options.settings(device, resolve_precision(options.precision, device))
+    run.identity = run.encoder.identity(run.model, run.settings)
+    reuse = run.index is not None and not options.force
+    run.previous = previous_artifact(run.existing, run.index, run.identity) if reuse else None
+    run.worklist = work_list(run.scan, run.previous)
+    reused = run.previous.record.fingerprint if run.previous else None
+    key = hash_value([run.plan.input_fingerprint, run.identity, reused, options.shard_size])[:16]
+    # another run's work is not discarded silently
+    run.store.check_work("embeddings", options.name, key, run.plan.stage, options.force)
+    path = run.store.work_path("embeddings", options.name, key)
+    run.work = WorkDir.open(path, len(run.worklist.positions), options.shard_size)
+    return run.work
+
+
+def _encode(run: EncodeRun, client: Any, todo: list[int]) -> Encoder | None:
+    """Encode the work shards `todo` (on the cluster when there is a client); the encoder loaded
+    here, if any. Records the truncated texts and the model's times in the run."""
+    if todo and client is not None:
+        try:
+            _, run.truncated = distributed.do_work_on_dask(client, run, todo)
+        finally:
+            client.close()
+        return None
+    if not todo:
+        return None
+    backend, run.timings.load_seconds = _load_encoder(run)
+    _, run.truncated = do_work(run, todo, backend)
+    run.timings.model_seconds = backend.model_seconds
+    return backend
+
+
+def _preprocess(run: EncodeRun, backend: Encoder | None) -> dict[str, Any] | None:
+    """The preprocessing an image encoder applies, recorded in the artifact. When this run encoded
+    nothing, it is the previous artifact's (same identity) or, sealing other jobs' shards, asked of
+    the encoder."""
+    if backend is not None:
+        return backend.preprocess_config
+    if run.previous is not None:
+        return run.previous.record.metadata.get("preprocess")
+    if ROWS[run.options.rows].keeps_files:
+        return _load_encoder(run)[0].preprocess_config
+    return None
 
 
 def _source_of(inputs: list[str]) -> str:

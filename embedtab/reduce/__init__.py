@@ -1,7 +1,26 @@
-"""PCA of embeddings artifacts with saved, re-appliable projections (see stage.py)."""
+"""PCA of embeddings artifacts with saved, re-appliable projections (see stage.py).
 
-from embedtab.reduce.pca import Covariance, Projection, Spectrum, fix_signs
-from embedtab.reduce.stage import BACKENDS, ReduceOptions, ReduceResult, apply, choose_backend, default_memory, parse_memory, run
+The names below load on first use, so reading the options (embedtab.reduce.options, as the CLI's
+help does) imports nothing heavy.
+"""
 
-__all__ = ["BACKENDS", "Covariance", "Projection", "ReduceOptions", "ReduceResult", "Spectrum", "apply",
-           "choose_backend", "default_memory", "fix_signs", "parse_memory", "run"]
+from __future__ import annotations
+
+from typing import Any
+
+_OPTIONS = ("ApplyOptions", "BACKENDS", "ReduceOptions", "parse_memory")
+_PCA = ("Covariance", "Projection", "Spectrum", "fix_signs")
+_STAGE = ("ReduceResult", "apply", "choose_backend", "default_memory", "run")
+__all__ = sorted(_OPTIONS + _PCA + _STAGE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _OPTIONS:
+        from embedtab.reduce import options as module
+    elif name in _PCA:
+        from embedtab.reduce import pca as module
+    elif name in _STAGE:
+        from embedtab.reduce import stage as module
+    else:
+        raise AttributeError(f"module 'embedtab.reduce' has no attribute {name!r}")
+    return getattr(module, name)

@@ -9,6 +9,7 @@ from typing import Any, Callable
 from embedtab.errors import ConfigError
 from embedtab.workflow import config as cfg
 from embedtab.workflow.functions import TIME_FUNCTIONS, Prefix
+from embedtab.yamlfile import clip, file_problem
 
 _Prefix = Prefix  # workflows saved by embedtab 0.1 pickled the renamer under this name
 
@@ -40,8 +41,9 @@ def _side_table(op: cfg.Join, ctx: Context) -> Any:
     import pandas as pd
 
     path = side_table_path(op, ctx.base_dir)
-    if not path.is_file():
-        raise ConfigError(f"joins: side table {path} does not exist")
+    problem = file_problem(path)
+    if problem:
+        raise ConfigError(f"joins: side table {clip(path, 200)} {problem}")
     keys = op.keys
     columns = list(dict.fromkeys(keys + op.columns))
     try:

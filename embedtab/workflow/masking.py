@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from embedtab.errors import ConfigError
+from embedtab.yamlfile import SHOWN, clip, shown
 
 
 def _mix(values: np.ndarray, seed: int, group: int) -> np.ndarray:
@@ -103,12 +104,13 @@ def check_sentinels(spec: dict[str, Any], dtypes: dict[str, Any], source: str) -
     """A sentinel must fit its column: numbers in numeric columns, strings in string columns."""
     for index, group in enumerate(spec["groups"]):
         for column, sentinel in (group.get("columns") or {}).items():
+            place, shown_column = f"masking.groups[{index}].columns.{clip(column, SHOWN)}", clip(column, SHOWN)
             if column not in dtypes:
-                raise ConfigError(f"{source}: masking.groups[{index}].columns: {column!r} is not in the data")
+                raise ConfigError(f"{source}: masking.groups[{index}].columns: {shown(column)} is not in the data")
             numeric = np.issubdtype(np.dtype(dtypes[column]), np.number) if dtypes[column] != object else False
             if numeric and isinstance(sentinel, str):
-                raise ConfigError(f"{source}: masking.groups[{index}].columns.{column}: {column} is numeric, the sentinel {sentinel!r} is not")
+                raise ConfigError(f"{source}: {place}: {shown_column} is numeric, the sentinel {shown(sentinel)} is not")
             if not numeric and not isinstance(sentinel, str):
-                raise ConfigError(f"{source}: masking.groups[{index}].columns.{column}: {column} holds strings, use a string sentinel")
+                raise ConfigError(f"{source}: {place}: {shown_column} holds strings, use a string sentinel")
         if group.get("by") and group["by"] not in dtypes:
-            raise ConfigError(f"{source}: masking.groups[{index}].by: {group['by']!r} is not in the data")
+            raise ConfigError(f"{source}: masking.groups[{index}].by: {shown(group['by'])} is not in the data")

@@ -199,3 +199,13 @@ def test_help_reads_well_at_80_columns(command):
             assert "TEXT" not in line and "BOOL" not in line.upper().replace("BOOLEAN", ""), line
     if command in ("lookup", "reduce", "encode text"):
         assert "TEXT" in proc.stdout  # values keep a metavar
+
+
+def test_an_error_is_one_line_of_at_most_1000_characters(tmp_path, capsys):
+    from tests.conftest import SAMPLE
+
+    items = str(SAMPLE / "items.parquet")
+    code = run(["encode", "text", items, "-t", "{" + "t" * 100_000 + "}", "-A", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and err.startswith("Error: ") and len(err.rstrip("\n")) == 1000
+    assert not (tmp_path / "a" / "embeddings").exists()
