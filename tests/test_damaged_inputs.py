@@ -20,34 +20,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests import support
 from embedtab.cli.main import run
 from tests.conftest import CONFIGS
+from tests.support import _capture, cli  # noqa: F401 (_capture: autouse)
 
-_CAPSYS = None
-
-
-@pytest.fixture(autouse=True)
-def _capture(capsys):
-    global _CAPSYS
-    _CAPSYS = capsys
-    yield
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    _CAPSYS.readouterr()
-    code = run(list(args))
-    out = _CAPSYS.readouterr()
-    return subprocess.CompletedProcess(["embedtab", *args], code, out.out, out.err)
 
 
 def one_line_error(proc: subprocess.CompletedProcess, code: int, *fragments: str) -> str:
-    err = proc.stderr.strip()
-    assert proc.returncode == code, err
-    lines = [line for line in err.splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 1 and "Traceback" not in err and "up to date" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+    return support.one_line_error(proc, code, *fragments, forbidden=("Traceback", "up to date"))
 
 
 def damage(path: Path, how: str, column: str | None) -> None:

@@ -24,41 +24,15 @@ from PIL import Image
 from embedtab.artifacts import ArtifactStore
 from embedtab.cli.main import run
 
-_CAPSYS = None  # set per test by the autouse fixture below
 from tests.conftest import CONFIGS
+from tests.support import _capture, cli, one_line_error  # noqa: F401 (_capture: autouse)
 
 EMBEDTAB = str(Path(sys.executable).with_name("embedtab"))
-
-
-@pytest.fixture(autouse=True)
-def _capture(capsys):
-    global _CAPSYS
-    _CAPSYS = capsys
-    yield
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    """The command line, run in this process (the same entry point as the `embedtab` script,
-    without paying torch's import for every call); exit code, stdout and stderr as a subprocess's."""
-    _CAPSYS.readouterr()
-    code = run(list(args))
-    out = _CAPSYS.readouterr()
-    return subprocess.CompletedProcess(["embedtab", *args], code, out.out, out.err)
 
 
 def cli_process(*args: str) -> subprocess.CompletedProcess:
     """The command line in its own process, where a crash must not take the test run down."""
     return subprocess.run([EMBEDTAB, *args], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-
-
-def one_line_error(proc: subprocess.CompletedProcess, code: int, *fragments: str) -> str:
-    err = proc.stderr.strip()
-    assert proc.returncode == code, err
-    lines = [line for line in err.splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 1 and "Traceback" not in err and "unexpected" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def snapshot(root: Path) -> str:

@@ -13,40 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from embedtab.cli.main import run
 from tests.conftest import CONFIGS
+from tests.support import _capture, cli, one_line_error  # noqa: F401 (_capture: autouse)
 
-_CAPSYS = None
 KINDS = ("embeddings", "projections", "workflows", "datasets", "lookups", "work")
-
-
-@pytest.fixture(autouse=True)
-def _capture(capsys):
-    global _CAPSYS
-    _CAPSYS = capsys
-    yield
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    _CAPSYS.readouterr()
-    code = run(list(args))
-    out = _CAPSYS.readouterr()
-    return subprocess.CompletedProcess(["embedtab", *args], code, out.out, out.err)
-
-
-def one_line_error(proc: subprocess.CompletedProcess, code: int, *fragments: str) -> str:
-    err = proc.stderr.strip()
-    assert proc.returncode == code, err
-    lines = [line for line in err.splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def tree(root: Path) -> dict[str, str]:
