@@ -383,12 +383,12 @@ def test_the_row_is_counted_across_batches_and_files(tmp_path):
 
 
 def test_any_other_rendering_failure_is_one_line_naming_file_and_column(tmp_path, capsys, monkeypatch):
-    from embedtab.encode import sources
+    from embedtab.encode import values
 
     def broken(*args):
         raise ArithmeticError("some conversion\nthat fails")
 
-    monkeypatch.setattr(sources, "_render", broken)
+    monkeypatch.setattr(values, "_render", broken)
     path = tmp_path / "items.parquet"
     pq.write_table(pa.table({"item_id": [1], "price": [1.5]}), path)
     code, lines = cli_error(capsys, "encode", "text", str(path), "-t", "{price}", "-A", str(tmp_path / "art"))
