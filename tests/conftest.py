@@ -33,7 +33,12 @@ _THREADS_AT_START = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
 
 @pytest.fixture(autouse=True)
 def _thread_settings_as_at_start():
+    """(and the CLI's global flags: a test that ran `embedtab -q ...` last must not silence the next)"""
+    from embedtab.cli import common
+
+    flags = (common.state.quiet, common.state.debug)
     yield
+    common.state.quiet, common.state.debug = flags
     for name, value in _THREADS_AT_START.items():
         if value is None:
             os.environ.pop(name, None)
