@@ -27,8 +27,6 @@ def status(
 
       embedtab status --json | jq '.artifacts[] | {kind, name, fingerprint}'
     """
-    from embedtab.artifacts import MANIFEST, STAGING
-
     report = open_artifacts(artifacts).status(verify=verify)
     if as_json:
         emit_json(report)
@@ -38,6 +36,12 @@ def status(
         stdout.print(f"{report['root']}: no artifacts yet", markup=False)
         _print_work(report)
         return
+    stdout.print(_table(report))  # (off a terminal the console is wide: nothing is cut)
+    _footer(report)
+    _exit_if_damaged(report)
+
+
+def _table(report: dict) -> Table:
     table = Table(title=f"embedtab artifacts in {report['root']}", title_justify="left")
     table.add_column("kind", no_wrap=True)
     table.add_column("name", no_wrap=True)
@@ -54,16 +58,13 @@ def status(
         )
     for art in report["unrecorded"]:
         table.add_row(art["kind"], art["name"], "", "[red]unrecorded[/red]", "", "")
-    # Piped into a file or another program, nothing is cut to an 80-column guess (print(width=)
-    # alone cannot widen past the console's own width).
-    if stdout.is_terminal:
-        stdout.print(table)
-    else:
-        narrow, stdout.width = stdout.width, 400
-        try:
-            stdout.print(table)
-        finally:
-            stdout.width = narrow
+    return table
+
+
+def _footer(report: dict) -> None:
+    """What the table does not show: unrecorded folders, unfinished work, interrupted publications, debris."""
+    from embedtab.artifacts import MANIFEST, STAGING
+
     if report["unrecorded"]:
         where = f"there is no {MANIFEST}" if not report["manifest"] else f"{MANIFEST} has no record of them"
         stdout.print(f"{len(report['unrecorded'])} unrecorded folder(s): {where} (a lost or older manifest, or folders "
@@ -75,7 +76,6 @@ def status(
     if report["reclaimable_bytes"]:
         stdout.print(f"{report['reclaimable_bytes'] / 2**20:,.1f} MiB left in {STAGING} by interrupted runs "
                      "(removed by the next command that writes here)", markup=False)
-    _exit_if_damaged(report)
 
 
 def _print_work(report: dict) -> None:
