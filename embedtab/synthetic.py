@@ -119,16 +119,24 @@ def generate(
     _write(items, out / "items.parquet")
 
     if images:
-        image_dir = out / "images"
-        image_dir.mkdir(parents=True, exist_ok=True)
-        for idx, (item_id, cat) in enumerate(zip(items["item_id"], items["category"])):
-            if idx == 5:
-                continue  # this item's image file is missing
-            data = _image(rng, cat, image_size)
-            if idx == 9:
-                data = data[: len(data) // 3]  # a truncated, corrupt JPEG
-            (image_dir / f"{item_id}.jpg").write_bytes(data)
+        _write_images(rng, items, out / "images", image_size)
+    user_ids = _write_users(rng, n_users, out / "users.parquet")
+    _write_interactions(rng, items, user_ids, n_items, new_items, days, rows_per_day, out / "interactions")
+    return out
 
+
+def _write_images(rng: np.random.Generator, items: dict, image_dir: Path, image_size: int) -> None:
+    image_dir.mkdir(parents=True, exist_ok=True)
+    for idx, (item_id, cat) in enumerate(zip(items["item_id"], items["category"])):
+        if idx == 5:
+            continue  # this item's image file is missing
+        data = _image(rng, cat, image_size)
+        if idx == 9:
+            data = data[: len(data) // 3]  # a truncated, corrupt JPEG
+        (image_dir / f"{item_id}.jpg").write_bytes(data)
+
+
+def _write_users(rng: np.random.Generator, n_users: int, path: Path) -> np.ndarray:
     user_ids = np.sort(rng.choice(np.arange(1, 10 * n_users), size=n_users, replace=False)).astype(np.int64)
     ages = rng.integers(16, 80, size=n_users).astype(object)
     ages[rng.random(n_users) < 0.06] = None  # some users never told their age
@@ -140,10 +148,14 @@ def generate(
         "gender": rng.choice(["F", "M", "X"], p=[0.48, 0.48, 0.04], size=n_users).tolist(),
         "top_category": top.tolist(),
     }
-    _write(users, out / "users.parquet", pa.schema([("user_id", pa.int64()), ("age", pa.int64()), ("gender", pa.string()),
-                                                    ("top_category", pa.string())]))
+    _write(users, path, pa.schema([("user_id", pa.int64()), ("age", pa.int64()), ("gender", pa.string()),
+                                   ("top_category", pa.string())]))
+    return user_ids
 
-    # Older items are more popular (Zipf-like); the last `new_items` appear only on the last day.
+
+def _write_interactions(rng: np.random.Generator, items: dict, user_ids: np.ndarray, n_items: int, new_items: int,
+                        days: int, rows_per_day: int, folder: Path) -> None:
+    """Older items are more popular (Zipf-like); the last `new_items` appear only on the last day."""
     old = n_items - new_items
     weights = 1.0 / np.arange(1, n_items + 1) ** 0.8
     for day in range(days):
@@ -161,10 +173,9 @@ def generate(
             "device_type": rng.choice(DEVICES, p=[0.6, 0.3, 0.1], size=rows_per_day).tolist(),
             "click": (rng.random(rows_per_day) < 0.3).astype(np.int8).tolist(),
         }
-        _write(rows, out / "interactions" / f"day_{day + 1}.parquet",
+        _write(rows, folder / f"day_{day + 1}.parquet",
                pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("timestamp", pa.int64()),
                           ("device_type", pa.string()), ("click", pa.int8())]))
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
