@@ -12,7 +12,7 @@ BIN            = $(VENV)/bin
 STAMP          = $(VENV)/.embedtab-installed
 MODERN_STAMP   = $(MODERN)/.embedtab-installed
 
-.PHONY: setup setup-modern demo test test-pinned test-modern clean-demo
+.PHONY: setup setup-modern demo test test-pinned test-modern lint clean-demo
 
 setup: $(STAMP)
 
@@ -40,11 +40,18 @@ demo: setup
 ## the modern stack runs every test that does not need NVTabular. Both always run; the last line
 ## reports both, and the target fails if either failed.
 test: setup setup-modern
-	@pinned=0; modern=0; \
+	@lint=0; pinned=0; modern=0; \
+	$(MAKE) --no-print-directory lint || lint=$$?; \
 	EMBEDTAB_MODERN_PYTHON="$(CURDIR)/$(MODERN)/bin/python" $(BIN)/python -m pytest -q || pinned=$$?; \
 	$(MODERN)/bin/python -m pytest -q || modern=$$?; \
-	echo "make test: pinned environment (.venv) pytest exit $$pinned, modern environment (.venv-modern) pytest exit $$modern"; \
-	test $$pinned -eq 0 && test $$modern -eq 0
+	echo "make test: lint exit $$lint, pinned environment (.venv) pytest exit $$pinned, modern environment (.venv-modern) pytest exit $$modern"; \
+	test $$lint -eq 0 && test $$pinned -eq 0 && test $$modern -eq 0
+
+## ruff (lint and format) and mypy, configured in pyproject.toml, on the pinned environment.
+lint: setup
+	$(BIN)/ruff check embedtab tests benchmarks
+	$(BIN)/ruff format --check embedtab tests benchmarks
+	$(BIN)/mypy
 
 test-pinned: setup setup-modern
 	EMBEDTAB_MODERN_PYTHON="$(CURDIR)/$(MODERN)/bin/python" $(BIN)/python -m pytest -q

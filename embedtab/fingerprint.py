@@ -6,9 +6,10 @@ import hashlib
 import json
 import os
 import platform
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 _CHUNK = 1 << 20
 
@@ -74,7 +75,9 @@ def columns_fingerprint(paths: Iterable[str | os.PathLike], columns: Iterable[st
     digest = hashlib.sha256()
     columns = sorted(set(columns))
     for path in sorted(Path(p) for p in paths):
-        table = tables.read_columns(path, columns) if columns else None
+        if not columns:  # nothing of this table is hashed
+            continue
+        table = tables.read_columns(path, columns)
         for column in columns:
             values = table.column(column)
             digest.update(canonical_json([path.name, column, str(values.type), len(values)]).encode())
@@ -98,7 +101,7 @@ def _hash_values(chunk: Any, digest: Any) -> bool:
     if chunk.null_count:
         digest.update(np.packbits(chunk.is_null().to_numpy(zero_copy_only=False)).tobytes())
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-        filled = (pc.fill_null(chunk, pa.scalar("" if "string" in str(kind) else b"", kind)) if chunk.null_count else chunk)
+        filled = pc.fill_null(chunk, pa.scalar("" if "string" in str(kind) else b"", kind)) if chunk.null_count else chunk
         filled = filled.cast(pa.large_binary())
         offsets = np.frombuffer(filled.buffers()[1], np.int64)[filled.offset : filled.offset + len(filled) + 1]
         digest.update(np.diff(offsets).tobytes())

@@ -101,7 +101,8 @@ def _fill_from(store: ArtifactStore, record: ArtifactRecord, vocab: Vocabulary, 
     index = pd.Index(_cast(vocab.values, target, f"the vocabulary of {column!r}").to_pandas())
     matrix = np.zeros((vocab.cardinality, dim), np.float32)
     present = np.zeros(vocab.cardinality, bool)
-    outside, outside_examples = 0, []
+    outside = 0
+    outside_examples: list[Any] = []
     for ids, x, path in tables.iter_embeddings(directory, id_column):  # (decoded ahead on threads)
         if x.shape[1] != dim:
             raise DataError(f"{path}: {x.shape[1]} dims, the artifact records {dim}")
@@ -112,6 +113,8 @@ def _fill_from(store: ArtifactStore, record: ArtifactRecord, vocab: Vocabulary, 
         present[cat] = True
         if not found.all():
             outside += int((~found).sum())
+            if ids is None:  # (the id column is read: what None.filter raised)
+                raise AttributeError("'NoneType' object has no attribute 'filter'")
             outside_examples.extend(ids.filter(pa.array(~found)).to_pylist()[: 5 - len(outside_examples)])
     in_vocab = present[vocab.ids]
     encoded = int(in_vocab.sum()) + outside
@@ -159,16 +162,29 @@ def run(store: ArtifactStore, options: LookupOptions, reporter: Reporter = SILEN
     options.check()  # (checked when made too; again in case they were changed since)
     sources = [store.require("embeddings", name) for name in options.embeddings]
     wf_record = store.require("workflows", options.workflow)
-    params = {"embeddings": options.embeddings, "workflow": options.workflow, "column": options.column,
-              "concat": options.concat, "fill": options.fill, "min_coverage": options.min_coverage,
-              "min_reachable": options.min_reachable}
+    params = {
+        "embeddings": options.embeddings,
+        "workflow": options.workflow,
+        "column": options.column,
+        "concat": options.concat,
+        "fill": options.fill,
+        "min_coverage": options.min_coverage,
+        "min_reachable": options.min_reachable,
+    }
     plan = store.plan(
-        "lookups", options.output_name, "lookup", params, input_artifacts=[wf_record, *sources],
-        force=options.force, packages=("numpy", "pyarrow", "pandas"), refresh=True, warn=reporter.warn,
+        "lookups",
+        options.output_name,
+        "lookup",
+        params,
+        input_artifacts=[wf_record, *sources],
+        force=options.force,
+        packages=("numpy", "pyarrow", "pandas"),
+        refresh=True,
+        warn=reporter.warn,
         trusted=(wf_record.key,) if options.trust_workflow else (),
     )
     if plan.up_to_date:
-        return LookupResult(plan.existing, True)
+        return LookupResult(plan.up_to_date_record(), True)
     with store.building(plan) as made:
         if made is not None:
             return LookupResult(made, True)
@@ -214,8 +230,9 @@ def _check_coverage(item: Filled, vocab: Vocabulary, options: LookupOptions) -> 
         )
 
 
-def _metadata(options: LookupOptions, vocab: Vocabulary, filled: list[Filled], wf_record: ArtifactRecord,
-              sources: list[ArtifactRecord]) -> dict[str, Any]:
+def _metadata(
+    options: LookupOptions, vocab: Vocabulary, filled: list[Filled], wf_record: ArtifactRecord, sources: list[ArtifactRecord]
+) -> dict[str, Any]:
     """_lookup.json and the artifact's metadata: sizes, dims, coverage by source, fingerprints."""
     single = len(filled) == 1
     dims = {item.name: int(item.matrix.shape[1]) for item in filled}

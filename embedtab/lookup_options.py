@@ -6,8 +6,8 @@ heavy (`embedtab --help` reads these declarations).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from embedtab import bounds
 from embedtab.bounds import Name, Share
@@ -19,23 +19,22 @@ FILLS = ("zeros", "mean")
 
 @dataclass
 class LookupOptions:
-    embeddings: Sequence[str] | str = option(
-        help="Embeddings artifact name (repeat for several, e.g. image and text).", recipe=True)
+    embeddings: Sequence[str] | str = option(help="Embeddings artifact name (repeat for several, e.g. image and text).", recipe=True)
     workflow: str = option(help="Fitted workflow whose Categorify ids index the table.", recipe=True)
     column: Name = option("item_id", "Categorified id column.", recipe=True)
     name: Name | None = option(None, "Lookup artifact name (default: the embeddings' names joined by '+').")
     force: bool = option(False, FORCE)
     trust_workflow: bool = option(False, TRUST_WORKFLOW)
-    concat: bool = option(
-        False, "Several sources: one table of their vectors side by side (else one table each).", recipe=True)
-    fill: str = option(
-        "zeros", "Rows without an embedding: zeros, or the mean of present rows (padding stays zero).", recipe=True)
+    concat: bool = option(False, "Several sources: one table of their vectors side by side (else one table each).", recipe=True)
+    fill: str = option("zeros", "Rows without an embedding: zeros, or the mean of present rows (padding stays zero).", recipe=True)
     min_coverage: Share = option(
-        0.0, "Fail (nothing written) when a source covers less of the vocabulary: a share from 0 to 1, e.g. 0.95.",
-        recipe=True)
+        0.0, "Fail (nothing written) when a source covers less of the vocabulary: a share from 0 to 1, e.g. 0.95.", recipe=True
+    )
     min_reachable: Share = option(
-        0.95, "Fail when the vocabulary holds a smaller share (0 to 1) of a source's encoded items (their vectors "
-              "could never be looked up).", recipe=True)
+        0.95,
+        "Fail when the vocabulary holds a smaller share (0 to 1) of a source's encoded items (their vectors could never be looked up).",
+        recipe=True,
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.embeddings, str):

@@ -26,7 +26,8 @@ heavy: the CLI reads the declarations to draw its help.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 IF_SET = "if set"
 
@@ -36,8 +37,16 @@ DASK_SCHEDULER = "Run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786; def
 TRUST_WORKFLOW = "Load the workflow without checking the recorded sha256s (loading runs code from workflow.pkl)."
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, recipe: bool | str = False,
-           pipeline: bool | str = True, aliases: Iterable[str] = (), required: bool = False) -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    factory: Any = None,
+    recipe: bool | str = False,
+    pipeline: bool | str = True,
+    aliases: Iterable[str] = (),
+    required: bool = False,
+) -> Any:
     """A dataclass field with its declaration (see the module docstring); `factory` instead of a
     mutable default."""
     metadata = {"help": help, "recipe": recipe, "pipeline": pipeline, "aliases": tuple(aliases), "required": required}

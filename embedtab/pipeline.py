@@ -25,12 +25,14 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import functools
+import os
 import re
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from embedtab import bounds
 from embedtab import stages as registry
@@ -40,7 +42,6 @@ from embedtab.options import declared, meta
 from embedtab.options import names as option_names
 from embedtab.reporting import SILENT, Reporter
 from embedtab.yamlfile import clip, shown
-
 
 COMMANDS = tuple(registry.COMMANDS)  # what a stage can be: the registry of embedtab.stages
 
@@ -92,7 +93,9 @@ class Pipeline:
             return matches[0]
         if not matches:
             raise ConfigError(f"{self.path}: no stage makes {shown(name)}; stages: {clip(', '.join(s.key for s in self.stages), 200)}")
-        raise ConfigError(f"{self.path}: {shown(name)} names several stages ({clip(', '.join(s.key for s in matches), 200)}); use kind/name")
+        raise ConfigError(
+            f"{self.path}: {shown(name)} names several stages ({clip(', '.join(s.key for s in matches), 200)}); use kind/name"
+        )
 
 
 # ----------------------------------------------------------------------------- loading
@@ -103,14 +106,16 @@ def _fail(path: Path, text: str, loc: tuple[Any, ...], message: str) -> ConfigEr
     return ConfigError(f"{path}{f':{line}' if line else ''}: {message}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _is_list_field(cls: type, name: str) -> bool:
     hint = typing.get_type_hints(cls)[name]
-    return any(origin in (list, collections.abc.Sequence)
-               for origin in [typing.get_origin(hint), *(typing.get_origin(a) for a in typing.get_args(hint))])
+    return any(
+        origin in (list, collections.abc.Sequence)
+        for origin in [typing.get_origin(hint), *(typing.get_origin(a) for a in typing.get_args(hint))]
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _adapter(cls: type) -> Any:
     """pydantic's validator for an options class, built once (building one per stage made a long
     pipeline file take seconds to load)."""
@@ -147,6 +152,7 @@ def _stage_options(path: Path, text: str, index: int, raw: Any) -> tuple[str, An
     for name, value in list(values.items()):
         if isinstance(value, str) and _is_list_field(cls, name):
             values[name] = [value]  # one input or one embeddings name, written without a list
+
     def key_of(field_name: str) -> Any:
         return command if field_name == main else next((k for k in raw if k != command and field_of(k) == field_name), field_name)
 
@@ -176,7 +182,7 @@ def _edges(command: str, options: Any, path: Path, text: str, index: int) -> tup
         raise _fail(path, text, ("stages", index, command), str(exc)) from None
 
 
-def load(path: str | Path, store: ArtifactStore) -> Pipeline:
+def load(path: str | os.PathLike[str], store: ArtifactStore) -> Pipeline:
     """Read and check a pipeline file completely before anything runs: commands, options and their
     types, artifact names (made by a stage or already in `store`), no two stages making one
     artifact, no cycles. Errors are ConfigError with the file and line."""
@@ -204,8 +210,13 @@ def load(path: str | Path, store: ArtifactStore) -> Pipeline:
                 raise _fail(path, text, ("stages", index), f"{command}: {exc}") from None
             if output in producers:
                 other = producers[output]
-                raise _fail(path, text, ("stages", index), f"{output[0]}/{clip(output[1], 40)} is already made by stage {other.index + 1} "
-                                                           f"(line {other.line}); give one of them another name")
+                raise _fail(
+                    path,
+                    text,
+                    ("stages", index),
+                    f"{output[0]}/{clip(output[1], 40)} is already made by stage {other.index + 1} "
+                    f"(line {other.line}); give one of them another name",
+                )
             producers[output] = stage
         stages.append(stage)
     existing = {(r.kind, r.name) for r in store.records()} if store.manifest_path.exists() else set()
@@ -216,10 +227,17 @@ def load(path: str | Path, store: ArtifactStore) -> Pipeline:
                     unrecorded = store.unrecorded_folder(*need) is not None
                 except UsageError:  # (an invalid name: it cannot be on disk either)
                     unrecorded = False
-                held = (f" holds it only unrecorded (not in {MANIFEST}; rebuild it with its command and --force)"
-                        if unrecorded else " does not hold")
-                raise _fail(path, text, ("stages", stage.index, stage.command),
-                            f"{stage.command} needs {need[0]}/{clip(need[1], 40)}, which no stage makes and {store.root}{held}")
+                held = (
+                    f" holds it only unrecorded (not in {MANIFEST}; rebuild it with its command and --force)"
+                    if unrecorded
+                    else " does not hold"
+                )
+                raise _fail(
+                    path,
+                    text,
+                    ("stages", stage.index, stage.command),
+                    f"{stage.command} needs {need[0]}/{clip(need[1], 40)}, which no stage makes and {store.root}{held}",
+                )
     return Pipeline(path, _ordered(stages, producers, path), producers)
 
 
@@ -291,8 +309,14 @@ def _described(command: str, record: Any, projection: Any) -> tuple[dict[str, An
     summary = dict(record.summary)
     if projection is not None:
         info = projection.metadata
-        summary.update({**projection.summary, "dims": info.get("dims"), "backend": info.get("backend"),
-                        "explained_variance_ratio_total": info.get("explained_variance_ratio_total")})
+        summary.update(
+            {
+                **projection.summary,
+                "dims": info.get("dims"),
+                "backend": info.get("backend"),
+                "explained_variance_ratio_total": info.get("explained_variance_ratio_total"),
+            }
+        )
     try:
         lines = summaries.of_stage(command, record, projection)
     except (KeyError, TypeError, ValueError):  # a record this version did not write: no lines, never a failed stage
@@ -306,9 +330,16 @@ def _rows(record: Any) -> int | None:
     return row_count(record)
 
 
-def run(store: ArtifactStore, pipeline: Pipeline, only: list[str] = (), force: list[str] = (), dry_run: bool = False,
-        reporter: Reporter = SILENT, on_stage: Callable[[Stage], None] | None = None,
-        on_done: Callable[[Stage, StageReport], None] | None = None) -> RunReport:
+def run(
+    store: ArtifactStore,
+    pipeline: Pipeline,
+    only: collections.abc.Sequence[str] = (),
+    force: collections.abc.Sequence[str] = (),
+    dry_run: bool = False,
+    reporter: Reporter = SILENT,
+    on_stage: Callable[[Stage], None] | None = None,
+    on_done: Callable[[Stage, StageReport], None] | None = None,
+) -> RunReport:
     """Run (or with `dry_run`, plan) the pipeline's stages in order. A failed stage is reported and
     its dependents skipped; stages that do not depend on it still run. KeyboardInterrupt stops the
     run (what finished is kept: it is published). `on_stage` is called before a stage runs,
@@ -329,9 +360,16 @@ def run(store: ArtifactStore, pipeline: Pipeline, only: list[str] = (), force: l
     return report
 
 
-def _run_stages(store: ArtifactStore, pipeline: Pipeline, stages: list[Stage], dry_run: bool, reporter: Reporter,
-                on_stage: Callable[[Stage], None] | None, on_done: Callable[[Stage, StageReport], None] | None,
-                report: RunReport) -> None:
+def _run_stages(
+    store: ArtifactStore,
+    pipeline: Pipeline,
+    stages: list[Stage],
+    dry_run: bool,
+    reporter: Reporter,
+    on_stage: Callable[[Stage], None] | None,
+    on_done: Callable[[Stage, StageReport], None] | None,
+    report: RunReport,
+) -> None:
     outcome: dict[int, str] = {}
     for stage in stages:
         blocked = [up for up in pipeline.upstream(stage) if outcome.get(up.index) in ("failed", "skipped")]
@@ -346,29 +384,45 @@ def _run_stages(store: ArtifactStore, pipeline: Pipeline, stages: list[Stage], d
             continue
         if on_stage is not None:
             on_stage(stage)
-        started = time.time()
-        try:
-            record, up_to_date, summary, lines = _execute(store, stage, reporter)
-        except EmbedtabError as exc:
-            outcome[stage.index] = "failed"
-            report.stages.append(StageReport(stage.key, stage.command, "failed", duration_s=round(time.time() - started, 3),
-                                             error=str(exc), exit_code=exc.exit_code, line=stage.line))
-            reporter.warn(f"{stage.key} failed: {exc}")
-            if on_done is not None:
-                on_done(stage, report.stages[-1])
-            continue
-        status = "up to date" if up_to_date else "ran"
-        outcome[stage.index] = status
-        duration = time.time() - started
-        rows = _rows(record)
-        speed = record.summary.get("items_per_s") if stage.command.startswith("encode") and not up_to_date else None
-        if speed is None and rows and not up_to_date and duration > 0:
-            speed = rows / duration
-        report.stages.append(StageReport(stage.key, stage.command, status, duration_s=round(duration, 3), rows=rows,
-                                         items_per_s=round(speed, 1) if speed else None, line=stage.line,
-                                         summary=summary, lines=lines))
+        result = _run_one(store, stage, reporter)
+        outcome[stage.index] = result.status
+        report.stages.append(result)
         if on_done is not None:
-            on_done(stage, report.stages[-1])
+            on_done(stage, result)
+
+
+def _run_one(store: ArtifactStore, stage: Stage, reporter: Reporter) -> StageReport:
+    """Run one stage; its report (a failure is reported, not raised: the stages beside it go on)."""
+    started = time.time()
+    try:
+        record, up_to_date, summary, lines = _execute(store, stage, reporter)
+    except EmbedtabError as exc:
+        reporter.warn(f"{stage.key} failed: {exc}")
+        return StageReport(
+            stage.key,
+            stage.command,
+            "failed",
+            duration_s=round(time.time() - started, 3),
+            error=str(exc),
+            exit_code=exc.exit_code,
+            line=stage.line,
+        )
+    duration = time.time() - started
+    rows = _rows(record)
+    speed = record.summary.get("items_per_s") if stage.command.startswith("encode") and not up_to_date else None
+    if speed is None and rows and not up_to_date and duration > 0:
+        speed = rows / duration
+    return StageReport(
+        stage.key,
+        stage.command,
+        "up to date" if up_to_date else "ran",
+        duration_s=round(duration, 3),
+        rows=rows,
+        items_per_s=round(speed, 1) if speed else None,
+        line=stage.line,
+        summary=summary,
+        lines=lines,
+    )
 
 
 def _plan_only(store: ArtifactStore, pipeline: Pipeline, stage: Stage, outcome: dict[int, str], report: RunReport) -> str:
@@ -389,8 +443,7 @@ def _plan_only(store: ArtifactStore, pipeline: Pipeline, stage: Stage, outcome: 
         except DryRunStop:
             pass
         except EmbedtabError as exc:
-            report.stages.append(StageReport(stage.key, stage.command, "failed", error=str(exc), exit_code=exc.exit_code,
-                                             line=stage.line))
+            report.stages.append(StageReport(stage.key, stage.command, "failed", error=str(exc), exit_code=exc.exit_code, line=stage.line))
             return "failed"
     verdicts = [v for v in planned if v.state != "up to date"]
     if not verdicts:

@@ -6,7 +6,7 @@ The CLI supplies a Reporter that draws rich progress bars; library users get the
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 Advance = Callable[[int], None]
 

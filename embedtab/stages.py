@@ -20,9 +20,10 @@ tests/test_options_declared_once.py, which fails when it disagrees with these de
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from embedtab.encode.options import ImageOptions, TextOptions
 from embedtab.lookup_options import LookupOptions
@@ -69,7 +70,10 @@ def _encoded(options: Any) -> Edges:
 
 
 def _reduced(options: ReduceOptions) -> Edges:
-    fit_on = [("embeddings", options.fit_on)] if options.fit_on and not str(options.fit_on).isdigit() else []
+    # (a str once the options are made: ReduceOptions.__post_init__)
+    fit_on: list[Key] = (
+        [("embeddings", options.fit_on)] if isinstance(options.fit_on, str) and options.fit_on and not options.fit_on.isdigit() else []
+    )
     name = options.output_name
     return [("embeddings", name), ("projections", name)], [("embeddings", options.source), *fit_on]
 
@@ -112,14 +116,23 @@ def apply_projection(store: Any, options: ApplyOptions, reporter: Any) -> Applie
 
 
 # ----------------------------------------------------------------------------- the registry
-COMMANDS: dict[str, Command] = {c.command: c for c in (
-    Command("encode text", TextOptions, "inputs", ("embedtab.encode", "run_text"), _encoded, ("encode", "text")),
-    Command("encode image", ImageOptions, "inputs", ("embedtab.encode", "run_image"), _encoded, ("encode", "image")),
-    Command("reduce", ReduceOptions, "source", ("embedtab.reduce", "run"), _reduced, ("reduce",), made="embeddings"),
-    Command("apply", ApplyOptions, "projection", ("embedtab.stages", "apply_projection"), _applied, ("reduce",),
-            cli_flags={"projection": "--apply"}),
-    Command("fit-workflow", FitOptions, "config", ("embedtab.workflow.stage", "fit"), _fitted, ("fit-workflow",)),
-    Command("transform", TransformOptions, "workflow", ("embedtab.workflow.stage", "transform"), _transformed,
-            ("transform",)),
-    Command("lookup", LookupOptions, "embeddings", ("embedtab.lookup", "run"), _looked_up, ("lookup",)),
-)}
+COMMANDS: dict[str, Command] = {
+    c.command: c
+    for c in (
+        Command("encode text", TextOptions, "inputs", ("embedtab.encode", "run_text"), _encoded, ("encode", "text")),
+        Command("encode image", ImageOptions, "inputs", ("embedtab.encode", "run_image"), _encoded, ("encode", "image")),
+        Command("reduce", ReduceOptions, "source", ("embedtab.reduce", "run"), _reduced, ("reduce",), made="embeddings"),
+        Command(
+            "apply",
+            ApplyOptions,
+            "projection",
+            ("embedtab.stages", "apply_projection"),
+            _applied,
+            ("reduce",),
+            cli_flags={"projection": "--apply"},
+        ),
+        Command("fit-workflow", FitOptions, "config", ("embedtab.workflow.stage", "fit"), _fitted, ("fit-workflow",)),
+        Command("transform", TransformOptions, "workflow", ("embedtab.workflow.stage", "transform"), _transformed, ("transform",)),
+        Command("lookup", LookupOptions, "embeddings", ("embedtab.lookup", "run"), _looked_up, ("lookup",)),
+    )
+}

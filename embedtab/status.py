@@ -62,10 +62,14 @@ def collect(store: ArtifactStore, verify: bool = False) -> dict[str, Any]:
         "damaged": sum(a["health"].startswith("damaged") for a in artifacts),
         # Folders of artifact kinds that the manifest has no record of (a lost manifest, a folder
         # copied in by hand): no stage reads or replaces them without --force.
-        "unrecorded": [{"kind": key.partition("/")[0], "name": key.partition("/")[2], "path": str(store.root / key)}
-                       for key in store.unrecorded(manifest)],
+        "unrecorded": [
+            {"kind": key.partition("/")[0], "name": key.partition("/")[2], "path": str(store.root / key)}
+            for key in store.unrecorded(manifest)
+        ],
         # Resumable encode work (kept until its artifact is published; a rerun of the same command resumes it).
-        "work": [{"path": f"{WORK}/embeddings/{name}", "keys": keys, "artifact_recorded": f"embeddings/{name}" in manifest.artifacts}
-                 for name, keys in store.unfinished_work("embeddings").items()],
+        "work": [
+            {"path": f"{WORK}/embeddings/{name}", "keys": keys, "artifact_recorded": f"embeddings/{name}" in manifest.artifacts}
+            for name, keys in store.unfinished_work("embeddings").items()
+        ],
         "reclaimable_bytes": store.reclaimable_bytes(),
     }

@@ -32,8 +32,11 @@ def reduced(projection: ArtifactRecord) -> list[str]:
     return [
         f"{info['input_dim']} -> {info['dims']} dims with {info['backend']} on {info.get('device', 'cpu')}: "
         f"{info['explained_variance_ratio_total']:.1%} of the variance kept",
-        *([f"{info['kept_in_memory']:.0%} of the rows kept in memory between fit and transform (--memory)"]
-          if "kept_in_memory" in info else []),
+        *(
+            [f"{info['kept_in_memory']:.0%} of the rows kept in memory between fit and transform (--memory)"]
+            if "kept_in_memory" in info
+            else []
+        ),
         f"cumulative variance by dims: {curve}",
         f"projection saved as projections/{projection.name} (re-apply with --apply {projection.name})",
     ]
@@ -49,8 +52,10 @@ def fitted(record: ArtifactRecord) -> list[str]:
     cards = record.metadata.get("cardinalities", {})
     if not cards:
         return ["no categorical columns"]
-    return ["cardinalities (default embedding dim): "
-            + ", ".join(f"{column} {sizes['cardinality']:,} ({sizes['embedding_dim']})" for column, sizes in cards.items())]
+    return [
+        "cardinalities (default embedding dim): "
+        + ", ".join(f"{column} {sizes['cardinality']:,} ({sizes['embedding_dim']})" for column, sizes in cards.items())
+    ]
 
 
 def transformed(record: ArtifactRecord) -> list[str]:
@@ -79,8 +84,10 @@ def looked_up(record: ArtifactRecord) -> list[str]:
     m = record.metadata
     lines = [f"{m['cardinality']:,} rows ({m['reserved_ids']} reserved) x {m['dim'] if m['dim'] else m['dims']} dims, fill {m['fill']}"]
     for source, cov in m["by_source"].items():
-        lines.append(f"{source}: {cov['with_embedding']:,} of {cov['vocabulary']:,} vocabulary ids have an embedding ({cov['coverage']:.1%}); "
-                     f"{cov['encoded'] - cov['embeddings_not_in_vocabulary']:,} of {cov['encoded']:,} encoded items reachable ({cov['reachable']:.1%})")
+        lines.append(
+            f"{source}: {cov['with_embedding']:,} of {cov['vocabulary']:,} vocabulary ids have an embedding ({cov['coverage']:.1%}); "
+            f"{cov['encoded'] - cov['embeddings_not_in_vocabulary']:,} of {cov['encoded']:,} encoded items reachable ({cov['reachable']:.1%})"
+        )
     files = [lookup_dense_name()] if m["dim"] else [lookup_dense_name(s) for s in m["dims"]]
     lines.append("dense tables: " + ", ".join(f"lookups/{record.name}/{f}" for f in files))
     return lines

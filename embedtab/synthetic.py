@@ -26,11 +26,33 @@ import pyarrow.parquet as pq
 
 CATEGORIES = ["shoes", "shirts", "bags", "watches", "hats", "jackets", "lamps", "mugs"]
 _COLOURS = {
-    "shoes": (180, 60, 40), "shirts": (40, 90, 180), "bags": (120, 80, 40), "watches": (160, 160, 170),
-    "hats": (200, 170, 50), "jackets": (30, 110, 70), "lamps": (230, 210, 120), "mugs": (150, 40, 120),
+    "shoes": (180, 60, 40),
+    "shirts": (40, 90, 180),
+    "bags": (120, 80, 40),
+    "watches": (160, 160, 170),
+    "hats": (200, 170, 50),
+    "jackets": (30, 110, 70),
+    "lamps": (230, 210, 120),
+    "mugs": (150, 40, 120),
 }
-_ADJECTIVES = ["classic", "modern", "vintage", "compact", "premium", "everyday", "rugged", "elegant",
-               "lightweight", "handmade", "minimal", "bold", "soft", "sturdy", "sleek", "cosy"]
+_ADJECTIVES = [
+    "classic",
+    "modern",
+    "vintage",
+    "compact",
+    "premium",
+    "everyday",
+    "rugged",
+    "elegant",
+    "lightweight",
+    "handmade",
+    "minimal",
+    "bold",
+    "soft",
+    "sturdy",
+    "sleek",
+    "cosy",
+]
 _MATERIALS = ["leather", "cotton", "steel", "ceramic", "wool", "canvas", "linen", "bamboo", "denim", "glass"]
 _PHRASES = [
     "Designed for daily use and built to last.",
@@ -148,13 +170,13 @@ def _write_users(rng: np.random.Generator, n_users: int, path: Path) -> np.ndarr
         "gender": rng.choice(["F", "M", "X"], p=[0.48, 0.48, 0.04], size=n_users).tolist(),
         "top_category": top.tolist(),
     }
-    _write(users, path, pa.schema([("user_id", pa.int64()), ("age", pa.int64()), ("gender", pa.string()),
-                                   ("top_category", pa.string())]))
+    _write(users, path, pa.schema([("user_id", pa.int64()), ("age", pa.int64()), ("gender", pa.string()), ("top_category", pa.string())]))
     return user_ids
 
 
-def _write_interactions(rng: np.random.Generator, items: dict, user_ids: np.ndarray, n_items: int, new_items: int,
-                        days: int, rows_per_day: int, folder: Path) -> None:
+def _write_interactions(
+    rng: np.random.Generator, items: dict, user_ids: np.ndarray, n_items: int, new_items: int, days: int, rows_per_day: int, folder: Path
+) -> None:
     """Older items are more popular (Zipf-like); the last `new_items` appear only on the last day."""
     old = n_items - new_items
     weights = 1.0 / np.arange(1, n_items + 1) ** 0.8
@@ -164,7 +186,7 @@ def _write_interactions(rng: np.random.Generator, items: dict, user_ids: np.ndar
         p = weights[:pool] / weights[:pool].sum()
         item_idx = rng.choice(pool, size=rows_per_day, p=p)
         if last and new_items:
-            item_idx[: new_items] = np.arange(old, n_items)  # every new item shows up at least once
+            item_idx[:new_items] = np.arange(old, n_items)  # every new item shows up at least once
         ts = DAY0 + day * 86_400 + np.sort(rng.integers(0, 86_400, size=rows_per_day))
         rows = {
             "user_id": rng.choice(user_ids, size=rows_per_day).tolist(),
@@ -173,9 +195,19 @@ def _write_interactions(rng: np.random.Generator, items: dict, user_ids: np.ndar
             "device_type": rng.choice(DEVICES, p=[0.6, 0.3, 0.1], size=rows_per_day).tolist(),
             "click": (rng.random(rows_per_day) < 0.3).astype(np.int8).tolist(),
         }
-        _write(rows, folder / f"day_{day + 1}.parquet",
-               pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("timestamp", pa.int64()),
-                          ("device_type", pa.string()), ("click", pa.int8())]))
+        _write(
+            rows,
+            folder / f"day_{day + 1}.parquet",
+            pa.schema(
+                [
+                    ("user_id", pa.int64()),
+                    ("item_id", pa.int64()),
+                    ("timestamp", pa.int64()),
+                    ("device_type", pa.string()),
+                    ("click", pa.int8()),
+                ]
+            ),
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,12 +220,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-items", type=int, default=15)
     parser.add_argument("--image-size", type=int, default=48)
     parser.add_argument("--no-images", action="store_true")
-    parser.add_argument("--repeat-fraction", type=float, default=0.0,
-                        help="share of items whose description repeats an earlier one")
+    parser.add_argument("--repeat-fraction", type=float, default=0.0, help="share of items whose description repeats an earlier one")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
-    path = generate(args.out, args.items, args.users, args.days, args.rows_per_day, args.new_items,
-                    args.image_size, not args.no_images, args.repeat_fraction, args.seed)
+    path = generate(
+        args.out,
+        args.items,
+        args.users,
+        args.days,
+        args.rows_per_day,
+        args.new_items,
+        args.image_size,
+        not args.no_images,
+        args.repeat_fraction,
+        args.seed,
+    )
     print(path)
     return 0
 

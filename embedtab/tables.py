@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -54,8 +55,12 @@ def special_file_kind(path: Path) -> str:
     import stat
 
     mode = path.stat().st_mode
-    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -134,8 +139,11 @@ def writer_options(columns: Sequence[str]) -> dict:
     them; computing them costs ~7 % of the write), in row groups small enough to decode in parallel."""
     vectors_ = [c for c in columns if c.startswith(EMBEDDING)]
     others = [c for c in columns if c not in vectors_]
-    return {"compression": {**{c: "zstd" for c in others}, **{c: "none" for c in vectors_}}, "use_dictionary": others,
-            "write_statistics": others}
+    return {
+        "compression": {**{c: "zstd" for c in others}, **{c: "none" for c in vectors_}},
+        "use_dictionary": others,
+        "write_statistics": others,
+    }
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
@@ -161,6 +169,8 @@ class PartWriter:
             self._writer = pq.ParquetWriter(self.directory / part_name(self.parts), table.schema, **writer_options(table.column_names))
             self._source = source
             self.parts += 1
+        if self._writer is None:  # closed, and written again from the same source: what None.write_table raised
+            raise AttributeError("'NoneType' object has no attribute 'write_table'")
         self._writer.write_table(table, row_group_size=ROW_GROUP)
         self.rows += len(ids)
 
@@ -308,8 +318,9 @@ def embedding_parts(source: Path | Sequence[Path]) -> tuple[list[tuple[Path, pq.
     return found, dim or 0
 
 
-def iter_embeddings(source: Path | Sequence[Path], id_column: str | None, batch_rows: int = ROW_GROUP,
-                    workers: int | None = None) -> Iterator[tuple[pa.Array | None, np.ndarray, Path]]:
+def iter_embeddings(
+    source: Path | Sequence[Path], id_column: str | None, batch_rows: int = ROW_GROUP, workers: int | None = None
+) -> Iterator[tuple[pa.Array | None, np.ndarray, Path]]:
     """(ids, (rows, dim) float32 vectors, file) in batches of at most `batch_rows`, part after part,
     in order. The one reader of embeddings (reduce, lookup, encode's reuse, the Python API).
 
@@ -322,8 +333,9 @@ def iter_embeddings(source: Path | Sequence[Path], id_column: str | None, batch_
     yield from _iter_parts(embedding_parts(source)[0], id_column, batch_rows, workers or reader_threads())
 
 
-def _iter_parts(parts: list[tuple[Path, pq.FileMetaData]], id_column: str | None, batch_rows: int,
-                workers: int) -> Iterator[tuple[pa.Array | None, np.ndarray, Path]]:
+def _iter_parts(
+    parts: list[tuple[Path, pq.FileMetaData]], id_column: str | None, batch_rows: int, workers: int
+) -> Iterator[tuple[pa.Array | None, np.ndarray, Path]]:
     columns = [id_column, EMBEDDING] if id_column else [EMBEDDING]
     units = [(path, group, meta.row_group(group).num_rows) for path, meta in parts for group in range(meta.num_row_groups)]
 

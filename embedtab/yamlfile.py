@@ -95,8 +95,7 @@ def _loader() -> type:
                 # 0x... of thousands of digits: int() reads it (no limit in base 16), str() and repr() would not
                 if type(value) is int and value.bit_length() > 14_000 and abs(value) >= 10 ** _max_digits():
                     digits = int(value.bit_length() * 0.30103) + 1
-                    raise _Refused(node.start_mark, f"an integer of about {digits:,} digits is too long "
-                                                    f"(at most {_max_digits():,} digits)")
+                    raise _Refused(node.start_mark, f"an integer of about {digits:,} digits is too long (at most {_max_digits():,} digits)")
                 return value
 
             def construct_mapping(self, node: Any, deep: bool = False) -> Any:
@@ -109,8 +108,10 @@ def _loader() -> type:
                         except TypeError:  # (unhashable: PyYAML says so below)
                             continue
                         if first is not key_node:
-                            raise _Refused(key_node.start_mark, f"duplicate key {shown(key)} (first on line "
-                                                                f"{first.start_mark.line + 1}); give each key once")
+                            raise _Refused(
+                                key_node.start_mark,
+                                f"duplicate key {shown(key)} (first on line {first.start_mark.line + 1}); give each key once",
+                            )
                 return super().construct_mapping(node, deep=deep)
 
         _LOADER = Loader
@@ -125,7 +126,6 @@ def _max_digits() -> int:
     import sys
 
     return (sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0) or 4300
-
 
 
 def _scalar_refused(node: Any, exc: Exception) -> _Refused:
@@ -186,12 +186,15 @@ def check_structure(text: str, source: str, what: str) -> None:
 
     def too_deep(event: Any, aliased: bool = False) -> ConfigError:
         how = " once YAML aliases are expanded" if aliased else ""
-        return ConfigError(f"{source}:{event.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep{how}; "
-                           f"a {what} may nest at most {MAX_DEPTH}")
+        return ConfigError(
+            f"{source}:{event.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep{how}; a {what} may nest at most {MAX_DEPTH}"
+        )
 
     def too_many(event: Any) -> ConfigError:
-        return ConfigError(f"{source}:{event.start_mark.line + 1}: holds more than {MAX_VALUES:,} values once YAML "
-                           f"aliases are expanded; a {what} is far smaller")
+        return ConfigError(
+            f"{source}:{event.start_mark.line + 1}: holds more than {MAX_VALUES:,} values once YAML "
+            f"aliases are expanded; a {what} is far smaller"
+        )
 
     def add(event: Any, values: int, height: int) -> None:
         if not stack:
@@ -238,11 +241,11 @@ def _syntax_error(source: str, exc: Exception, what: str, text: str = "") -> Con
     problem = getattr(exc, "problem", None)
     character = getattr(exc, "character", None)
     if line is None and isinstance(character, int):  # a ReaderError (control character, NUL): no mark, but the
-        at = text.find(chr(character))                # first such character in the text is the one refused
+        at = text.find(chr(character))  # first such character in the text is the one refused
         line = text.count("\n", 0, at) + 1 if at >= 0 else None
         problem = f"character U+{character:04X} is not allowed in YAML"
     if "maximum nesting depth" in str(problem or ""):  # libyaml >= 0.2.5's own guard (at 1000 levels),
-        where = f":{line}" if line else ""             # met while it scans ahead of the events
+        where = f":{line}" if line else ""  # met while it scans ahead of the events
         return ConfigError(f"{source}{where}: nested more than {MAX_DEPTH} levels deep; a {what} may nest at most {MAX_DEPTH}")
     where = f" line {line}" if line else ""
     return ConfigError(f"{source}:{where} is not valid YAML ({clip(problem or exc)})")

@@ -30,8 +30,9 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["embedtab", *args], code, out.out, out.err)
 
 
-def one_line_error(proc: subprocess.CompletedProcess, code: int, *fragments: str,
-                   forbidden: tuple[str, ...] = ("Traceback", "unexpected")) -> str:
+def one_line_error(
+    proc: subprocess.CompletedProcess, code: int, *fragments: str, forbidden: tuple[str, ...] = ("Traceback", "unexpected")
+) -> str:
     """The one `Error: ` line of a failed command, with its exit code and each fragment in it."""
     err = proc.stderr.strip()
     assert proc.returncode == code, err

@@ -95,7 +95,7 @@ def test_the_readme_example_runs(tmp_path, sample, monkeypatch):
     from tests.conftest import REPO
 
     readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Python API"):readme.index("## Sample data")]
+    section = readme[readme.index("## Python API") : readme.index("## Sample data")]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     (tmp_path / "sample_data").symlink_to(sample)
     (tmp_path / "configs").symlink_to(CONFIGS)
@@ -114,9 +114,11 @@ def test_wrong_types_from_python_are_usage_errors_naming_the_argument(tmp_path):
 
     art = embedtab.Artifacts(tmp_path / "a")
     items = str(SAMPLE / "items.parquet")
-    for kwargs, message in (({"template": ["{title}"]}, "^template: must be a Python format string"),
-                            ({"text_column": [b"title"]}, "^text_columns: must be a list of column names"),
-                            ({"text_column": ["title", " "]}, "^text_columns: a column name is empty")):
+    for kwargs, message in (
+        ({"template": ["{title}"]}, "^template: must be a Python format string"),
+        ({"text_column": [b"title"]}, "^text_columns: must be a list of column names"),
+        ({"text_column": ["title", " "]}, "^text_columns: a column name is empty"),
+    ):
         with pytest.raises(UsageError, match=message):
             art.encode_text(items, **kwargs)
     assert not (tmp_path / "a" / "embeddings").exists()

@@ -32,11 +32,27 @@ LAYERS = [
     "embedtab.pipeline",
     "embedtab.stages",
     "embedtab.lookup",
-    Layer("embedtab.encode", "embedtab.reduce", "embedtab.workflow", "embedtab.status", "embedtab.summaries",
-          "embedtab.lookup_options", independent=True),
+    Layer(
+        "embedtab.encode",
+        "embedtab.reduce",
+        "embedtab.workflow",
+        "embedtab.status",
+        "embedtab.summaries",
+        "embedtab.lookup_options",
+        independent=True,
+    ),
     "embedtab.artifacts",
-    Layer("embedtab.bounds", "embedtab.device", "embedtab.fingerprint", "embedtab.options", "embedtab.reporting",
-          "embedtab.synthetic", "embedtab.tables", "embedtab.yamlfile", independent=False),
+    Layer(
+        "embedtab.bounds",
+        "embedtab.device",
+        "embedtab.fingerprint",
+        "embedtab.options",
+        "embedtab.reporting",
+        "embedtab.synthetic",
+        "embedtab.tables",
+        "embedtab.yamlfile",
+        independent=False,
+    ),
     Layer("embedtab.errors", "embedtab.version", independent=True),
 ]
 
@@ -60,8 +76,11 @@ def test_no_import_circles(graph):
 def test_no_import_runs_back_up(graph):
     placed = {name for layer in LAYERS for name in ([layer] if isinstance(layer, str) else layer.module_tails)}
     assert graph.find_children("embedtab") <= placed, "place new modules in LAYERS"
-    illegal = [" -> ".join([" | ".join(sorted(route.heads)), *route.middle, " | ".join(sorted(route.tails))])
-               for dependency in graph.find_illegal_dependencies_for_layers(LAYERS) for route in dependency.routes]
+    illegal = [
+        " -> ".join([" | ".join(sorted(route.heads)), *route.middle, " | ".join(sorted(route.tails))])
+        for dependency in graph.find_illegal_dependencies_for_layers(LAYERS)
+        for route in dependency.routes
+    ]
     assert not illegal, "imports that run back up the layers:\n" + "\n".join(sorted(illegal))
     importers = sorted(graph.find_modules_that_directly_import("embedtab"))
     assert not importers, f"{importers} import the package root, which leads to embedtab.api: import from the module itself"

@@ -189,22 +189,47 @@ def _edited(store, edit) -> None:
     store.manifest_path.write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("edit, message", [
-    # a pending publication whose staging folder or trash lies outside .staging/: the next writer
-    # would have moved or deleted it (a folder outside the artifact directory was deleted)
-    (lambda m: m["pending"].update({"embeddings/zz": {"record": {**m["artifacts"]["embeddings/a"], "name": "zz"},
-                                                      "staging": "../victim", "trash": ".staging/trash.abc"}}),
-     r"pending.embeddings/zz.staging: .*'../victim' is not a relative path inside"),
-    (lambda m: m["pending"].update({"embeddings/zz": {"record": {**m["artifacts"]["embeddings/a"], "name": "zz"},
-                                                      "staging": ".staging/x", "trash": "embeddings/b"}}),
-     r"'embeddings/b' is not a folder directly under .staging/"),
-    # entries filed under another artifact's key: a command would read the other one's files
-    (lambda m: m["artifacts"].update({"embeddings/a": m["artifacts"]["embeddings/b"], "embeddings/b": m["artifacts"]["embeddings/a"]}),
-     r"artifacts entry 'embeddings/a' holds the record of 'embeddings/b'"),
-    (lambda m: m["artifacts"]["embeddings/a"].update(kind="models"), r"unknown kind 'models'"),
-    (lambda m: m["artifacts"]["embeddings/a"]["outputs"][0].update(path="../../victim/f"), r"not a relative path inside"),
-    (lambda m: m["artifacts"]["embeddings/a"]["outputs"][0].update(path="/etc/passwd"), r"not a relative path inside"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        # a pending publication whose staging folder or trash lies outside .staging/: the next writer
+        # would have moved or deleted it (a folder outside the artifact directory was deleted)
+        (
+            lambda m: m["pending"].update(
+                {
+                    "embeddings/zz": {
+                        "record": {**m["artifacts"]["embeddings/a"], "name": "zz"},
+                        "staging": "../victim",
+                        "trash": ".staging/trash.abc",
+                    }
+                }
+            ),
+            r"pending.embeddings/zz.staging: .*'../victim' is not a relative path inside",
+        ),
+        (
+            lambda m: m["pending"].update(
+                {
+                    "embeddings/zz": {
+                        "record": {**m["artifacts"]["embeddings/a"], "name": "zz"},
+                        "staging": ".staging/x",
+                        "trash": "embeddings/b",
+                    }
+                }
+            ),
+            r"'embeddings/b' is not a folder directly under .staging/",
+        ),
+        # entries filed under another artifact's key: a command would read the other one's files
+        (
+            lambda m: m["artifacts"].update(
+                {"embeddings/a": m["artifacts"]["embeddings/b"], "embeddings/b": m["artifacts"]["embeddings/a"]}
+            ),
+            r"artifacts entry 'embeddings/a' holds the record of 'embeddings/b'",
+        ),
+        (lambda m: m["artifacts"]["embeddings/a"].update(kind="models"), r"unknown kind 'models'"),
+        (lambda m: m["artifacts"]["embeddings/a"]["outputs"][0].update(path="../../victim/f"), r"not a relative path inside"),
+        (lambda m: m["artifacts"]["embeddings/a"]["outputs"][0].update(path="/etc/passwd"), r"not a relative path inside"),
+    ],
+)
 def test_a_hand_edited_manifest_never_reaches_outside_its_records(store, tmp_path, edit, message):
     make(store, "a", "one")
     make(store, "b", "two")

@@ -30,47 +30,105 @@ PIPELINE = ["run", str(CONFIGS / "pipeline.yaml")]
 
 BAD = [
     # encode text / image
-    (TEXT, "--batch-size", "0"), (TEXT, "--batch-size", "-4"), (TEXT, "--batch-size", "70000"),
-    (TEXT, "--shard-size", "0"), (TEXT, "--shard-size", "2000000"),
+    (TEXT, "--batch-size", "0"),
+    (TEXT, "--batch-size", "-4"),
+    (TEXT, "--batch-size", "70000"),
+    (TEXT, "--shard-size", "0"),
+    (TEXT, "--shard-size", "2000000"),
     (TEXT, "--max-errors", "-1"),
-    (TEXT, "--shard", "0/2"), (TEXT, "--shard", "3/2"), (TEXT, "--shard", "1/0"), (TEXT, "--shard", "1/2/3"),
-    (TEXT, "--shard", "a/b"), (TEXT, "--shard", "-1/2"), (TEXT, "--shard", "1/100000"), (TEXT, "--shard", "½/2"),
-    (TEXT, "--id-column", ""), (TEXT, "--on-error", "ignore"), (TEXT, "--precision", "fp8"), (TEXT, "--device", "tpu"),
-    (IMAGE, "--workers", "-1"), (IMAGE, "--workers", "100000"), (IMAGE, "--workers", "65"),
-    (IMAGE, "--batch-size", "0"), (IMAGE, "--batch-size", "9000"),
-    (IMAGE, "--max-pixels", "0"), (IMAGE, "--max-pixels", "-5"), (IMAGE, "--max-pixels", "5000000000"),
-    (IMAGE, "--shard-size", "0"), (IMAGE, "--max-errors", "-3"), (IMAGE, "--decode", "fast"), (IMAGE, "--image-column", ""),
+    (TEXT, "--shard", "0/2"),
+    (TEXT, "--shard", "3/2"),
+    (TEXT, "--shard", "1/0"),
+    (TEXT, "--shard", "1/2/3"),
+    (TEXT, "--shard", "a/b"),
+    (TEXT, "--shard", "-1/2"),
+    (TEXT, "--shard", "1/100000"),
+    (TEXT, "--shard", "½/2"),
+    (TEXT, "--id-column", ""),
+    (TEXT, "--on-error", "ignore"),
+    (TEXT, "--precision", "fp8"),
+    (TEXT, "--device", "tpu"),
+    (IMAGE, "--workers", "-1"),
+    (IMAGE, "--workers", "100000"),
+    (IMAGE, "--workers", "65"),
+    (IMAGE, "--batch-size", "0"),
+    (IMAGE, "--batch-size", "9000"),
+    (IMAGE, "--max-pixels", "0"),
+    (IMAGE, "--max-pixels", "-5"),
+    (IMAGE, "--max-pixels", "5000000000"),
+    (IMAGE, "--shard-size", "0"),
+    (IMAGE, "--max-errors", "-3"),
+    (IMAGE, "--decode", "fast"),
+    (IMAGE, "--image-column", ""),
     # reduce (and reduce --apply, which still checks what it does not use)
-    (["reduce", "text"], "--dims", "0"), (["reduce", "text"], "--dims", "-8"), (["reduce", "text"], "--dims", "100000"),
-    (["reduce", "text"], "--variance", "0"), (["reduce", "text"], "--variance", "1.5"), (["reduce", "text"], "--variance", "-0.5"),
-    (["reduce", "text"], "--variance", "nan"), (["reduce", "text"], "--variance", "inf"),
-    (["reduce", "text"], "--fit-on", "1"), (["reduce", "text"], "--fit-on", "0"), (["reduce", "text"], "--fit-on", "-5"),
-    (["reduce", "text"], "--fit-on", "1.5"), (["reduce", "text"], "--fit-on", "1e5"), (["reduce", "text"], "--fit-on", "a/b"),
-    (["reduce", "text"], "--seed", "-1"), (["reduce", "text"], "--seed", str(2**32)),
-    (["reduce", "text"], "--memory", "abc"), (["reduce", "text"], "--memory", "-1GB"), (["reduce", "text"], "--memory", "1000PB"),
+    (["reduce", "text"], "--dims", "0"),
+    (["reduce", "text"], "--dims", "-8"),
+    (["reduce", "text"], "--dims", "100000"),
+    (["reduce", "text"], "--variance", "0"),
+    (["reduce", "text"], "--variance", "1.5"),
+    (["reduce", "text"], "--variance", "-0.5"),
+    (["reduce", "text"], "--variance", "nan"),
+    (["reduce", "text"], "--variance", "inf"),
+    (["reduce", "text"], "--fit-on", "1"),
+    (["reduce", "text"], "--fit-on", "0"),
+    (["reduce", "text"], "--fit-on", "-5"),
+    (["reduce", "text"], "--fit-on", "1.5"),
+    (["reduce", "text"], "--fit-on", "1e5"),
+    (["reduce", "text"], "--fit-on", "a/b"),
+    (["reduce", "text"], "--seed", "-1"),
+    (["reduce", "text"], "--seed", str(2**32)),
+    (["reduce", "text"], "--memory", "abc"),
+    (["reduce", "text"], "--memory", "-1GB"),
+    (["reduce", "text"], "--memory", "1000PB"),
     (["reduce", "text"], "--backend", "gpu"),
-    (["reduce", "text", "--apply", "text-pca4"], "--seed", "-1"), (["reduce", "text", "--apply", "text-pca4"], "--memory", "x"),
-    (["reduce", "text", "--apply", "text-pca4"], "--dims", "0"), (["reduce", "text", "--apply", "text-pca4"], "--backend", "x"),
+    (["reduce", "text", "--apply", "text-pca4"], "--seed", "-1"),
+    (["reduce", "text", "--apply", "text-pca4"], "--memory", "x"),
+    (["reduce", "text", "--apply", "text-pca4"], "--dims", "0"),
+    (["reduce", "text", "--apply", "text-pca4"], "--backend", "x"),
     # fit-workflow / transform
-    (FIT, "--part-size", "0"), (FIT, "--part-size", "abc"), (FIT, "--part-size", "-5MB"), (FIT, "--part-size", "1KB"),
-    (FIT, "--part-size", "1000PB"), (FIT, "--part-size", "1.5.3GB"),
-    (TRANSFORM, "--part-size", "0"), (TRANSFORM, "--part-size", "lots"), (TRANSFORM, "--part-size", "10"),
+    (FIT, "--part-size", "0"),
+    (FIT, "--part-size", "abc"),
+    (FIT, "--part-size", "-5MB"),
+    (FIT, "--part-size", "1KB"),
+    (FIT, "--part-size", "1000PB"),
+    (FIT, "--part-size", "1.5.3GB"),
+    (TRANSFORM, "--part-size", "0"),
+    (TRANSFORM, "--part-size", "lots"),
+    (TRANSFORM, "--part-size", "10"),
     # lookup
-    (LOOKUP, "--min-coverage", "-0.1"), (LOOKUP, "--min-coverage", "2"), (LOOKUP, "--min-coverage", "nan"),
-    (LOOKUP, "--min-reachable", "1.5"), (LOOKUP, "--min-reachable", "-inf"), (LOOKUP, "--fill", "median"), (LOOKUP, "--column", ""),
+    (LOOKUP, "--min-coverage", "-0.1"),
+    (LOOKUP, "--min-coverage", "2"),
+    (LOOKUP, "--min-coverage", "nan"),
+    (LOOKUP, "--min-reachable", "1.5"),
+    (LOOKUP, "--min-reachable", "-inf"),
+    (LOOKUP, "--fill", "median"),
+    (LOOKUP, "--column", ""),
     # run
-    (PIPELINE, "--only", "no-such-stage"), (PIPELINE, "--force", "no-such-stage"),
+    (PIPELINE, "--only", "no-such-stage"),
+    (PIPELINE, "--force", "no-such-stage"),
     # values that are not numbers at all (typer refuses them, naming the flag)
-    (IMAGE, "--workers", "many"), (TEXT, "--batch-size", "1.5"), (["reduce", "text"], "--seed", "x"),
+    (IMAGE, "--workers", "many"),
+    (TEXT, "--batch-size", "1.5"),
+    (["reduce", "text"], "--seed", "x"),
     (LOOKUP, "--min-coverage", "most"),
     # empty values never fall back to a default; digits other than 0-9 are not numbers here;
     # a Dask scheduler is an address before anything connects (a hostile probe's cases)
-    (TEXT, "--shard", ""), (TEXT, "--model", ""), (TEXT, "--text-column", ""), (["reduce", "text"], "--name", ""),
-    (FIT, "--data", ""), (FIT, "--name", ""), (TRANSFORM, "--name", ""), (LOOKUP, "--name", ""),
-    (["reduce", "text"], "--memory", "\u0663GB"), (["reduce", "text"], "--memory", "\uff13GB"),
+    (TEXT, "--shard", ""),
+    (TEXT, "--model", ""),
+    (TEXT, "--text-column", ""),
+    (["reduce", "text"], "--name", ""),
+    (FIT, "--data", ""),
+    (FIT, "--name", ""),
+    (TRANSFORM, "--name", ""),
+    (LOOKUP, "--name", ""),
+    (["reduce", "text"], "--memory", "\u0663GB"),
+    (["reduce", "text"], "--memory", "\uff13GB"),
     (TRANSFORM, "--part-size", "\u0663\u0660\u0660MB"),
-    (IMAGE, "--dask-scheduler", "garbage"), (TEXT, "--dask-scheduler", "tls://127.0.0.1:1"),
-    (TEXT, "--dask-scheduler", "tcp://[::1"), (TEXT, "--dask-scheduler", "inproc://x"), (FIT, "--dask-scheduler", "tcp://h:99999"),
+    (IMAGE, "--dask-scheduler", "garbage"),
+    (TEXT, "--dask-scheduler", "tls://127.0.0.1:1"),
+    (TEXT, "--dask-scheduler", "tcp://[::1"),
+    (TEXT, "--dask-scheduler", "inproc://x"),
+    (FIT, "--dask-scheduler", "tcp://h:99999"),
 ]
 
 
@@ -87,8 +145,17 @@ def no_work(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError("work started before the options were checked")
 
-    for module, name in ((encode, "run_text"), (encode, "run_image"), (reduce, "run"), (reduce, "apply"), (workflow, "fit"),
-                         (workflow, "transform"), (lookup, "run"), (pipeline, "_run_stages"), (tables, "resolve_inputs")):
+    for module, name in (
+        (encode, "run_text"),
+        (encode, "run_image"),
+        (reduce, "run"),
+        (reduce, "apply"),
+        (workflow, "fit"),
+        (workflow, "transform"),
+        (lookup, "run"),
+        (pipeline, "_run_stages"),
+        (tables, "resolve_inputs"),
+    ):
         monkeypatch.setattr(module, name, started)
 
 
@@ -106,15 +173,29 @@ def test_a_bad_option_is_one_line_naming_the_flag_before_any_work(tmp_path, caps
 
 
 GOOD = [  # the bounds themselves are allowed
-    ("TextOptions", {"batch_size": 1}), ("TextOptions", {"batch_size": bounds.MAX_TEXT_BATCH}),
-    ("TextOptions", {"shard_size": 1}), ("TextOptions", {"shard_size": bounds.MAX_SHARD_SIZE}),
-    ("TextOptions", {"max_errors": 0}), ("TextOptions", {"shard": "1/1"}), ("TextOptions", {"shard": f"{bounds.MAX_SHARDS}/{bounds.MAX_SHARDS}"}),
-    ("ImageOptions", {"workers": 0}), ("ImageOptions", {"workers": bounds.max_workers()}), ("ImageOptions", {"batch_size": bounds.MAX_IMAGE_BATCH}),
-    ("ImageOptions", {"max_pixels": 1}), ("ImageOptions", {"max_pixels": bounds.MAX_PIXELS}),
-    ("ReduceOptions", {"dims": 1}), ("ReduceOptions", {"dims": bounds.MAX_DIMS}), ("ReduceOptions", {"dims": None, "variance": 1.0}),
-    ("ReduceOptions", {"seed": 0}), ("ReduceOptions", {"seed": bounds.MAX_SEED}), ("ReduceOptions", {"fit_on": "2"}),
-    ("ReduceOptions", {"fit_on": "other-artifact"}), ("ReduceOptions", {"memory": 0}), ("ReduceOptions", {"memory": "1MB"}),
-    ("FitOptions", {"part_size": "1MB"}), ("TransformOptions", {"part_size": 2**30}),
+    ("TextOptions", {"batch_size": 1}),
+    ("TextOptions", {"batch_size": bounds.MAX_TEXT_BATCH}),
+    ("TextOptions", {"shard_size": 1}),
+    ("TextOptions", {"shard_size": bounds.MAX_SHARD_SIZE}),
+    ("TextOptions", {"max_errors": 0}),
+    ("TextOptions", {"shard": "1/1"}),
+    ("TextOptions", {"shard": f"{bounds.MAX_SHARDS}/{bounds.MAX_SHARDS}"}),
+    ("ImageOptions", {"workers": 0}),
+    ("ImageOptions", {"workers": bounds.max_workers()}),
+    ("ImageOptions", {"batch_size": bounds.MAX_IMAGE_BATCH}),
+    ("ImageOptions", {"max_pixels": 1}),
+    ("ImageOptions", {"max_pixels": bounds.MAX_PIXELS}),
+    ("ReduceOptions", {"dims": 1}),
+    ("ReduceOptions", {"dims": bounds.MAX_DIMS}),
+    ("ReduceOptions", {"dims": None, "variance": 1.0}),
+    ("ReduceOptions", {"seed": 0}),
+    ("ReduceOptions", {"seed": bounds.MAX_SEED}),
+    ("ReduceOptions", {"fit_on": "2"}),
+    ("ReduceOptions", {"fit_on": "other-artifact"}),
+    ("ReduceOptions", {"memory": 0}),
+    ("ReduceOptions", {"memory": "1MB"}),
+    ("FitOptions", {"part_size": "1MB"}),
+    ("TransformOptions", {"part_size": 2**30}),
     ("LookupOptions", {"min_coverage": 0, "min_reachable": 1}),
 ]
 
@@ -159,21 +240,24 @@ def test_the_workers_bound_follows_the_machine(monkeypatch):
     assert bounds.max_workers() == bounds.MAX_WORKERS
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda a: a.encode_image(ITEMS, model="embedtab-smoke-clip", workers=-1), "workers: must be an integer from 0 to"),
-    (lambda a: a.encode_image(ITEMS, model="embedtab-smoke-clip", workers=10**5), "workers: must be an integer from 0 to"),
-    (lambda a: a.encode_text(ITEMS, columns=["title"], batch_size=True), "batch_size: must be an integer from 1 to 65,536 (got True)"),
-    (lambda a: a.encode_text(ITEMS, columns=["title"], shard_size="many"), "shard_size: must be an integer from 1 to"),
-    (lambda a: a.encode_text(ITEMS, columns=["title"], max_errors=-1), "max_errors: must be an integer of 0 or more (got -1)"),
-    (lambda a: a.reduce("text", dims=0), "dims: must be an integer from 1 to 65,536 (got 0)"),
-    (lambda a: a.reduce("text", seed=-1), "seed: must be an integer from 0 to"),
-    (lambda a: a.reduce("text", fit_on=1), "fit_on: must be a sample of at least 2 rows"),
-    (lambda a: a.reduce("text", variance=float("nan")), "variance: must be a share in (0, 1]"),
-    (lambda a: a.fit_workflow(CONFIGS / "item.yaml", ITEMS, part_size="abc"), "part_size: must be a byte size from 1MB to"),
-    (lambda a: a.transform("item", ITEMS, part_size=0), "part_size: must be a byte size"),
-    (lambda a: a.lookup("text", workflow="item", min_coverage="all"), "min_coverage: must be a share between 0 and 1"),
-    (lambda a: a.lookup("text", workflow="item", min_reachable=7), "--min-reachable is a share between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda a: a.encode_image(ITEMS, model="embedtab-smoke-clip", workers=-1), "workers: must be an integer from 0 to"),
+        (lambda a: a.encode_image(ITEMS, model="embedtab-smoke-clip", workers=10**5), "workers: must be an integer from 0 to"),
+        (lambda a: a.encode_text(ITEMS, columns=["title"], batch_size=True), "batch_size: must be an integer from 1 to 65,536 (got True)"),
+        (lambda a: a.encode_text(ITEMS, columns=["title"], shard_size="many"), "shard_size: must be an integer from 1 to"),
+        (lambda a: a.encode_text(ITEMS, columns=["title"], max_errors=-1), "max_errors: must be an integer of 0 or more (got -1)"),
+        (lambda a: a.reduce("text", dims=0), "dims: must be an integer from 1 to 65,536 (got 0)"),
+        (lambda a: a.reduce("text", seed=-1), "seed: must be an integer from 0 to"),
+        (lambda a: a.reduce("text", fit_on=1), "fit_on: must be a sample of at least 2 rows"),
+        (lambda a: a.reduce("text", variance=float("nan")), "variance: must be a share in (0, 1]"),
+        (lambda a: a.fit_workflow(CONFIGS / "item.yaml", ITEMS, part_size="abc"), "part_size: must be a byte size from 1MB to"),
+        (lambda a: a.transform("item", ITEMS, part_size=0), "part_size: must be a byte size"),
+        (lambda a: a.lookup("text", workflow="item", min_coverage="all"), "min_coverage: must be a share between 0 and 1"),
+        (lambda a: a.lookup("text", workflow="item", min_reachable=7), "--min-reachable is a share between 0 and 1"),
+    ],
+)
 def test_the_python_api_checks_the_same_bounds(tmp_path, no_work, call, message):
     import embedtab
 
@@ -184,23 +268,32 @@ def test_the_python_api_checks_the_same_bounds(tmp_path, no_work, call, message)
     assert not (tmp_path / "a").exists()
 
 
-@pytest.mark.parametrize("stage, line, message", [
-    ("- encode image: {items}\n    model: embedtab-smoke-clip\n    workers: 100000\n", 5,
-     "encode image: workers: must be an integer from 0 to"),
-    ("- encode text: {items}\n    template: '{{title}}'\n    batch-size: 0\n", 5, "encode text: batch_size: must be an integer from 1"),
-    ("- encode text: {items}\n    template: '{{title}}'\n    shard_size: -1\n", 5, "encode text: shard_size: must be an integer"),
-    ("- encode image: {items}\n    model: embedtab-smoke-clip\n    max-pixels: 0\n", 5, "encode image: max_pixels: must be"),
-    ("- reduce: text\n    dims: 0\n", 4, "reduce: dims: must be an integer from 1 to 65,536 (got 0)"),
-    ("- reduce: text\n    seed: -1\n", 4, "reduce: seed: must be an integer from 0 to"),
-    ("- reduce: text\n    memory: lots\n", 4, "reduce: invalid --memory 'lots'"),
-    ("- reduce: text\n    fit-on: 1\n", 4, "reduce: fit_on: must be a sample of at least 2 rows"),
-    ("- reduce: text\n    dims: null\n    variance: 2\n", 5, "reduce: variance: must be a share in (0, 1]"),
-    ("- fit-workflow: {config}\n    data: {items}\n    part-size: abc\n", 5, "fit-workflow: part_size: must be a byte size"),
-    ("- transform: item\n    data: {items}\n    part_size: 0\n", 5, "transform: part_size: must be a byte size"),
-    ("- lookup: text\n    workflow: item\n    min-coverage: 3\n", 5, "lookup: min_coverage: must be a share between 0 and 1"),
-    ("- lookup: text\n    workflow: item\n    min-reachable: all\n", 5,
-     "lookup: min_reachable: Input should be a valid number, unable to parse string as a number (must be a share between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "stage, line, message",
+    [
+        (
+            "- encode image: {items}\n    model: embedtab-smoke-clip\n    workers: 100000\n",
+            5,
+            "encode image: workers: must be an integer from 0 to",
+        ),
+        ("- encode text: {items}\n    template: '{{title}}'\n    batch-size: 0\n", 5, "encode text: batch_size: must be an integer from 1"),
+        ("- encode text: {items}\n    template: '{{title}}'\n    shard_size: -1\n", 5, "encode text: shard_size: must be an integer"),
+        ("- encode image: {items}\n    model: embedtab-smoke-clip\n    max-pixels: 0\n", 5, "encode image: max_pixels: must be"),
+        ("- reduce: text\n    dims: 0\n", 4, "reduce: dims: must be an integer from 1 to 65,536 (got 0)"),
+        ("- reduce: text\n    seed: -1\n", 4, "reduce: seed: must be an integer from 0 to"),
+        ("- reduce: text\n    memory: lots\n", 4, "reduce: invalid --memory 'lots'"),
+        ("- reduce: text\n    fit-on: 1\n", 4, "reduce: fit_on: must be a sample of at least 2 rows"),
+        ("- reduce: text\n    dims: null\n    variance: 2\n", 5, "reduce: variance: must be a share in (0, 1]"),
+        ("- fit-workflow: {config}\n    data: {items}\n    part-size: abc\n", 5, "fit-workflow: part_size: must be a byte size"),
+        ("- transform: item\n    data: {items}\n    part_size: 0\n", 5, "transform: part_size: must be a byte size"),
+        ("- lookup: text\n    workflow: item\n    min-coverage: 3\n", 5, "lookup: min_coverage: must be a share between 0 and 1"),
+        (
+            "- lookup: text\n    workflow: item\n    min-reachable: all\n",
+            5,
+            "lookup: min_reachable: Input should be a valid number, unable to parse string as a number (must be a share between 0 and 1",
+        ),
+    ],
+)
 def test_a_pipeline_file_names_its_line(tmp_path, capsys, no_work, stage, line, message):
     path = tmp_path / "pipeline.yaml"
     body = stage.format(items=ITEMS, config=CONFIGS / "item.yaml")
@@ -217,7 +310,8 @@ def test_decoding_workers_die_with_their_parent_even_on_sigkill(tmp_path):
     """A parent killed with SIGKILL (kill -9, the OOM killer) runs no cleanup: its DataLoader
     workers, busy decoding, must still go with it instead of living on as orphans."""
     script = tmp_path / "parent.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import time
         import torch
         from embedtab.encode.loading import ImageBatches
@@ -229,7 +323,8 @@ def test_decoding_workers_die_with_their_parent_even_on_sigkill(tmp_path):
         paths = [str(p) for p in sorted(__import__("pathlib").Path({str(SAMPLE / "images")!r}).glob("*.jpg"))[:8]]
         for batch in ImageBatches(paths, slow, batch_size=1, workers=2, device="cpu", max_pixels=10**8):
             pass
-    """))
+    """)
+    )
     parent = subprocess.Popen([sys.executable, str(script)], cwd=Path(__file__).resolve().parents[1])
     try:
         children: list[int] = []
@@ -283,10 +378,13 @@ def test_numeric_environment_variables_are_bounded_too(tmp_path, monkeypatch, ca
     assert run(["status", "-A", str(tmp_path)]) == 0
 
 
-@pytest.mark.parametrize("variable, value, message", [
-    ("EMBEDTAB_DEVICE", "garbage", "invalid EMBEDTAB_DEVICE='garbage'"),
-    ("DASK_SCHEDULER_ADDRESS", "garbage", "--dask-scheduler: must be a Dask scheduler address"),
-])
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        ("EMBEDTAB_DEVICE", "garbage", "invalid EMBEDTAB_DEVICE='garbage'"),
+        ("DASK_SCHEDULER_ADDRESS", "garbage", "--dask-scheduler: must be a Dask scheduler address"),
+    ],
+)
 def test_environment_variables_are_checked_before_any_command(tmp_path, monkeypatch, capsys, no_work, variable, value, message):
     monkeypatch.setenv(variable, value)
     for command in (["status"], FIT, TEXT):

@@ -20,11 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests import support
 from embedtab.cli.main import run
+from tests import support
 from tests.conftest import CONFIGS
 from tests.support import _capture, cli  # noqa: F401 (_capture: autouse)
-
 
 
 def one_line_error(proc: subprocess.CompletedProcess, code: int, *fragments: str) -> str:
@@ -123,8 +122,12 @@ CHAIN_CASES = [
 
 
 def _cases(cases):
-    return [pytest.param(*case, how, id=f"{' '.join(a for a in case[3][:2] if '{' not in a)}<-{case[0]}:{how}")
-            for case in cases for how in ("flip", "swap") if how == "flip" or case[2]]
+    return [
+        pytest.param(*case, how, id=f"{' '.join(a for a in case[3][:2] if '{' not in a)}<-{case[0]}:{how}")
+        for case in cases
+        for how in ("flip", "swap")
+        if how == "flip" or case[2]
+    ]
 
 
 def _check(source: Path, tmp_path: Path, artifact: str, file: str, column: str | None, command: list[str], how: str) -> None:
@@ -176,8 +179,11 @@ def test_embedtab_run_refuses_a_damaged_input_it_does_not_make(chain_dir, tmp_pa
         proc = cli("run", str(pipeline), "--json", *args, "-A", str(root))
         assert proc.returncode == 1, proc.stderr
         stages = {s["stage"]: s for s in json.loads(proc.stdout)["stages"]}
-        for key, damaged in (("datasets/features", "workflows/item"), ("lookups/both", "workflows/item"),
-                             ("embeddings/text2-text-pca4", "projections/text-pca4")):
+        for key, damaged in (
+            ("datasets/features", "workflows/item"),
+            ("lookups/both", "workflows/item"),
+            ("embeddings/text2-text-pca4", "projections/text-pca4"),
+        ):
             assert stages[key]["status"] == "failed", stages[key]
             assert f"{damaged} is damaged" in stages[key]["error"], stages[key]
     assert (root / "manifest.json").read_text() == before

@@ -36,8 +36,12 @@ def versions(python: str) -> dict:
 
 
 def embedtab(python: str, root: Path, *args: str) -> dict:
-    proc = subprocess.run([str(Path(python).with_name("embedtab")), "-q", *args, "--json", "-A", str(root)],
-                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [str(Path(python).with_name("embedtab")), "-q", *args, "--json", "-A", str(root)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, f"{python} embedtab {' '.join(args)}:\n{proc.stderr[-2000:]}"
     return json.loads(proc.stdout)
 

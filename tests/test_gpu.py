@@ -132,13 +132,13 @@ def test_nvjpeg_decoding_matches_the_pillow_path(tmp_path):
     """--decode gpu against --decode cpu on the same images: the same items take the device path as
     on the CPU test (tests/encode/test_decode.py), pixels within about a grey level, cosine >= 0.999."""
     torch = torch_cuda()
+    import pyarrow as pa
+
     from embedtab.encode.backends import OpenClipEncoder
     from embedtab.encode.encoders import Settings
     from embedtab.encode.images import load_rgb
     from embedtab.encode.loading import ImageBatches
     from tests.encode.test_decode import image_set
-
-    import pyarrow as pa
 
     encoder = OpenClipEncoder("embedtab-smoke-clip", Settings("image", "cuda", "fp32", 4, True))
     paths, device_path = image_set(tmp_path / "img")

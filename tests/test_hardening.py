@@ -37,8 +37,9 @@ def texts_table(path: Path, n: int) -> Path:
 
 
 def start(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([EMBEDTAB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, **kwargs)
+    return subprocess.Popen(
+        [EMBEDTAB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, **kwargs
+    )
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str]:
@@ -65,8 +66,10 @@ def test_identical_encodes_cooperate_and_conflicting_ones_are_told(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not (lock.exists() and lock.stat().st_size):
         time.sleep(0.05)  # one of them is making it now
-    conflicting = [start("encode", "text", str(items), "--template", template, "--name", "same", "-A", str(root))
-                   for template in ("{title}!", "item: {title}")]
+    conflicting = [
+        start("encode", "text", str(items), "--template", template, "--name", "same", "-A", str(root))
+        for template in ("{title}!", "item: {title}")
+    ]
     results = [finish(p) for p in identical]
     assert [code for code, _ in results] == [0, 0, 0], [err[-500:] for _, err in results]
     assert sum("up to date" in err for _, err in results) == 2  # two waited and got what the first made
@@ -74,8 +77,9 @@ def test_identical_encodes_cooperate_and_conflicting_ones_are_told(tmp_path):
         code, err = finish(proc)
         line = error_line(err)
         assert code in (1, 2), err
-        assert ("is being made right now by pid" in line and "from other inputs or options" in line) or \
-               "already exists and was made from other inputs or options (template:" in line, line
+        assert (
+            "is being made right now by pid" in line and "from other inputs or options" in line
+        ) or "already exists and was made from other inputs or options (template:" in line, line
     store = ArtifactStore(root)
     assert store.get("embeddings", "same").params["template"] == "{title}"
     assert vectors(root, "same").shape == (400, 384)
@@ -88,8 +92,12 @@ def test_identical_runs_of_every_other_stage_at_once_all_succeed(tmp_path, sampl
     root, items = tmp_path / "a", str(sample / "items.parquet")
     a = ("-A", str(root))
     assert subprocess.run([EMBEDTAB, "encode", "text", items, "-c", "title", "--name", "t", *a], capture_output=True).returncode == 0
-    for step in (["reduce", "t", "--dims", "8"], ["fit-workflow", str(CONFIGS / "item.yaml"), "-d", items],
-                 ["transform", "item", "-d", items, "-n", "features"], ["lookup", "-e", "t-pca8", "-w", "item", "-n", "t"]):
+    for step in (
+        ["reduce", "t", "--dims", "8"],
+        ["fit-workflow", str(CONFIGS / "item.yaml"), "-d", items],
+        ["transform", "item", "-d", items, "-n", "features"],
+        ["lookup", "-e", "t-pca8", "-w", "item", "-n", "t"],
+    ):
         pair = [start(*step, *a), start(*step, *a)]
         results = [finish(p) for p in pair]
         assert [code for code, _ in results] == [0, 0], (step, [err[-400:] for _, err in results])
@@ -103,8 +111,19 @@ def held_build_lock(root: Path, key: str, fingerprint: str):
     (root / ".locks").mkdir(parents=True, exist_ok=True)
     fd = os.open(root / ".locks" / key, os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)
-    os.pwrite(fd, json.dumps({"pid": 4242, "host": "builder-7", "stage": "reduce fit", "started": "2026-11-24T10:00:00+00:00",
-                              "input_fingerprint": fingerprint}).encode(), 0)
+    os.pwrite(
+        fd,
+        json.dumps(
+            {
+                "pid": 4242,
+                "host": "builder-7",
+                "stage": "reduce fit",
+                "started": "2026-11-24T10:00:00+00:00",
+                "input_fingerprint": fingerprint,
+            }
+        ).encode(),
+        0,
+    )
     try:
         yield
     finally:
@@ -115,8 +134,11 @@ def test_build_lock_rules(tmp_path):
     store = ArtifactStore(tmp_path / "a", lock_timeout=30)
     plan = store.plan("embeddings", "x", "test", {"v": 1})
     with held_build_lock(store.root, "embeddings.x", "another recipe"):
-        with pytest.raises(ArtifactBusy, match=r"embeddings 'x' is being made right now by pid 4242 on builder-7 \(reduce fit, "
-                                               r"started 2026-11-24T10:00:00\+00:00\) from other inputs or options"):
+        with pytest.raises(
+            ArtifactBusy,
+            match=r"embeddings 'x' is being made right now by pid 4242 on builder-7 \(reduce fit, "
+            r"started 2026-11-24T10:00:00\+00:00\) from other inputs or options",
+        ):
             with store.building(plan):
                 pass
     # Another run published in between this run's plan and its build: not written over.
@@ -213,15 +235,23 @@ def test_image_paths_outside_the_root_are_recorded_never_opened(tmp_path):
     Image.new("RGB", (16, 16), (200, 10, 10)).save(outside / "secret.png")
     os.mkfifo(outside / "pipe.png")  # were it opened, the read would block: its reason shows it was not
     (root_dir / "link.png").symlink_to(outside / "secret.png")
-    rows = ["ok.png", "../elsewhere/secret.png", str(outside / "secret.png"), "link.png", "../elsewhere/pipe.png",
-            "../../../../../../etc/passwd"]
+    rows = [
+        "ok.png",
+        "../elsewhere/secret.png",
+        str(outside / "secret.png"),
+        "link.png",
+        "../elsewhere/pipe.png",
+        "../../../../../../etc/passwd",
+    ]
     data = tmp_path / "catalog.parquet"
     pd.DataFrame({"item_id": range(len(rows)), "image_path": rows}).to_parquet(data)
     base = ("encode", "image", str(data), "-m", "embedtab-smoke-clip", "--workers", "0", "--image-root", str(root_dir))
     assert subprocess.run([EMBEDTAB, *base, "--name", "safe", "-A", str(tmp_path / "a")], capture_output=True).returncode == 0
     errors = pq.read_table(tmp_path / "a" / "embeddings" / "safe" / "_errors.parquet").to_pylist()
     assert [(e["item_id"], e["reason"]) for e in errors] == [(i, "outside the image root") for i in range(1, 6)]
-    allowed = subprocess.run([EMBEDTAB, *base, "--name", "open", "--allow-outside-root", "-A", str(tmp_path / "a")], capture_output=True, text=True)
+    allowed = subprocess.run(
+        [EMBEDTAB, *base, "--name", "open", "--allow-outside-root", "-A", str(tmp_path / "a")], capture_output=True, text=True
+    )
     assert allowed.returncode == 0, allowed.stderr
     reasons = {e["item_id"]: e["reason"] for e in pq.read_table(tmp_path / "a" / "embeddings" / "open" / "_errors.parquet").to_pylist()}
     assert reasons == {4: "not a regular file", 5: "not an image (format not recognised)"}

@@ -96,9 +96,14 @@ def test_merlin_dataloader_gathers_content_vectors_also_for_cold_and_masked_item
     from merlin.io import Dataset
 
     with quiet_merlin():
-        loader = Loader(Dataset(str(demo.path("datasets", dataset)), engine="parquet", cpu=True), batch_size=256, shuffle=False,
-                        transforms=[EmbeddingOperator(str(demo.path("lookups", "text-train") / "_embeddings.npy"),
-                                                      lookup_key=key, embedding_name="text_vec")])
+        loader = Loader(
+            Dataset(str(demo.path("datasets", dataset)), engine="parquet", cpu=True),
+            batch_size=256,
+            shuffle=False,
+            transforms=[
+                EmbeddingOperator(str(demo.path("lookups", "text-train") / "_embeddings.npy"), lookup_key=key, embedding_name="text_vec")
+            ],
+        )
         gathered = np.concatenate([batch[0]["text_vec"].numpy() for batch in loader])
     raw = days(3) if dataset == "valid" else days(1, 2)
     vectors = source_vectors(demo, "text-pca64")

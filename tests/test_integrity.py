@@ -23,7 +23,6 @@ from PIL import Image
 
 from embedtab.artifacts import ArtifactStore
 from embedtab.cli.main import run
-
 from tests.conftest import CONFIGS
 from tests.support import _capture, cli, one_line_error  # noqa: F401 (_capture: autouse)
 
@@ -150,7 +149,11 @@ def test_leftovers_of_dead_writers_are_counted_then_reclaimed_by_the_next_writer
     host = socket.gethostname()
     staging = base / ".staging"
     staging.mkdir(exist_ok=True)
-    leftovers = [staging / f"embeddings.x@{dead}.{host}.0123456789ab", staging / f"fit@{dead}.{host}.k2j3h4", staging / "trash.feedfacecafe"]
+    leftovers = [
+        staging / f"embeddings.x@{dead}.{host}.0123456789ab",
+        staging / f"fit@{dead}.{host}.k2j3h4",
+        staging / "trash.feedfacecafe",
+    ]
     for folder in leftovers:
         folder.mkdir()
         (folder / "part-00000.parquet").write_bytes(b"x" * 1_000_000)
@@ -181,8 +184,10 @@ def test_lock_timeout_says_whether_the_holder_still_runs(tmp_path):
     fd = os.open(store.root / ".lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        for pid, expected in ((os.getpid(), f"by embedtab pid {os.getpid()}, which is still running"),
-                              (dead := _dead_pid(), f"pid {dead} that took the lock is no longer running: a process it started")):
+        for pid, expected in (
+            (os.getpid(), f"by embedtab pid {os.getpid()}, which is still running"),
+            (dead := _dead_pid(), f"pid {dead} that took the lock is no longer running: a process it started"),
+        ):
             import socket
 
             os.ftruncate(fd, 0)
@@ -195,20 +200,28 @@ def test_lock_timeout_says_whether_the_holder_still_runs(tmp_path):
 
 
 # ----------------------------------------------------------------------------- hostile configs
-BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
-    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8)
-) + "features:\n  - columns: [item_id]\n    ops:\n      - tags: *i\n"
+BOMB = (
+    "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(8)
+    )
+    + "features:\n  - columns: [item_id]\n    ops:\n      - tags: *i\n"
+)
 
 
 @pytest.mark.merlin  # through fit-workflow, which needs NVTabular before it reads a config
-@pytest.mark.parametrize("name, text, fragment", [
-    ("bomb.yaml", BOMB, "holds more than 100,000 values once YAML aliases are expanded"),
-    ("huge.yaml", "features:\n" + "  - columns: [item_id]\n" * 120_000, "a workflow config may be at most 128 KiB"),
-    ("deep.yaml", "features: " + "[" * 50_000 + "]" * 50_000 + "\n", "nested more than 64 levels deep"),
-    ("loop.yaml", "features: &f\n  - columns: *f\n", "holds more than 100,000 values"),
-    ("long.yaml", "features:\n  - columns: [item_id]\n    ops: [" + "x" * 120_000 + "]\n", "unknown op 'xxxxx"),
-])
+@pytest.mark.parametrize(
+    "name, text, fragment",
+    [
+        ("bomb.yaml", BOMB, "holds more than 100,000 values once YAML aliases are expanded"),
+        ("huge.yaml", "features:\n" + "  - columns: [item_id]\n" * 120_000, "a workflow config may be at most 128 KiB"),
+        ("deep.yaml", "features: " + "[" * 50_000 + "]" * 50_000 + "\n", "nested more than 64 levels deep"),
+        ("loop.yaml", "features: &f\n  - columns: *f\n", "holds more than 100,000 values"),
+        ("long.yaml", "features:\n  - columns: [item_id]\n    ops: [" + "x" * 120_000 + "]\n", "unknown op 'xxxxx"),
+    ],
+)
 def test_hostile_configs_are_one_short_line(base, tmp_path, name, text, fragment):
     before = snapshot(base)
     config = tmp_path / name
@@ -224,8 +237,9 @@ def test_force_refusal_says_what_differs(base, tmp_path):
     before = snapshot(base)
     items = tmp_path / "items.parquet"
     proc = cli("encode", "text", str(items), "--template", "{title}!", "--name", "t", "-A", str(base))
-    one_line_error(proc, 2, "embeddings 't' already exists and was made from other inputs or options "
-                            "(template: '{title}' -> '{title}!'); pass --force")
+    one_line_error(
+        proc, 2, "embeddings 't' already exists and was made from other inputs or options (template: '{title}' -> '{title}!'); pass --force"
+    )
     assert_untouched(base, before)
 
 
@@ -266,13 +280,38 @@ def chain_dir(tmp_path_factory, sample) -> Path:
 
 # (artifact, file, command that made it, a command that consumes it or None)
 DAMAGE = [
-    ("embeddings/text", "part-00000.parquet", ["encode", "text", "{small}", "-c", "title", "--name", "text"], ["reduce", "text", "--dims", "3", "--name", "x"]),
-    ("embeddings/text", "_index.parquet", ["encode", "text", "{small}", "-c", "title", "--name", "text"], ["lookup", "-e", "text", "-w", "item", "--name", "x", "--min-reachable", "0"]),
+    (
+        "embeddings/text",
+        "part-00000.parquet",
+        ["encode", "text", "{small}", "-c", "title", "--name", "text"],
+        ["reduce", "text", "--dims", "3", "--name", "x"],
+    ),
+    (
+        "embeddings/text",
+        "_index.parquet",
+        ["encode", "text", "{small}", "-c", "title", "--name", "text"],
+        ["lookup", "-e", "text", "-w", "item", "--name", "x", "--min-reachable", "0"],
+    ),
     ("embeddings/text", "_embeddings.json", ["encode", "text", "{small}", "-c", "title", "--name", "text"], None),
     ("embeddings/text-pca4", "_metadata", ["reduce", "text", "--dims", "4"], ["lookup", "-e", "text-pca4", "-w", "item", "--name", "x"]),
-    ("projections/text-pca4", "projection.npz", ["reduce", "text", "--dims", "4"], ["reduce", "text", "--apply", "text-pca4", "--name", "x"]),
-    ("workflows/item", "categories/unique.brand.parquet", ["fit-workflow", "{configs}/item.yaml", "-d", "{small}"], ["transform", "item", "-d", "{small}", "--name", "x"]),
-    ("workflows/item", "workflow.pkl", ["fit-workflow", "{configs}/item.yaml", "-d", "{small}"], ["lookup", "-e", "text-pca4", "-w", "item", "--name", "x"]),
+    (
+        "projections/text-pca4",
+        "projection.npz",
+        ["reduce", "text", "--dims", "4"],
+        ["reduce", "text", "--apply", "text-pca4", "--name", "x"],
+    ),
+    (
+        "workflows/item",
+        "categories/unique.brand.parquet",
+        ["fit-workflow", "{configs}/item.yaml", "-d", "{small}"],
+        ["transform", "item", "-d", "{small}", "--name", "x"],
+    ),
+    (
+        "workflows/item",
+        "workflow.pkl",
+        ["fit-workflow", "{configs}/item.yaml", "-d", "{small}"],
+        ["lookup", "-e", "text-pca4", "-w", "item", "--name", "x"],
+    ),
     ("datasets/features", "part_0.parquet", ["transform", "item", "-d", "{small}", "--name", "features"], None),
     ("datasets/features", "schema.pbtxt", ["transform", "item", "-d", "{small}", "--name", "features"], None),
     ("lookups/text", "_embeddings.npy", ["lookup", "-e", "text-pca4", "-w", "item", "--name", "text"], None),

@@ -31,8 +31,12 @@ def test_merlin_dataloader_gathers_the_encoders_vector_for_every_row(chain, samp
     npy = chain.path("lookups", name) / "_embeddings.npy"
     parts = sorted(glob.glob(str(chain.path("datasets", "train") / "*.parquet")))
     with quiet_merlin():
-        loader = Loader(Dataset(parts, cpu=True), batch_size=128, shuffle=False,
-                        transforms=[EmbeddingOperator(str(npy), lookup_key="item_id", embedding_name="item_vec")])
+        loader = Loader(
+            Dataset(parts, cpu=True),
+            batch_size=128,
+            shuffle=False,
+            transforms=[EmbeddingOperator(str(npy), lookup_key="item_id", embedding_name="item_vec")],
+        )
         gathered = [(batch[0]["item_id"].numpy().ravel(), batch[0]["item_vec"].numpy()) for batch in loader]
     cat_ids = np.concatenate([g[0] for g in gathered])
     vectors = np.concatenate([g[1] for g in gathered])
@@ -179,7 +183,9 @@ def test_fill_mean_keeps_padding_zero_and_flags_rows(item_store):
 
 def test_min_coverage_refuses_with_examples(item_store):
     store, ids = item_store
-    with pytest.raises(DataError, match=r"embeddings 'image' cover 150 of 200 item_id values \(75.0% < --min-coverage 90.0%\); missing e.g. \[\d+"):
+    with pytest.raises(
+        DataError, match=r"embeddings 'image' cover 150 of 200 item_id values \(75.0% < --min-coverage 90.0%\); missing e.g. \[\d+"
+    ):
         lookup.run(store, lookup.LookupOptions(["image"], "item", min_coverage=0.9))
     assert store.get("lookups", "image") is None
 
@@ -190,11 +196,16 @@ def test_hash_buckets_reserve_several_oov_rows(store, sample, tmp_path):
     from embedtab.workflow import stage
 
     config = tmp_path / "wf.yaml"
-    config.write_text(yaml.safe_dump({"features": [{"columns": ["item_id"], "ops": [{"categorify": {"num_buckets": 4, "max_size": 100}}]}]}))
+    config.write_text(
+        yaml.safe_dump({"features": [{"columns": ["item_id"], "ops": [{"categorify": {"num_buckets": 4, "max_size": 100}}]}]})
+    )
     stage.fit(store, stage.FitOptions(str(config), [str(sample / "items.parquet")], name="buckets"))
     ids = pq.read_table(sample / "items.parquet").column("item_id").to_pylist()
     put_embeddings(store, "e", pa.array(ids), np.ones((len(ids), 2), np.float32))
-    with pytest.raises(DataError, match=r"106 of 200 items of embeddings 'e' are not in the item_id vocabulary of workflow 'buckets' \(53.0%; e.g. \[\d+.*pass --min-reachable 0.47 to accept it"):
+    with pytest.raises(
+        DataError,
+        match=r"106 of 200 items of embeddings 'e' are not in the item_id vocabulary of workflow 'buckets' \(53.0%; e.g. \[\d+.*pass --min-reachable 0.47 to accept it",
+    ):
         lookup.run(store, lookup.LookupOptions(["e"], "buckets"))
     assert store.get("lookups", "e") is None
     result = lookup.run(store, lookup.LookupOptions(["e"], "buckets", min_reachable=0.47))

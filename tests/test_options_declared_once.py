@@ -31,13 +31,20 @@ from embedtab.options import declared, default_of, has_default, help_of, meta
 from embedtab.stages import COMMANDS
 
 # A value for each option that has no default (what a test must give).
-REQUIRED = {"inputs": ["items.parquet"], "model": "embedtab-smoke-clip", "source": "text", "projection": "text-pca64",
-            "config": str(Path(__file__).resolve().parents[1] / "configs" / "item.yaml"), "data": ["items.parquet"],
-            "workflow": "item", "embeddings": ["text"]}
+REQUIRED = {
+    "inputs": ["items.parquet"],
+    "model": "embedtab-smoke-clip",
+    "source": "text",
+    "projection": "text-pca64",
+    "config": str(Path(__file__).resolve().parents[1] / "configs" / "item.yaml"),
+    "data": ["items.parquet"],
+    "workflow": "item",
+    "embeddings": ["text"],
+}
 OUTPUT_FLAGS = {"--json", "--artifacts", "--help"}  # how a command reports, not what it does
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cli_root():
     from embedtab.cli.main import app
 
@@ -96,8 +103,9 @@ def test_every_declared_option_has_its_cli_flag_with_the_declared_default_and_he
         assert param.required == required, f"{name} {field}: required: CLI {param.required}, declared {required}"
         if not required:
             declared_default = default_of(command.options, field)
-            assert same_default(param.default, declared_default), \
+            assert same_default(param.default, declared_default), (
                 f"{name} {field}: CLI default {param.default!r}, declared {declared_default!r}"
+            )
 
 
 @pytest.mark.parametrize("path", sorted({c.cli for c in COMMANDS.values()}))
@@ -184,8 +192,7 @@ def test_a_pipeline_file_accepts_every_declared_option_by_its_name(tmp_path):
 
     stages, expected = [], {}
     for name, command in COMMANDS.items():
-        values = {f: yaml_value(v) for f, v in every_option(command).items()
-                  if meta(command.options, f, "pipeline") is True}
+        values = {f: yaml_value(v) for f, v in every_option(command).items() if meta(command.options, f, "pipeline") is True}
         main = values.pop(command.main)
         if name == "encode image":
             values["name"] = "image"  # (each stage makes its own artifact)
@@ -220,21 +227,35 @@ def test_the_encode_recipe_is_the_declared_recipe_options():
     from embedtab.encode.options import ImageOptions, TextOptions
 
     text = TextOptions(inputs=["x"], text_columns=["title"])
-    assert text.recipe() == {"model": None, "normalize": True, "precision": "auto", "id_column": "item_id",
-                             "dedupe": False, "modality": "text", "template": "{title}"}
+    assert text.recipe() == {
+        "model": None,
+        "normalize": True,
+        "precision": "auto",
+        "id_column": "item_id",
+        "dedupe": False,
+        "modality": "text",
+        "template": "{title}",
+    }
     assert TextOptions(inputs=["x"], template="{t}", limit=5, batch_size=3, device="cpu").recipe()["limit"] == 5
     image = ImageOptions(inputs=["x"], model="m")
-    assert image.recipe() == {"model": "m", "normalize": True, "precision": "auto", "id_column": "item_id",
-                              "dedupe": False, "modality": "image", "pretrained": None, "image_column": "image_path",
-                              "max_pixels": 50_000_000}
+    assert image.recipe() == {
+        "model": "m",
+        "normalize": True,
+        "precision": "auto",
+        "id_column": "item_id",
+        "dedupe": False,
+        "modality": "image",
+        "pretrained": None,
+        "image_column": "image_path",
+        "max_pixels": 50_000_000,
+    }
     outside = ImageOptions(inputs=["x"], model="m", allow_outside_root=True, limit=2).recipe()
     assert outside["allow_outside_root"] is True and outside["limit"] == 2
 
 
 def test_the_max_pixels_default_is_spelled_once():
     package = Path(__file__).resolve().parents[1] / "embedtab"
-    spelled = [str(p.relative_to(package)) for p in package.rglob("*.py")
-               for line in p.read_text().splitlines() if "50_000_000" in line]
+    spelled = [str(p.relative_to(package)) for p in package.rglob("*.py") for line in p.read_text().splitlines() if "50_000_000" in line]
     assert spelled == ["bounds.py"], spelled
 
 
@@ -262,8 +283,9 @@ def test_limit_on_the_command_line_encodes_the_first_rows_and_the_artifact_says_
     assert ArtifactStore(root).get("embeddings", "text").summary["items"] == 5
 
 
-@pytest.mark.parametrize("command", [["encode", "text", "x.parquet", "-c", "title"],
-                                     ["encode", "image", "x.parquet", "-m", "embedtab-smoke-clip"]])
+@pytest.mark.parametrize(
+    "command", [["encode", "text", "x.parquet", "-c", "title"], ["encode", "image", "x.parquet", "-m", "embedtab-smoke-clip"]]
+)
 def test_limit_zero_is_refused_naming_the_flag(tmp_path, capsys, command):
     from embedtab.cli.main import run
 

@@ -33,8 +33,6 @@ def items(path: Path, n: int = 40) -> Path:
     return path
 
 
-
-
 def chain(tmp_path: Path, **extra: str) -> Path:
     data = items(tmp_path / "items.parquet")
     new = items(tmp_path / "new.parquet", 10)
@@ -66,14 +64,21 @@ def error_of(capsys) -> str:
 @pytest.mark.parametrize(
     "body, message",
     [
-        ("stages:\n  - encode text: x.parquet\n    nmae: t\n",
-         r"pipeline.yaml:3: encode text: unknown option 'nmae' \(options: name, id_column"),
+        (
+            "stages:\n  - encode text: x.parquet\n    nmae: t\n",
+            r"pipeline.yaml:3: encode text: unknown option 'nmae' \(options: name, id_column",
+        ),
         ("stages:\n  - encode txt: x.parquet\n", r"pipeline.yaml:2: stage 1 needs exactly one command key .*'encode txt' is not a command"),
         ("stages:\n  - reduce: t\n    dims: many\n", r"pipeline.yaml:3: reduce: dims: Input should be a valid integer"),
         ("stages:\n  - reduce: nowhere\n", r"pipeline.yaml:2: reduce needs embeddings/nowhere, which no stage makes and .* does not hold"),
-        ("stages:\n  - encode text: x.parquet\n  - encode text: y.parquet\n",
-         r"pipeline.yaml:3: embeddings/text is already made by stage 1 \(line 2\)"),
-        ("stages:\n  - reduce: a\n    name: b\n  - reduce: b\n    name: a\n", r"pipeline.yaml: the stages depend on each other in a circle"),
+        (
+            "stages:\n  - encode text: x.parquet\n  - encode text: y.parquet\n",
+            r"pipeline.yaml:3: embeddings/text is already made by stage 1 \(line 2\)",
+        ),
+        (
+            "stages:\n  - reduce: a\n    name: b\n  - reduce: b\n    name: a\n",
+            r"pipeline.yaml: the stages depend on each other in a circle",
+        ),
         ("stages:\n  - encode text: x.parquet\n    shard: 1/2\n", r"pipeline.yaml:3: encode text: 'shard' does not belong in a pipeline"),
         ("stages:\n  - encode image: x.parquet\n", r"pipeline.yaml:2: encode image: give the model"),
         ("steps: []\n", r"pipeline.yaml: expected a mapping with a non-empty `stages:` list"),
@@ -96,7 +101,11 @@ def test_runs_in_dependency_order_then_is_up_to_date_and_plans_changes(tmp_path,
     assert cli(["run", str(path), "--json", "-A", str(root)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [(s["stage"], s["status"]) for s in report["stages"]] == [
-        ("embeddings/t", "ran"), ("embeddings/t-pca4", "ran"), ("embeddings/new", "ran"), ("embeddings/new-t-pca4", "ran")]
+        ("embeddings/t", "ran"),
+        ("embeddings/t-pca4", "ran"),
+        ("embeddings/new", "ran"),
+        ("embeddings/new-t-pca4", "ran"),
+    ]
     assert report["stages"][0]["rows"] == 40 and report["stages"][0]["items_per_s"] > 0
     store = ArtifactStore(root)
     assert store.get("embeddings", "t-pca4").metadata["dim"] == 4
@@ -129,8 +138,12 @@ def test_runs_in_dependency_order_then_is_up_to_date_and_plans_changes(tmp_path,
     assert plan["embeddings/t-pca4"] == ("needs --force", "whiten: false -> true; embeddings/t changed")
     assert cli(["run", str(path), "--force", "t-pca4", "--json", "-A", str(root)]) == 0
     statuses = {s["stage"]: s["status"] for s in json.loads(capsys.readouterr().out)["stages"]}
-    assert statuses == {"embeddings/t": "up to date", "embeddings/t-pca4": "ran", "embeddings/new": "up to date",
-                        "embeddings/new-t-pca4": "ran"}
+    assert statuses == {
+        "embeddings/t": "up to date",
+        "embeddings/t-pca4": "ran",
+        "embeddings/new": "up to date",
+        "embeddings/new-t-pca4": "ran",
+    }
     assert ArtifactStore(root).get("projections", "t-pca4").params["whiten"] is True
 
 
@@ -161,7 +174,9 @@ def test_a_failed_stage_stops_its_dependents_keeps_the_rest_and_a_rerun_continue
 
 def test_ctrl_c_keeps_finished_stages_and_a_rerun_resumes(tmp_path):
     small, big = items(tmp_path / "small.parquet", 5), items(tmp_path / "big.parquet", 3000)
-    path = write(tmp_path / "pipeline.yaml", f"""stages:
+    path = write(
+        tmp_path / "pipeline.yaml",
+        f"""stages:
   - encode text: {small}
     name: small
     text-column: title
@@ -169,10 +184,12 @@ def test_ctrl_c_keeps_finished_stages_and_a_rerun_resumes(tmp_path):
     name: big
     text-column: title
     shard-size: 200
-""")
+""",
+    )
     root = tmp_path / "a"
-    proc = subprocess.Popen([EMBEDTAB, "run", str(path), "-A", str(root)], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.Popen(
+        [EMBEDTAB, "run", str(path), "-A", str(root)], stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not list((root / "work" / "embeddings" / "big").rglob("shard-*.json")):
         time.sleep(0.1)
@@ -182,8 +199,9 @@ def test_ctrl_c_keeps_finished_stages_and_a_rerun_resumes(tmp_path):
     assert "Error: interrupted" in err
     store = ArtifactStore(root)
     assert store.get("embeddings", "small") is not None and store.get("embeddings", "big") is None
-    rerun = subprocess.run([EMBEDTAB, "run", str(path), "--json", "-A", str(root)], capture_output=True, text=True,
-                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    rerun = subprocess.run(
+        [EMBEDTAB, "run", str(path), "--json", "-A", str(root)], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming:" in rerun.stderr
     statuses = {s["stage"]: s["status"] for s in json.loads(rerun.stdout)["stages"]}
@@ -197,16 +215,21 @@ def test_the_demo_pipeline_makes_what_the_shell_chain_makes(tmp_path, sample, mo
     (tmp_path / "configs").symlink_to(CONFIGS)
     monkeypatch.chdir(tmp_path)
     assert cli(["-q", "run", str(REPO / "configs" / "pipeline.yaml"), "--only", "text-catalog", "-A", "p"]) == 0
-    for args in (["encode", "text", "sample_data/items.parquet", "--template", "{title}. {description}", "--name", "text"],
-                 ["reduce", "text", "--dims", "64"], ["fit-workflow", "configs/item.yaml", "--data", "sample_data/items.parquet"],
-                 ["lookup", "-e", "text-pca64", "-w", "item", "-c", "item_id", "-n", "text-catalog"]):
+    for args in (
+        ["encode", "text", "sample_data/items.parquet", "--template", "{title}. {description}", "--name", "text"],
+        ["reduce", "text", "--dims", "64"],
+        ["fit-workflow", "configs/item.yaml", "--data", "sample_data/items.parquet"],
+        ["lookup", "-e", "text-pca64", "-w", "item", "-c", "item_id", "-n", "text-catalog"],
+    ):
         assert cli(["-q", *args, "-A", "s"]) == 0, args
     piped, shell = ArtifactStore(tmp_path / "p"), ArtifactStore(tmp_path / "s")
     assert {r.key for r in piped.records()} == {r.key for r in shell.records()}
     for record in shell.records():
         twin = piped.get(record.kind, record.name)
-        assert (twin.params, twin.inputs["files"] and [f["sha256"] for f in twin.inputs["files"]]) == \
-               (record.params, record.inputs["files"] and [f["sha256"] for f in record.inputs["files"]]), record.key
+        assert (twin.params, twin.inputs["files"] and [f["sha256"] for f in twin.inputs["files"]]) == (
+            record.params,
+            record.inputs["files"] and [f["sha256"] for f in record.inputs["files"]],
+        ), record.key
         assert [u["name"] for u in twin.inputs["artifacts"]] == [u["name"] for u in record.inputs["artifacts"]]
         if not record.inputs["artifacts"]:  # (made from files only: the same fingerprint; the others
             assert twin.input_fingerprint == record.input_fingerprint  # differ by upstream timings)
@@ -237,9 +260,11 @@ def test_one_changed_description_reruns_only_what_reads_it(tmp_path, monkeypatch
     assert train["masked"]["user_id"] == train["masked_rows"][0] and train["oov"]["user_id"] == 0
     assert [line for line in stages["datasets/train"]["lines"] if "OOV" in line] == [
         f"masked by --mask (set to OOV): user_id {train['masked']['user_id']:,}, item_id {train['masked']['item_id']:,}, "
-        f"device_type {train['masked']['device_type']:,}"]
-    assert stages["lookups/image-train"]["lines"][1] == ("image-pca16: 198 of 200 vocabulary ids have an embedding (99.0%); "
-                                                         "198 of 198 encoded items reachable (100.0%)")
+        f"device_type {train['masked']['device_type']:,}"
+    ]
+    assert stages["lookups/image-train"]["lines"][1] == (
+        "image-pca16: 198 of 200 vocabulary ids have an embedding (99.0%); 198 of 198 encoded items reachable (100.0%)"
+    )
     # Nothing to do: a line per stage and one closing line, no headings.
     assert cli(["run", pipeline, "-A", "a"]) == 0
     lines = capsys.readouterr().err.splitlines()

@@ -15,7 +15,9 @@ def put_embeddings(store, name, ids, vectors, part_rows=100):
     plan = store.plan("embeddings", name, "test", {"n": len(ids), "sum": float(np.nansum(vectors))}, force=True)
     with store.staging(plan) as staging:
         for index, start in enumerate(range(0, len(ids), part_rows)):
-            table = tables.embeddings_table("item_id", pa.array(ids[start : start + part_rows], type=pa.int64()), vectors[start : start + part_rows])
+            table = tables.embeddings_table(
+                "item_id", pa.array(ids[start : start + part_rows], type=pa.int64()), vectors[start : start + part_rows]
+            )
             tables.write_parquet(table, staging / tables.part_name(index))
         return store.publish(plan, staging, metadata={"id_column": "item_id", "dim": vectors.shape[1]})
 
@@ -88,7 +90,15 @@ def test_apply_on_training_rows_reproduces_the_fit_exactly_and_projects_new_item
     np.testing.assert_array_equal(got, projection.transform(new))
     assert reduce.apply(store, "p", "new")[1]  # up to date
     with np.load(store.path("projections", "p") / "projection.npz", allow_pickle=False) as data:
-        assert sorted(data.files) == ["components", "explained_variance", "explained_variance_ratio", "mean", "normalize", "shift", "whiten"]
+        assert sorted(data.files) == [
+            "components",
+            "explained_variance",
+            "explained_variance_ratio",
+            "mean",
+            "normalize",
+            "shift",
+            "whiten",
+        ]
 
 
 def test_variance_picks_the_smallest_dims_and_the_curve_is_recorded(store):
@@ -162,8 +172,12 @@ def test_reduce_errors(store):
 def test_parts_with_differing_dims_are_refused(store):
     plan = store.plan("embeddings", "mixed", "test", {})
     with store.staging(plan) as staging:
-        tables.write_parquet(tables.embeddings_table("item_id", pa.array([1, 2]), np.ones((2, 4), np.float32)), staging / tables.part_name(0))
-        tables.write_parquet(tables.embeddings_table("item_id", pa.array([3, 4]), np.ones((2, 5), np.float32)), staging / tables.part_name(1))
+        tables.write_parquet(
+            tables.embeddings_table("item_id", pa.array([1, 2]), np.ones((2, 4), np.float32)), staging / tables.part_name(0)
+        )
+        tables.write_parquet(
+            tables.embeddings_table("item_id", pa.array([3, 4]), np.ones((2, 5), np.float32)), staging / tables.part_name(1)
+        )
         store.publish(plan, staging, metadata={"id_column": "item_id", "dim": 4})
     with pytest.raises(DataError, match=r"part-00001.parquet: embeddings have 5 dims, earlier parts have 4"):
         reduce.run(store, reduce.ReduceOptions("mixed", 1, backend="streaming"))
@@ -220,10 +234,17 @@ def test_rows_kept_in_memory_or_read_again_give_the_same_result(store, memory):
 
 def test_memory_option_is_parsed_and_bad_values_are_refused(store):
     put_embeddings(store, "src", list(range(300)), correlated().astype(np.float32))
-    kept = lambda name, memory: reduce.run(store, reduce.ReduceOptions("src", 4, name=name, memory=memory, backend="streaming")).projection.metadata["kept_in_memory"]  # noqa: E731
+
+    def kept(name, memory):
+        options = reduce.ReduceOptions("src", 4, name=name, memory=memory, backend="streaming")
+        return reduce.run(store, options).projection.metadata["kept_in_memory"]
+
     assert kept("a", "1MB") == 1.0 and kept("b", "0") == 0.0
     # scikit-learn fits on rows in memory: they are all kept, whatever --memory says
-    assert reduce.run(store, reduce.ReduceOptions("src", 4, name="s", memory=0, backend="sklearn")).projection.metadata["kept_in_memory"] == 1.0
+    assert (
+        reduce.run(store, reduce.ReduceOptions("src", 4, name="s", memory=0, backend="sklearn")).projection.metadata["kept_in_memory"]
+        == 1.0
+    )
     for bad in ("lots", "-1GB", -3):
         with pytest.raises(UsageError, match=r"invalid --memory .*: give bytes or a size such as 512MB or 4GB"):
             reduce.run(store, reduce.ReduceOptions("src", 4, name="c", memory=bad))
@@ -238,8 +259,14 @@ def test_projections_saved_before_the_shift_still_apply_as_before(store):
     reduce.run(store, reduce.ReduceOptions("src", 4, name="p"))
     folder = store.path("projections", "p")
     projection = reduce.Projection.load(folder)
-    old = reduce.Projection(projection.mean, projection.components, projection.explained_variance,
-                            projection.explained_variance_ratio, projection.whiten, projection.normalize)
+    old = reduce.Projection(
+        projection.mean,
+        projection.components,
+        projection.explained_variance,
+        projection.explained_variance_ratio,
+        projection.whiten,
+        projection.normalize,
+    )
     expected = (x - projection.mean.astype(np.float32)) @ projection.components.astype(np.float32).T
     np.testing.assert_array_equal(old.transform(x), expected)
     np.testing.assert_allclose(projection.transform(x), expected, atol=1e-5)

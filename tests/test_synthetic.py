@@ -10,8 +10,7 @@ from tests.conftest import SAMPLE
 
 def test_committed_sample_equals_the_generator(tmp_path):
     fresh = generate(tmp_path / "s")
-    for rel in ("items.parquet", "users.parquet", "interactions/day_1.parquet", "interactions/day_2.parquet",
-                "interactions/day_3.parquet"):
+    for rel in ("items.parquet", "users.parquet", "interactions/day_1.parquet", "interactions/day_2.parquet", "interactions/day_3.parquet"):
         assert pq.read_table(fresh / rel).equals(pq.read_table(SAMPLE / rel)), rel
     committed = sorted(p.name for p in (SAMPLE / "images").iterdir())
     assert committed == sorted(p.name for p in (fresh / "images").iterdir())

@@ -96,14 +96,18 @@ def test_iter_embeddings_reads_row_groups_in_parallel_in_order_and_streams_big_o
     assert [b[2].name for b in batches][:2] == ["part-00000.parquet"] * 2 and batches[-1][2].name == "part-00001.parquet"
     np.testing.assert_array_equal(tables.read_vectors(tmp_path), x)
     # old artifacts (nullable values) read the same
-    pq.write_table(pa.table({"item_id": pa.array(ids[:3]), "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x[:3].ravel()), 4)}),
-                   tmp_path / tables.part_name(2))
+    pq.write_table(
+        pa.table({"item_id": pa.array(ids[:3]), "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x[:3].ravel()), 4)}),
+        tmp_path / tables.part_name(2),
+    )
     assert len(tables.read_vectors(tmp_path)) == 1003
 
 
 def test_iter_embeddings_names_the_broken_file_and_stops_cleanly(tmp_path):
     for index in range(3):
-        tables.write_parquet(tables.embeddings_table("item_id", pa.array([index]), np.ones((1, 2), np.float32)), tmp_path / tables.part_name(index))
+        tables.write_parquet(
+            tables.embeddings_table("item_id", pa.array([index]), np.ones((1, 2), np.float32)), tmp_path / tables.part_name(index)
+        )
     (tmp_path / tables.part_name(1)).write_bytes(b"not parquet")
     with pytest.raises(DataError, match=r"part-00001.parquet: cannot read embeddings"):
         list(tables.iter_embeddings(tmp_path, "item_id"))

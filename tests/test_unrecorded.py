@@ -26,8 +26,13 @@ KINDS = ("embeddings", "projections", "workflows", "datasets", "lookups", "work"
 
 def tree(root: Path) -> dict[str, str]:
     """sha256 of every file of every artifact and work folder."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for kind in KINDS if (root / kind).is_dir() for p in sorted((root / kind).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for kind in KINDS
+        if (root / kind).is_dir()
+        for p in sorted((root / kind).rglob("*"))
+        if p.is_file()
+    }
 
 
 def _small(sample: Path, folder: Path) -> Path:
@@ -91,7 +96,10 @@ def test_status_lists_unrecorded_folders_after_the_manifest_is_lost(embeddings_d
     report = json.loads(as_json.stdout)
     assert as_json.returncode == 1 and report["manifest"] is False and report["artifacts"] == []
     assert [(u["kind"], u["name"]) for u in report["unrecorded"]] == [
-        ("embeddings", "text"), ("embeddings", "text-pca4"), ("projections", "text-pca4")]
+        ("embeddings", "text"),
+        ("embeddings", "text-pca4"),
+        ("projections", "text-pca4"),
+    ]
     assert not (root / "manifest.json").exists()  # status writes nothing
 
 
@@ -141,10 +149,14 @@ def test_force_rebuilds_the_unrecorded_folders_one_command_at_a_time(chain_dir, 
     root = _lost_manifest(chain_dir, tmp_path)
     small = chain_dir.parent / "items.parquet"
     original = tree(chain_dir)
-    remaining = {"embeddings/text", "embeddings/text-pca4", "projections/text-pca4", "workflows/item",
-                 "datasets/features", "lookups/text"}
-    for command, makes in ((ENCODE, {"embeddings/text"}), (REDUCE, {"embeddings/text-pca4", "projections/text-pca4"}),
-                           (FIT, {"workflows/item"}), (TRANSFORM, {"datasets/features"}), (LOOKUP, {"lookups/text"})):
+    remaining = {"embeddings/text", "embeddings/text-pca4", "projections/text-pca4", "workflows/item", "datasets/features", "lookups/text"}
+    for command, makes in (
+        (ENCODE, {"embeddings/text"}),
+        (REDUCE, {"embeddings/text-pca4", "projections/text-pca4"}),
+        (FIT, {"workflows/item"}),
+        (TRANSFORM, {"datasets/features"}),
+        (LOOKUP, {"lookups/text"}),
+    ):
         assert cli(*expand(command, small), "-A", str(root)).returncode == 2  # refused without --force
         done = cli("-q", *expand(command, small), "--force", "-A", str(root))
         assert done.returncode == 0 and "up to date" not in done.stderr, done.stderr
@@ -246,7 +258,8 @@ def test_embedtab_run_after_a_lost_manifest_refuses_then_force_rebuilds(chain_di
     planned = cli("run", str(pipeline), "--dry-run", "--json", "-A", str(root))
     stages = {s["stage"]: s for s in json.loads(planned.stdout)["stages"]}
     assert {key: s["status"] for key, s in stages.items()} == dict.fromkeys(
-        ["embeddings/text", "embeddings/text-pca4", "workflows/item", "datasets/features", "lookups/text"], "needs --force")
+        ["embeddings/text", "embeddings/text-pca4", "workflows/item", "datasets/features", "lookups/text"], "needs --force"
+    )
     assert "embeddings/text is on disk but not in manifest.json" in stages["embeddings/text"]["why"]
 
     ran = cli("run", str(pipeline), "--json", "-A", str(root))
@@ -256,9 +269,19 @@ def test_embedtab_run_after_a_lost_manifest_refuses_then_force_rebuilds(chain_di
         assert stages[key]["status"] == "failed" and f"{key} is in {root} but manifest.json has no record" in stages[key]["error"]
     assert tree(root) == before and not (root / "manifest.json").exists()
 
-    forced = cli("-q", "run", str(pipeline), "--json", "-A", str(root), *[a for key in
-                 ("embeddings/text", "embeddings/text-pca4", "workflows/item", "datasets/features", "lookups/text")
-                 for a in ("--force", key)])
+    forced = cli(
+        "-q",
+        "run",
+        str(pipeline),
+        "--json",
+        "-A",
+        str(root),
+        *[
+            a
+            for key in ("embeddings/text", "embeddings/text-pca4", "workflows/item", "datasets/features", "lookups/text")
+            for a in ("--force", key)
+        ],
+    )
     assert forced.returncode == 0, forced.stderr
     assert {s["status"] for s in json.loads(forced.stdout)["stages"]} == {"ran"}
     assert cli("status", "--verify", "-A", str(root)).returncode == 0
@@ -276,7 +299,10 @@ def test_embedtab_run_names_unrecorded_folders_it_reads_or_makes(embeddings_dir,
     small = embeddings_dir.parent / "items.parquet"
     makes.write_text(f"stages:\n  - encode text: {small}\n    text_column: title\n    name: text\n  - reduce: text\n    dims: 4\n")
     planned = json.loads(cli("run", str(makes), "--dry-run", "--json", "-A", str(root)).stdout)
-    assert [(s["stage"], s["status"]) for s in planned["stages"]] == [("embeddings/text", "needs --force"), ("embeddings/text-pca4", "needs --force")]
+    assert [(s["stage"], s["status"]) for s in planned["stages"]] == [
+        ("embeddings/text", "needs --force"),
+        ("embeddings/text-pca4", "needs --force"),
+    ]
     ran = cli("run", str(makes), "--json", "-A", str(root))
     assert ran.returncode == 2  # a usage problem, as the command itself exits
     stages = json.loads(ran.stdout)["stages"]

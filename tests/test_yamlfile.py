@@ -56,12 +56,16 @@ def mixed(levels: int, block: int | None = None) -> str:
 def under_description(levels: int) -> str:
     """A pipeline file that is fine but for a `description:` nested `levels` deep in all (the
     top-level mapping is the first level)."""
-    return ("description: " + "[" * (levels - 1) + "x" + "]" * (levels - 1) + "\n"
-            "stages:\n  - reduce: text\n    dims: 4\n")
+    return "description: " + "[" * (levels - 1) + "x" + "]" * (levels - 1) + "\nstages:\n  - reduce: text\n    dims: 4\n"
 
 
-SHAPES = {"block-sequence": block_sequence, "block-mapping": block_mapping, "flow-sequence": flow_sequence,
-          "flow-mapping": flow_mapping, "mixed": mixed}
+SHAPES = {
+    "block-sequence": block_sequence,
+    "block-mapping": block_mapping,
+    "flow-sequence": flow_sequence,
+    "flow-mapping": flow_mapping,
+    "mixed": mixed,
+}
 
 
 def load(tmp_path: Path, text: str, what: str = "pipeline file"):
@@ -78,7 +82,9 @@ def test_exactly_the_limit_loads_and_one_more_level_is_refused(tmp_path, shape):
         value = value[0] if isinstance(value, list) else next(iter(value.values()))
         depth += 1
     assert depth == LIMIT
-    with pytest.raises(ConfigError, match=rf"doc.yaml:\d+: nested more than {LIMIT} levels deep; a pipeline file may nest at most {LIMIT}$"):
+    with pytest.raises(
+        ConfigError, match=rf"doc.yaml:\d+: nested more than {LIMIT} levels deep; a pipeline file may nest at most {LIMIT}$"
+    ):
         load(tmp_path, SHAPES[shape](LIMIT + 1))
 
 
@@ -128,9 +134,14 @@ def test_every_reader_shares_the_bounded_loader():
 
     assert config.read_yaml is yamlfile.read_yaml and config.MAX_NESTING == LIMIT
     package = Path(yamlfile.__file__).parent
-    parsing = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
-                     if any(call in p.read_text() for call in ("yaml.load(", "yaml.safe_load(", "yaml.compose(", "yaml.full_load(",
-                                                                   "yaml.unsafe_load(", "yaml.parse(")))
+    parsing = sorted(
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if any(
+            call in p.read_text()
+            for call in ("yaml.load(", "yaml.safe_load(", "yaml.compose(", "yaml.full_load(", "yaml.unsafe_load(", "yaml.parse(")
+        )
+    )
     assert parsing == ["yamlfile.py"]
 
 
@@ -172,8 +183,12 @@ def test_deep_pipeline_files_are_one_line_not_a_crash(tmp_path, shape):
 def test_deep_workflow_configs_are_one_line_not_a_crash(tmp_path, sample, shape):
     path = tmp_path / f"{shape}.yaml"
     path.write_text(DEEP[shape])
-    one_line(embedtab("fit-workflow", str(path), "-d", str(sample / "items.parquet"), "-A", str(tmp_path / "a")),
-             f"{path}:", f"nested more than {LIMIT} levels deep", "a workflow config")
+    one_line(
+        embedtab("fit-workflow", str(path), "-d", str(sample / "items.parquet"), "-A", str(tmp_path / "a")),
+        f"{path}:",
+        f"nested more than {LIMIT} levels deep",
+        "a workflow config",
+    )
 
 
 def test_a_pipeline_file_at_the_limit_is_read_and_one_level_more_is_not(tmp_path):
@@ -187,8 +202,9 @@ def test_a_pipeline_file_at_the_limit_is_read_and_one_level_more_is_not(tmp_path
 
 # ----------------------------------------------------------------------------- composed once, built strictly
 def many_stages(count: int) -> str:
-    return ('stages:\n  - encode text: items.parquet\n    template: "{title}"\n'
-            + "".join(f"  - reduce: text\n    name: t{i}\n    dims: 8\n" for i in range(count)))
+    return 'stages:\n  - encode text: items.parquet\n    template: "{title}"\n' + "".join(
+        f"  - reduce: text\n    name: t{i}\n    dims: 8\n" for i in range(count)
+    )
 
 
 def test_a_pipeline_is_composed_once_however_many_stages(tmp_path, monkeypatch):
@@ -224,13 +240,16 @@ def test_line_lookups_reuse_the_tree_read_yaml_kept(tmp_path, monkeypatch):
     assert line(str(text), ("a", "b", 1)) == 2  # plain text: composed for the lookup
 
 
-@pytest.mark.parametrize("text, line, message", [
-    ("stages:\n  - reduce: text\n    dims: 8\n    dims: 9\n", 4, "duplicate key 'dims' (first on line 3)"),
-    ("stages:\n  - reduce: text\n    reduce: image\n", 3, "duplicate key 'reduce' (first on line 2)"),
-    ("stages: []\ndescription: x\nstages: [1]\n", 3, "duplicate key 'stages' (first on line 1)"),
-    ("a: [{b: 1,\n     b: 2}]\n", 2, "duplicate key 'b' (first on line 1)"),
-    ("1: a\n0x1: b\n", 2, "duplicate key 1 (first on line 1)"),  # the same key once YAML has read it
-])
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        ("stages:\n  - reduce: text\n    dims: 8\n    dims: 9\n", 4, "duplicate key 'dims' (first on line 3)"),
+        ("stages:\n  - reduce: text\n    reduce: image\n", 3, "duplicate key 'reduce' (first on line 2)"),
+        ("stages: []\ndescription: x\nstages: [1]\n", 3, "duplicate key 'stages' (first on line 1)"),
+        ("a: [{b: 1,\n     b: 2}]\n", 2, "duplicate key 'b' (first on line 1)"),
+        ("1: a\n0x1: b\n", 2, "duplicate key 1 (first on line 1)"),  # the same key once YAML has read it
+    ],
+)
 def test_duplicate_keys_are_refused_with_the_key_and_its_line(tmp_path, text, line, message):
     """PyYAML keeps the last of two equal keys: `dims: 8` then `dims: 9` silently ran with 9."""
     with pytest.raises(ConfigError, match=rf"^\S*doc.yaml:{line}: {re.escape(message)}; give each key once$"):
@@ -242,12 +261,15 @@ def test_merge_keys_are_not_duplicates(tmp_path):
     assert value["stage"] == {"dims": 9, "name": "x"}
 
 
-@pytest.mark.parametrize("text, line, message", [
-    ("stages:\n  - reduce: text\n    dims: " + "9" * 5000 + "\n", 3, "an integer of 5,000 digits is too long (at most 4,300 digits)"),
-    ("a: [1, -" + "1" * 4301 + "]\n", 1, "an integer of 4,301 digits is too long (at most 4,300 digits)"),
-    ("a: 1\nb: 0x" + "f" * 4000 + "\n", 2, "an integer of about 4,817 digits is too long (at most 4,300 digits)"),  # (no int() limit)
-    ("a:\n  when: 2020-13-45\n", 2, "'2020-13-45' is not a valid date (month must be in 1..12)"),
-])
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        ("stages:\n  - reduce: text\n    dims: " + "9" * 5000 + "\n", 3, "an integer of 5,000 digits is too long (at most 4,300 digits)"),
+        ("a: [1, -" + "1" * 4301 + "]\n", 1, "an integer of 4,301 digits is too long (at most 4,300 digits)"),
+        ("a: 1\nb: 0x" + "f" * 4000 + "\n", 2, "an integer of about 4,817 digits is too long (at most 4,300 digits)"),  # (no int() limit)
+        ("a:\n  when: 2020-13-45\n", 2, "'2020-13-45' is not a valid date (month must be in 1..12)"),
+    ],
+)
 def test_scalars_that_cannot_be_built_are_one_line(tmp_path, text, line, message):
     """int() refuses more than 4,300 digits and date() a 13th month: it was `unexpected ValueError` (exit 1)."""
     with pytest.raises(ConfigError, match=rf"^\S*doc.yaml:{line}: {re.escape(message)}$"):
@@ -258,7 +280,9 @@ def test_scalars_that_cannot_be_built_are_one_line(tmp_path, text, line, message
 @pytest.mark.parametrize("character", ["\x01", "\x00", "\x1b", "\x7f"])
 def test_control_characters_are_refused_with_their_line(tmp_path, character):
     text = "# é ü ß, some multi-byte text first\nstages:\n  - reduce: te" + character + "xt\n"
-    with pytest.raises(ConfigError, match=rf"doc.yaml: line 3 is not valid YAML \(character U\+{ord(character):04X} is not allowed in YAML\)$"):
+    with pytest.raises(
+        ConfigError, match=rf"doc.yaml: line 3 is not valid YAML \(character U\+{ord(character):04X} is not allowed in YAML\)$"
+    ):
         load(tmp_path, text)
 
 
@@ -276,17 +300,20 @@ def test_file_problem_tells_a_device_from_a_missing_file(tmp_path):
 LONG = "t" * 100_000
 
 
-@pytest.mark.parametrize("stage", [
-    f"  - reduce: {LONG}\n",  # an artifact name that needs a stage
-    f"  - reduce: text\n    name: {LONG}\n",
-    f"  - reduce: text\n    fit-on: {LONG}\n",
-    f"  - reduce: text\n    dims: {LONG}\n",
-    f"  - reduce: text\n    {'k' * 1000}: 4\n",  # (a plain key is at most 1,024 characters in YAML)
-    f"  - {'k' * 1000}: 4\n",
-    f"  - fit-workflow: {LONG}.yaml\n    data: items.parquet\n",
-    f"  - fit-workflow: {'c' * 200}/{'c' * 200}.yaml\n    data: items.parquet\n",
-    '  - fit-workflow: "nul\\0.yaml"\n    data: items.parquet\n',
-])
+@pytest.mark.parametrize(
+    "stage",
+    [
+        f"  - reduce: {LONG}\n",  # an artifact name that needs a stage
+        f"  - reduce: text\n    name: {LONG}\n",
+        f"  - reduce: text\n    fit-on: {LONG}\n",
+        f"  - reduce: text\n    dims: {LONG}\n",
+        f"  - reduce: text\n    {'k' * 1000}: 4\n",  # (a plain key is at most 1,024 characters in YAML)
+        f"  - {'k' * 1000}: 4\n",
+        f"  - fit-workflow: {LONG}.yaml\n    data: items.parquet\n",
+        f"  - fit-workflow: {'c' * 200}/{'c' * 200}.yaml\n    data: items.parquet\n",
+        '  - fit-workflow: "nul\\0.yaml"\n    data: items.parquet\n',
+    ],
+)
 def test_long_values_are_cut_in_pipeline_errors(tmp_path, stage):
     from embedtab import pipeline
     from embedtab.artifacts import ArtifactStore

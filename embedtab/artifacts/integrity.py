@@ -51,11 +51,17 @@ class Integrity:
         problems = self.damaged_files(record)
         if problems:
             more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
-            raise IntegrityError(f"{record.key} is damaged: {'; '.join(problems[:5])}{more}; refusing to use it "
-                                 "(rerun the command that made it to rebuild it)")
+            raise IntegrityError(
+                f"{record.key} is damaged: {'; '.join(problems[:5])}{more}; refusing to use it "
+                "(rerun the command that made it to rebuild it)"
+            )
         return artifact_path(self.root, record.kind, record.name)
 
     def current(self, record: ArtifactRecord | None, input_fingerprint: str) -> bool:
         """Made from these inputs, every file as written, in the current layout (an old one is rewritten)."""
-        return (record is not None and record.input_fingerprint == input_fingerprint
-                and not self.damaged_files(record) and not legacy_layout(record))
+        return (
+            record is not None
+            and record.input_fingerprint == input_fingerprint
+            and not self.damaged_files(record)
+            and not legacy_layout(record)
+        )

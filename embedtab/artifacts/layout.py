@@ -65,9 +65,7 @@ def is_valid_name(name: str) -> bool:
 
 def check_name(name: str, what: str = "artifact name") -> str:
     if not _NAME.match(name or ""):
-        raise UsageError(
-            f"invalid {what} {shown(name)}: use letters, digits, '.', '_', '+' or '-' (max 128, no '/')"
-        )
+        raise UsageError(f"invalid {what} {shown(name)}: use letters, digits, '.', '_', '+' or '-' (max 128, no '/')")
     return name
 
 
@@ -115,5 +113,4 @@ def sidecar_names(kind: str, name: str) -> tuple[str, ...]:
 
 def is_legacy_file(kind: str, path: str) -> bool:
     """A file named as before sidecar files moved out of merlin.io's way."""
-    return (path in LEGACY_NAMES.get(kind, {}).values()
-            or (kind == "lookups" and path.endswith(".npy") and not path.startswith("_")))
+    return path in LEGACY_NAMES.get(kind, {}).values() or (kind == "lookups" and path.endswith(".npy") and not path.startswith("_"))

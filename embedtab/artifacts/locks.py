@@ -16,8 +16,9 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from embedtab.artifacts.manifest import now_iso
 from embedtab.errors import ArtifactBusy, LockTimeout
@@ -120,13 +121,13 @@ class DirectoryLock:
         if not pid.isdigit():
             return f"{root} is locked by another embedtab process {waited}; wait for it or raise EMBEDTAB_LOCK_TIMEOUT"
         if host and host != HOST:
-            return (f"{root} is locked {waited} by pid {pid} on host {host}; wait for it "
-                    "or raise EMBEDTAB_LOCK_TIMEOUT")
+            return f"{root} is locked {waited} by pid {pid} on host {host}; wait for it or raise EMBEDTAB_LOCK_TIMEOUT"
         if pid_alive(int(pid)):
-            return (f"{root} is locked {waited} by embedtab pid {pid}, which is still running; wait for it "
-                    "or raise EMBEDTAB_LOCK_TIMEOUT")
-        return (f"{root} is locked {waited}, but pid {pid} that took the lock is no longer running: a process "
-                "it started (a Dask or DataLoader worker, say) still holds it; stop that process")
+            return f"{root} is locked {waited} by embedtab pid {pid}, which is still running; wait for it or raise EMBEDTAB_LOCK_TIMEOUT"
+        return (
+            f"{root} is locked {waited}, but pid {pid} that took the lock is no longer running: a process "
+            "it started (a Dask or DataLoader worker, say) still holds it; stop that process"
+        )
 
 
 @contextlib.contextmanager
@@ -152,10 +153,10 @@ def build_lock(path: Path, what: str, stage: str, input_fingerprint: str, timeou
     try:
         waited = wait_for_flock(fd, time.monotonic() + timeout, 0.2, refuse_other_recipes)
         if waited is None:
-            raise LockTimeout(f"{what} has been in the making by another run for more "
-                              f"than {timeout:.0f}s; wait for it or raise EMBEDTAB_LOCK_TIMEOUT")
-        intent = {"pid": os.getpid(), "host": HOST, "stage": stage, "started": now_iso(),
-                  "input_fingerprint": input_fingerprint}
+            raise LockTimeout(
+                f"{what} has been in the making by another run for more than {timeout:.0f}s; wait for it or raise EMBEDTAB_LOCK_TIMEOUT"
+            )
+        intent = {"pid": os.getpid(), "host": HOST, "stage": stage, "started": now_iso(), "input_fingerprint": input_fingerprint}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(intent).encode(), 0)
         try:

@@ -12,15 +12,15 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from embedtab.version import __version__
 from embedtab.artifacts.layout import KINDS, MANIFEST, STAGING, is_legacy_file, is_valid_name
 from embedtab.errors import ManifestError
+from embedtab.version import __version__
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Final = 1
 _AFRESH = "embedtab will not touch it: restore it from a backup or move it away to start afresh"
 
 
@@ -91,11 +91,7 @@ class ArtifactRecord(BaseModel):
 
     def rows(self, suffix: str = ".parquet", prefix: str = "") -> int:
         """Total rows of the output files matching prefix*suffix."""
-        return sum(
-            f.rows or 0
-            for f in self.outputs
-            if f.path.endswith(suffix) and Path(f.path).name.startswith(prefix)
-        )
+        return sum(f.rows or 0 for f in self.outputs if f.path.endswith(suffix) and Path(f.path).name.startswith(prefix))
 
 
 class PendingPublish(BaseModel):
@@ -115,7 +111,7 @@ class Manifest(BaseModel):
     pending: dict[str, PendingPublish] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _keys_name_their_records(self) -> "Manifest":
+    def _keys_name_their_records(self) -> Manifest:
         """Every entry is filed under its own kind/name: a swapped or renamed key would make a
         command read another artifact's files as this one."""
         for section, entries in (("artifacts", self.artifacts), ("pending", self.pending)):

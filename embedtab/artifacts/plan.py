@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from embedtab.artifacts.integrity import Integrity
 from embedtab.artifacts.layout import KINDS, MANIFEST, WORK, WORK_SHARD, artifact_path, is_artifact_name
@@ -38,7 +39,7 @@ class Verdict:
 class DryRunStop(Exception):
     """Raised by `ArtifactStore.building` in a dry run: the stage planned and stops before writing."""
 
-    def __init__(self, plan: "Plan"):
+    def __init__(self, plan: Plan):
         super().__init__(f"dry run: {plan.kind} {plan.name!r} would be built")
         self.plan = plan
 
@@ -59,6 +60,12 @@ class Plan:
     packages: tuple[str, ...] = ()
     damaged: list[str] = field(default_factory=list)  # why the existing artifact is rebuilt, if it is damaged
     force: bool = False
+
+    def up_to_date_record(self) -> ArtifactRecord:
+        """The existing record of an up-to-date plan (only a plan with one is ever up to date)."""
+        if self.existing is None:
+            raise RuntimeError(f"{self.kind} {self.name!r}: an up-to-date plan without an existing artifact")
+        return self.existing
 
 
 @dataclass
@@ -133,8 +140,11 @@ class Unrecorded:
         for kind in KINDS:
             folder = self.root / kind
             if folder.is_dir():
-                found += [f"{kind}/{entry.name}" for entry in sorted(folder.iterdir())
-                          if is_artifact_name(entry.name) and f"{kind}/{entry.name}" not in known]
+                found += [
+                    f"{kind}/{entry.name}"
+                    for entry in sorted(folder.iterdir())
+                    if is_artifact_name(entry.name) and f"{kind}/{entry.name}" not in known
+                ]
         return found
 
     def folder(self, kind: str, name: str) -> Path | None:
@@ -149,10 +159,17 @@ class Unrecorded:
     def refusal(self, kind: str, name: str, what_now: str) -> UnrecordedArtifact:
         """The error refusing to read or replace the unrecorded kind/name; `what_now` says what to do."""
         others = [key for key in self.all() if key != f"{kind}/{name}"]
-        also = (f" (also unrecorded: {', '.join(others[:3])}{f' and {len(others) - 3} more' if len(others) > 3 else ''}; "
-                "`embedtab status` lists them)") if others else ""
-        return UnrecordedArtifact(f"{kind}/{name} is in {self.root} but {MANIFEST} has no record of it "
-                                  f"({_UNRECORDED_WHY}); {what_now}{also}")
+        also = (
+            (
+                f" (also unrecorded: {', '.join(others[:3])}{f' and {len(others) - 3} more' if len(others) > 3 else ''}; "
+                "`embedtab status` lists them)"
+            )
+            if others
+            else ""
+        )
+        return UnrecordedArtifact(
+            f"{kind}/{name} is in {self.root} but {MANIFEST} has no record of it ({_UNRECORDED_WHY}); {what_now}{also}"
+        )
 
     def unfinished_work(self, kind: str = "embeddings") -> dict[str, list[str]]:
         """name -> key folders of resumable work under work/<kind>/ (kept until their artifact is
@@ -199,9 +216,7 @@ class Planner:
         for record in request.input_artifacts or []:
             if record.key not in request.trusted:
                 self.integrity.verify(record)  # a damaged input makes nothing up to date: it is refused, by name
-        upstream = [
-            {"kind": r.kind, "name": r.name, "fingerprint": r.fingerprint} for r in request.input_artifacts or []
-        ]
+        upstream = [{"kind": r.kind, "name": r.name, "fingerprint": r.fingerprint} for r in request.input_artifacts or []]
         fingerprint, earlier = self._fingerprints(request, upstream)
         files = (request.input_files or []) + (request.read_files or [])
         existing = self.manifest.get(kind, name)
@@ -234,8 +249,15 @@ class Planner:
         """The fingerprint of the request's inputs, and the one they had the earlier way (`was`), if given."""
 
         def fingerprint_of(files: list[dict[str, Any]], content: Any) -> str:
-            return hash_value({"stage": request.stage, "params": request.params, "files": sorted(f["sha256"] for f in files),
-                               "artifacts": [u["fingerprint"] for u in upstream], "content": content})
+            return hash_value(
+                {
+                    "stage": request.stage,
+                    "params": request.params,
+                    "files": sorted(f["sha256"] for f in files),
+                    "artifacts": [u["fingerprint"] for u in upstream],
+                    "content": content,
+                }
+            )
 
         fingerprint = fingerprint_of(request.input_files or [], request.content)
         earlier = fingerprint_of(*request.was) if request.was is not None else None
@@ -248,12 +270,17 @@ class Planner:
             return Verdict(kind, name, "run", f"forced: replaces {kind}/{name}, which {MANIFEST} has no record of")
         if self.mode.dry_run:
             return Verdict(kind, name, "needs --force", f"{kind}/{name} is on disk but not in {MANIFEST}")
-        raise self.unrecorded.refusal(kind, name, "nothing tells what made it and embedtab will not replace it: "
-                                                  "pass --force to rebuild it from these inputs, move it away, "
-                                                  "or choose another --name")
+        raise self.unrecorded.refusal(
+            kind,
+            name,
+            "nothing tells what made it and embedtab will not replace it: "
+            "pass --force to rebuild it from these inputs, move it away, "
+            "or choose another --name",
+        )
 
-    def _judge(self, request: PlanRequest, existing: ArtifactRecord, fingerprint: str, files: list[dict[str, Any]],
-               upstream: list[dict[str, Any]]) -> tuple[Verdict, bool, list[str]]:
+    def _judge(
+        self, request: PlanRequest, existing: ArtifactRecord, fingerprint: str, files: list[dict[str, Any]], upstream: list[dict[str, Any]]
+    ) -> tuple[Verdict, bool, list[str]]:
         """(verdict, up to date, why it is damaged) of an existing artifact."""
         kind, name, force = request.kind, request.name, request.force
         verdict = Verdict(kind, name, "run", "forced" if force else "")
@@ -264,8 +291,7 @@ class Planner:
             # About to call it up to date: only if every byte is what was written.
             damaged = self.integrity.damaged_files(existing)
             up_to_date = not damaged and not legacy_layout(existing)  # (an old layout is rewritten)
-            verdict = Verdict(kind, name, "up to date" if up_to_date else "stale",
-                              "" if up_to_date else "written in the pre-0.2 layout")
+            verdict = Verdict(kind, name, "up to date" if up_to_date else "stale", "" if up_to_date else "written in the pre-0.2 layout")
         if damaged:
             verdict = Verdict(kind, name, "stale", f"damaged: {'; '.join(damaged[:3])}")
             if request.warn is not None and not self.mode.dry_run:
@@ -289,21 +315,34 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _differences(existing: ArtifactRecord, params: dict[str, Any], files: list[dict[str, Any]],
-                 upstream: list[dict[str, Any]], ignore: tuple[str, ...] = ()) -> str:
+def _differences(
+    existing: ArtifactRecord,
+    params: dict[str, Any],
+    files: list[dict[str, Any]],
+    upstream: list[dict[str, Any]],
+    ignore: tuple[str, ...] = (),
+) -> str:
     """What changed since the artifact was made, in a few words, for the --force refusal. Input
     files are compared by content: the same file at another path is no change."""
-    changes = [f"{key}: {_short(existing.params.get(key))} -> {_short(params.get(key))}"
-               for key in sorted(set(existing.params) | set(params))
-               if key not in ignore and existing.params.get(key) != params.get(key)]
+    changes = [
+        f"{key}: {_short(existing.params.get(key))} -> {_short(params.get(key))}"
+        for key in sorted(set(existing.params) | set(params))
+        if key not in ignore and existing.params.get(key) != params.get(key)
+    ]
     old_files = {f["sha256"]: Path(f["path"]).name for f in existing.inputs.get("files", [])}
     new_files = {f["sha256"]: Path(f["path"]).name for f in files}
     changes += [f"input {name} is new or changed" for sha, name in sorted(new_files.items(), key=lambda kv: kv[1]) if sha not in old_files]
-    changes += [f"input {name} is no longer given" for sha, name in sorted(old_files.items(), key=lambda kv: kv[1])
-                if sha not in new_files and name not in {new_files[s] for s in new_files if s not in old_files}]
+    changes += [
+        f"input {name} is no longer given"
+        for sha, name in sorted(old_files.items(), key=lambda kv: kv[1])
+        if sha not in new_files and name not in {new_files[s] for s in new_files if s not in old_files}
+    ]
     old_up = {f"{u['kind']}/{u['name']}": u["fingerprint"] for u in existing.inputs.get("artifacts", [])}
-    changes += [f"{key} changed" for key, fp in ((f"{u['kind']}/{u['name']}", u["fingerprint"]) for u in upstream)
-                if key in old_up and old_up[key] != fp]
+    changes += [
+        f"{key} changed"
+        for key, fp in ((f"{u['kind']}/{u['name']}", u["fingerprint"]) for u in upstream)
+        if key in old_up and old_up[key] != fp
+    ]
     if not changes:
         return "the input data changed"
     return "; ".join(changes[:3]) + (f"; +{len(changes) - 3} more" if len(changes) > 3 else "")

@@ -17,9 +17,10 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from embedtab.artifacts.hashes import HashCache
 from embedtab.artifacts.layout import MANIFEST, STAGING, artifact_path
@@ -50,8 +51,14 @@ def staging_folder(root: Path, kind: str, name: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def prepare(plan: Plan, staging: Path, hashes: HashCache, metadata: dict[str, Any] | None = None,
-            summary: dict[str, Any] | None = None, device: str = "cpu") -> ArtifactRecord:
+def prepare(
+    plan: Plan,
+    staging: Path,
+    hashes: HashCache,
+    metadata: dict[str, Any] | None = None,
+    summary: dict[str, Any] | None = None,
+    device: str = "cpu",
+) -> ArtifactRecord:
     """The record of a finished staging folder (every file hashed); nothing is moved yet."""
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # hashlib releases the GIL
         outputs = list(pool.map(lambda rel: _describe(staging, rel, hashes.sha256), directory_files(staging)))
@@ -101,8 +108,10 @@ def mark_pending(root: Path, manifest: Manifest, items: list[tuple[ArtifactRecor
     for record, staging in items:
         trash = root / STAGING / f"trash.{uuid.uuid4().hex[:12]}"
         manifest.pending[record.key] = PendingPublish(
-            record=record, staging=str(staging.relative_to(root)),
-            trash=str(trash.relative_to(root)), group=group,
+            record=record,
+            staging=str(staging.relative_to(root)),
+            trash=str(trash.relative_to(root)),
+            group=group,
         )
         moves.append((artifact_path(root, record.kind, record.name), staging, trash))
     return moves
@@ -127,8 +136,7 @@ def finish(root: Path, manifest: Manifest, keys: list[str], write: Callable[[Man
         shutil.rmtree(root / pending.trash, ignore_errors=True)
 
 
-def recover(root: Path, manifest: Manifest, write: Callable[[Manifest], None],
-            finish: Callable[[Manifest, list[str]], None]) -> None:
+def recover(root: Path, manifest: Manifest, write: Callable[[Manifest], None], finish: Callable[[Manifest, list[str]], None]) -> None:
     """Finish or roll back publications a crashed writer left pending (lock held). A group is
     rolled back whole if any member had not moved into place yet, else finished whole."""
     groups: dict[str, list[str]] = {}

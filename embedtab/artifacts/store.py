@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from embedtab.artifacts import layout, publish
 from embedtab.artifacts.hashes import HashCache
@@ -123,8 +124,9 @@ class ArtifactStore:
     def require(self, kind: str, name: str) -> ArtifactRecord:
         record = self.get(kind, name)
         if record is None and self.unrecorded_folder(kind, name) is not None:
-            raise self._unrecorded_refusal(kind, name, "embedtab will not read it: rerun the command that makes it "
-                                                       "with --force to rebuild it")
+            raise self._unrecorded_refusal(
+                kind, name, "embedtab will not read it: rerun the command that makes it with --force to rebuild it"
+            )
         if record is None:
             known = sorted(r.name for r in self.records() if r.kind == kind)
             hint = f"; known {kind}: {', '.join(known)}" if known else f"; there are no {kind} yet"
@@ -208,11 +210,8 @@ class ArtifactStore:
         (`trusted`: `--trust-workflow`); and a folder at the artifact's path that the manifest has
         no record of is never replaced unless forced (UnrecordedArtifact).
         """
-        return self._planner.plan(PlanRequest(
-            kind, name, stage, params, input_files=input_files, input_artifacts=input_artifacts, force=force,
-            packages=packages, content=content, refresh=refresh, refresh_ignore=refresh_ignore, warn=warn,
-            read_files=read_files, was=was, trusted=trusted,
-        ))
+        arguments = {key: value for key, value in locals().items() if key != "self"}
+        return self._planner.plan(PlanRequest(**arguments))
 
     # ------------------------------------------------------------- publishing
     @contextlib.contextmanager

@@ -30,6 +30,7 @@ from rich.progress import (
 from rich.text import Text
 
 from embedtab.options import DASK_SCHEDULER, FORCE, TRUST_WORKFLOW
+from embedtab.reporting import Reporter
 
 if TYPE_CHECKING:
     from embedtab.api import Artifacts
@@ -52,12 +53,12 @@ class _Console(Console):
 
     @property
     def size(self) -> ConsoleDimensions:
-        size = Console.size.fget(self)
+        size = Console.size.fget(self)  # type: ignore[attr-defined]  # mypy: a property with a setter, read off the class
         return size if self.is_terminal else ConsoleDimensions(max(size.width, _UNLIMITED), size.height)
 
     @size.setter
     def size(self, value: tuple[int, int]) -> None:
-        Console.size.fset(self, value)
+        Console.size.fset(self, value)  # type: ignore[attr-defined]  # (as above)
 
 
 _UNLIMITED = 10_000
@@ -105,7 +106,7 @@ class _PlainProgress:
     """Progress off a terminal: a plain line every `interval` seconds with the count, share and
     rate, and a last one when the loop ends if it printed any -- no bars, no escape codes."""
 
-    def __init__(self, reporter: "RichReporter", description: str, total: int | None, unit: str, interval: float) -> None:
+    def __init__(self, reporter: RichReporter, description: str, total: int | None, unit: str, interval: float) -> None:
         self.reporter, self.description, self.total, self.unit, self.interval = reporter, description, total, unit, interval
         self.done = 0
         self.started = self.last = time.monotonic()
@@ -133,7 +134,7 @@ class _PlainProgress:
                 self.line(time.monotonic(), last=True)
 
 
-class RichReporter:
+class RichReporter(Reporter):
     """Messages and progress on stderr, never with --quiet: bars on a terminal, plain lines every
     few seconds elsewhere (piped, CI logs).
 
@@ -195,7 +196,7 @@ def reporter() -> RichReporter:
     return RichReporter()
 
 
-def open_artifacts(artifacts: Path) -> "Artifacts":
+def open_artifacts(artifacts: Path) -> Artifacts:
     """The Python API over --artifacts, reporting to the terminal."""
     from embedtab.api import Artifacts
 
@@ -213,7 +214,7 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
-def report_result(record: "ArtifactRecord", up_to_date: bool, as_json: bool, lines: list[str] | None = None) -> None:
+def report_result(record: ArtifactRecord, up_to_date: bool, as_json: bool, lines: list[str] | None = None) -> None:
     """The closing message of a stage: one status line (+ details) on stderr, or JSON on stdout."""
     if as_json:
         emit_json({"up_to_date": up_to_date, **record.model_dump()})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, Any, List, Optional
 
 import typer
 
@@ -81,15 +81,11 @@ def text(
     inputs: InputsArg,
     name: NameOpt = text_default("name"),
     template: Annotated[Optional[str], typer.Option("--template", "-t", help=T("template"))] = text_default("template"),
-    text_column: Annotated[
-        Optional[List[str]], typer.Option("--text-column", "-c", help=T("text_columns"))
-    ] = text_default("text_columns"),
+    text_column: Annotated[Optional[List[str]], typer.Option("--text-column", "-c", help=T("text_columns"))] = text_default("text_columns"),
     id_column: IdOpt = text_default("id_column"),
     model: Annotated[Optional[str], typer.Option("--model", "-m", help=T("model"))] = text_default("model"),
     encoder: EncoderOpt = text_default("encoder"),
-    pretrained: Annotated[
-        Optional[str], typer.Option("--pretrained", "-p", help=T("pretrained"))
-    ] = text_default("pretrained"),
+    pretrained: Annotated[Optional[str], typer.Option("--pretrained", "-p", help=T("pretrained"))] = text_default("pretrained"),
     device: DeviceOpt = text_default("device"),
     precision: PrecisionOpt = text_default("precision"),
     batch_size: BatchOpt = text_default("batch_size"),
@@ -131,17 +127,11 @@ def text(
 def image(
     inputs: InputsArg,
     model: Annotated[str, typer.Option("--model", "-m", help=I("model"))],
-    pretrained: Annotated[
-        Optional[str], typer.Option("--pretrained", "-p", help=I("pretrained"))
-    ] = image_default("pretrained"),
+    pretrained: Annotated[Optional[str], typer.Option("--pretrained", "-p", help=I("pretrained"))] = image_default("pretrained"),
     encoder: EncoderOpt = image_default("encoder"),
     name: NameOpt = image_default("name"),
-    image_column: Annotated[
-        str, typer.Option("--image-column", help=I("image_column"))
-    ] = image_default("image_column"),
-    image_root: Annotated[
-        Optional[Path], typer.Option("--image-root", help=I("image_root"))
-    ] = image_default("image_root"),
+    image_column: Annotated[str, typer.Option("--image-column", help=I("image_column"))] = image_default("image_column"),
+    image_root: Annotated[Optional[Path], typer.Option("--image-root", help=I("image_root"))] = image_default("image_root"),
     id_column: IdOpt = image_default("id_column"),
     device: DeviceOpt = image_default("device"),
     precision: PrecisionOpt = image_default("precision"),
@@ -150,9 +140,9 @@ def image(
     workers: Annotated[Optional[int], typer.Option("--workers", help=I("workers"))] = image_default("workers"),
     decode: Annotated[str, typer.Option("--decode", help=I("decode"))] = image_default("decode"),
     max_pixels: Annotated[int, typer.Option("--max-pixels", help=I("max_pixels"))] = image_default("max_pixels"),
-    allow_outside_root: Annotated[
-        bool, typer.Option("--allow-outside-root", help=I("allow_outside_root"))
-    ] = image_default("allow_outside_root"),
+    allow_outside_root: Annotated[bool, typer.Option("--allow-outside-root", help=I("allow_outside_root"))] = image_default(
+        "allow_outside_root"
+    ),
     shard_size: ShardSizeOpt = image_default("shard_size"),
     dedupe: DedupeOpt = image_default("dedupe"),
     shard: ShardOpt = image_default("shard"),
@@ -204,14 +194,25 @@ def encoders(as_json: JsonOpt = False) -> None:
     from embedtab.cli.common import stdout
     from embedtab.encode.encoders import DEFAULTS, available
 
-    rows = [{"name": name, "inputs": list(cls.inputs) if cls else [], "from": where, "default_for": [k for k, v in DEFAULTS.items() if v == name],
-             "problem": problem} for name, (cls, where, problem) in available().items()]
+    rows: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "inputs": list(cls.inputs) if cls else [],
+            "from": where,
+            "default_for": [k for k, v in DEFAULTS.items() if v == name],
+            "problem": problem,
+        }
+        for name, (cls, where, problem) in available().items()
+    ]
     if as_json:
         emit_json(rows)
         return
     table = Table("encoder", "encodes", "from", "note", title="embedtab encoders", title_justify="left")
     for row in rows:
-        note = f"[red]cannot load: {row['problem']}[/red]" if row["problem"] else (
-            f"default for {' and '.join(row['default_for'])}" if row["default_for"] else "")
+        note = (
+            f"[red]cannot load: {row['problem']}[/red]"
+            if row["problem"]
+            else (f"default for {' and '.join(row['default_for'])}" if row["default_for"] else "")
+        )
         table.add_row(row["name"], ", ".join(row["inputs"]), row["from"], note)
     stdout.print(table)

@@ -36,9 +36,7 @@ def lookup(
     concat: Annotated[bool, typer.Option("--concat", help=L("concat"))] = default("concat"),
     fill: Annotated[str, typer.Option("--fill", help=L("fill"))] = default("fill"),
     min_coverage: Annotated[float, typer.Option("--min-coverage", help=L("min_coverage"))] = default("min_coverage"),
-    min_reachable: Annotated[
-        float, typer.Option("--min-reachable", help=L("min_reachable"))
-    ] = default("min_reachable"),
+    min_reachable: Annotated[float, typer.Option("--min-reachable", help=L("min_reachable"))] = default("min_reachable"),
     trust_workflow: TrustOpt = default("trust_workflow"),
     force: ForceOpt = default("force"),
     as_json: JsonOpt = False,

@@ -12,7 +12,6 @@ from typing import Annotated, Any, Optional
 import typer
 
 from embedtab.cli import common
-from embedtab.device import default_device
 from embedtab.cli.encode import app as encode_app
 from embedtab.cli.encode import encoders
 from embedtab.cli.lookup import lookup
@@ -20,6 +19,7 @@ from embedtab.cli.pipeline import run as run_pipeline
 from embedtab.cli.reduce import reduce
 from embedtab.cli.status import status
 from embedtab.cli.workflow import fit_workflow, transform
+from embedtab.device import default_device
 from embedtab.errors import EmbedtabError
 from embedtab.version import __version__
 
@@ -91,7 +91,7 @@ def _polish(command) -> None:
     command.help = _reflow(command.help)
     for param in command.params:
         if isinstance(param, typer.core.TyperArgument):
-            param.display_type_rich = lambda ctx: None  # its name column already says what it is
+            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]  # (typer has no option for it) its name column already says what it is
         elif getattr(param, "is_flag", False):
             param.metavar = ""
         elif getattr(param, "metavar", None) is None and hasattr(param, "bare_type"):
@@ -136,8 +136,13 @@ def _flag_of(field: str, command: Any) -> str | None:
 
 def _long_flags(command: Any) -> set[str]:
     """Every long flag of the command line (typer's click command), subcommands included."""
-    flags = {opt for param in command.params if param.param_type_name == "option"
-             for opt in [*param.opts, *param.secondary_opts] if opt.startswith("--")}
+    flags = {
+        opt
+        for param in command.params
+        if param.param_type_name == "option"
+        for opt in [*param.opts, *param.secondary_opts]
+        if opt.startswith("--")
+    }
     for sub in getattr(command, "commands", {}).values():
         flags |= _long_flags(sub)
     return flags

@@ -13,13 +13,22 @@ from rich.text import Text
 
 from embedtab.cli.common import DEFAULT_ARTIFACTS, ArtifactsOpt, JsonOpt, emit_json, open_artifacts, state, stderr
 
-_STYLE = {"ran": "green", "up to date": "green", "run": "yellow", "stale": "yellow", "needs --force": "red",
-          "failed": "red", "skipped": "red"}
+_STYLE = {
+    "ran": "green",
+    "up to date": "green",
+    "run": "yellow",
+    "stale": "yellow",
+    "needs --force": "red",
+    "failed": "red",
+    "skipped": "red",
+}
 
 
 def run(
     pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (see configs/pipeline.yaml).", show_default=False)],
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the plan (run / up to date / stale, and why); change nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Print the plan (run / up to date / stale, and why); change nothing.")
+    ] = False,
     only: Annotated[
         Optional[List[str]], typer.Option("--only", help="Run this stage (artifact name or kind/name) and what it needs; repeatable.")
     ] = None,
@@ -51,15 +60,24 @@ def run(
     art = open_artifacts(artifacts)
     printer = _StagePrinter(art.reporter, pipeline, talk=not state.quiet and not as_json)
     started = time.time()
-    report = art.run_pipeline(pipeline, only=only or (), force=force or (), dry_run=dry_run,
-                              on_stage=printer.starting, on_done=printer.finished)
+    report = art.run_pipeline(
+        pipeline, only=only or (), force=force or (), dry_run=dry_run, on_stage=printer.starting, on_done=printer.finished
+    )
     printer.close()
     if as_json:
-        emit_json({"pipeline": report.pipeline, "dry_run": dry_run, "failed": report.failed,
-                   "stages": [dataclasses.asdict(s) for s in report.stages]})
+        emit_json(
+            {
+                "pipeline": report.pipeline,
+                "dry_run": dry_run,
+                "failed": report.failed,
+                "stages": [dataclasses.asdict(s) for s in report.stages],
+            }
+        )
     elif not dry_run and report.stages and all(s.status == "up to date" for s in report.stages):
-        stderr.print(Text(f"all {len(report.stages)} stages of {pipeline} are up to date; nothing to do", style="green")
-                     + Text(f" ({time.time() - started:.1f}s)"))
+        stderr.print(
+            Text(f"all {len(report.stages)} stages of {pipeline} are up to date; nothing to do", style="green")
+            + Text(f" ({time.time() - started:.1f}s)")
+        )
     else:
         stderr.print(_table(report, pipeline, dry_run))
     _raise_if_failed(report)
@@ -89,8 +107,9 @@ class _StagePrinter:
         if result.status == "ran":
             if not said:
                 stderr.print(self.heading(stage))
-            stderr.print(Text(f"wrote {', '.join(f'{k}/{n}' for k, n in stage.outputs)}", style="green")
-                         + Text(f" in {result.duration_s:.1f}s"))
+            stderr.print(
+                Text(f"wrote {', '.join(f'{k}/{n}' for k, n in stage.outputs)}", style="green") + Text(f" in {result.duration_s:.1f}s")
+            )
             for line in result.lines:
                 stderr.print(f"  {line}", markup=False)
         elif result.status == "up to date":
@@ -127,4 +146,5 @@ def _raise_if_failed(report) -> None:
     usage = all(s.exit_code == 2 for s in report.stages if s.status == "failed")
     raise (UsageError if usage else EmbedtabError)(
         f"{len(failed)} stage(s) failed ({', '.join(failed)}); the stages that needed them did not run; "
-        "finished artifacts are kept: rerun to continue")
+        "finished artifacts are kept: rerun to continue"
+    )

@@ -66,14 +66,21 @@ def reduce(
     art = open_artifacts(artifacts)
     if apply is not None:
         if dims is not None or variance is not None or fit_on is not None or whiten or normalize:
-            raise typer.BadParameter("--apply reuses the saved projection; drop --dims/--variance/--fit-on/--whiten/--normalize", param_hint="--apply")
+            raise typer.BadParameter(
+                "--apply reuses the saved projection; drop --dims/--variance/--fit-on/--whiten/--normalize", param_hint="--apply"
+            )
         ReduceOptions(source, backend=backend, seed=seed, memory=memory)  # the options it ignores are still checked
         done = art.apply_projection(apply, source, name=name, force=force)
         report_result(done.record, done.up_to_date, as_json, summaries.applied(done.record))
         return
     result = art.reduce(**options)
     if as_json:
-        emit_json({"up_to_date": result.embeddings.up_to_date, "projection": result.projection.record.model_dump(),
-                   "embeddings": result.embeddings.record.model_dump()})
+        emit_json(
+            {
+                "up_to_date": result.embeddings.up_to_date,
+                "projection": result.projection.record.model_dump(),
+                "embeddings": result.embeddings.record.model_dump(),
+            }
+        )
         return
     report_result(result.embeddings.record, result.embeddings.up_to_date, False, summaries.reduced(result.projection.record))

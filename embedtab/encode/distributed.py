@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from embedtab.device import torch_device
 from embedtab.encode.encoders import resolve
@@ -72,7 +73,9 @@ def encode_shard(task: ShardTask, shard: int, values: list[Any]) -> tuple[int, i
     """Runs on a worker: encode one shard and publish it. Returns (shard, rows, errors, truncated)."""
     encoder = _encoder(task)
     # Dask's worker processes are daemons, which may not start DataLoader workers of their own.
-    workers = 0 if multiprocessing.current_process().daemon else (default_workers(task.settings.device) if task.workers is None else task.workers)
+    workers = (
+        0 if multiprocessing.current_process().daemon else (default_workers(task.settings.device) if task.workers is None else task.workers)
+    )
     vectors, errors, truncated = ROWS[task.settings.inputs].encode(encoder, values, workers, lambda n: None)
     work = WorkDir(Path(task.work_path), task.shards, task.shard_size, task.total)
     start = work.bounds(shard)[0]
@@ -81,8 +84,9 @@ def encode_shard(task: ShardTask, shard: int, values: list[Any]) -> tuple[int, i
     return shard, len(values), errors, truncated
 
 
-def run_shards(client: Any, task: ShardTask, shard_values: Iterator[tuple[int, list[Any]]], advance: Any,
-               in_flight: int) -> Iterator[tuple[int, list[tuple[int, str]], int]]:
+def run_shards(
+    client: Any, task: ShardTask, shard_values: Iterator[tuple[int, list[Any]]], advance: Any, in_flight: int
+) -> Iterator[tuple[int, list[tuple[int, str]], int]]:
     """Submit the shards (at most `in_flight` waiting at once, so the client never holds the whole
     catalog) and yield (shard, errors, truncated) as they finish. A lost worker's task is rerun by
     the scheduler on another; a task that fails raises here."""
@@ -122,15 +126,14 @@ def do_work_on_dask(client: Any, run: EncodeRun, shards: list[int]) -> tuple[int
     """`work.do_work` with each shard a task on the cluster. The tasks get a `ShardTask` (what the
     worker needs, picklable), never the run: it holds the store and the reporter."""
     work, options = run.work, run.options
-    task = ShardTask(run.encoder.name, run.model, run.settings, run.workers, str(work.path),
-                     work.shards, work.shard_size, work.total)
+    task = ShardTask(run.encoder.name, run.model, run.settings, run.workers, str(work.path), work.shards, work.shard_size, work.total)
     in_flight = 2 * max(1, len(client.scheduler_info()["workers"]))
     decode_errors = truncated = 0
     todo_items = sum(work.bounds(s)[1] - work.bounds(s)[0] for s in shards)
     what = ROWS[run.source.modality].plural
     with run.reporter.progress(f"encoding {what} on Dask", total=todo_items, unit=what) as advance:
         values = stream_work_values(run.source, run.worklist.positions, shards, work, options.shard_size)
-        for shard, errors, cut in run_shards(client, task, values, advance, in_flight):
+        for _shard, errors, cut in run_shards(client, task, values, advance, in_flight):
             if errors and options.on_error == "fail":
                 position = int(run.worklist.positions[errors[0][0]])
                 raise DataError(f"{options.id_column}={run.scan.ids[position].as_py()}: {errors[0][1]}")

@@ -93,7 +93,7 @@ def resolve(name: str, model: str, inputs: str) -> type[Encoder]:
     default of the input kind). Errors name the field (`encoder`), not a flag."""
     registry = available()
     if name == "auto":
-        for candidate, (cls, _, _) in registry.items():
+        for cls, _, _ in registry.values():
             if cls is not None and inputs in cls.inputs and cls.accepts(model, inputs):
                 return cls
         name = DEFAULTS[inputs]

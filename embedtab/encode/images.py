@@ -31,9 +31,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
         grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(grey, mode="L").convert("RGB")
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        img.mode == "P" and "transparency" in img.info
-    )
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
     if has_alpha:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -63,9 +61,7 @@ def load_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
             with Image.open(path) as img:
                 width, height = img.size
                 if width * height > max_pixels:
-                    raise ImageLoadError(
-                        f"image too large ({width}x{height} = {width * height} pixels > {max_pixels})"
-                    )
+                    raise ImageLoadError(f"image too large ({width}x{height} = {width * height} pixels > {max_pixels})")
                 img.load()
                 oriented = ImageOps.exif_transpose(img)
                 return to_rgb(oriented)

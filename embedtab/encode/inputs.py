@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,8 +42,14 @@ class TextRows:
             advance(len(rows))
         return out, [], encoder.count_truncated(texts)
 
-    def encode_shards(self, encoder: Encoder, shards: Iterable[tuple[int, Sequence[str]]], workers: int,
-                      advance: Advance, decoded: Counter[str] | None = None) -> Iterator[tuple[int, Shard]]:
+    def encode_shards(
+        self,
+        encoder: Encoder,
+        shards: Iterable[tuple[int, Sequence[str]]],
+        workers: int,
+        advance: Advance,
+        decoded: Counter[str] | None = None,
+    ) -> Iterator[tuple[int, Shard]]:
         """(`decoded` counts decoded images: texts have none.)"""
         for shard, texts in shards:
             yield shard, self.encode(encoder, list(texts), workers, advance)
@@ -62,8 +69,14 @@ class ImageRows:
     def encode(self, encoder: Encoder, paths: Sequence[str], workers: int, advance: Advance) -> Shard:
         return next(self.encode_shards(encoder, [(0, paths)], workers, advance))[1]
 
-    def encode_shards(self, encoder: Encoder, shards: Iterable[tuple[int, Sequence[str]]], workers: int,
-                      advance: Advance, decoded: Counter[str] | None = None) -> Iterator[tuple[int, Shard]]:
+    def encode_shards(
+        self,
+        encoder: Encoder,
+        shards: Iterable[tuple[int, Sequence[str]]],
+        workers: int,
+        advance: Advance,
+        decoded: Counter[str] | None = None,
+    ) -> Iterator[tuple[int, Shard]]:
         """Every shard's images through one loader (its workers start once per run); each shard
         is handed back as soon as its last image is through. `decoded` counts the images each
         decoding path (cpu, gpu) produced."""
@@ -75,9 +88,16 @@ class ImageRows:
         if not shards:
             return
         ends = np.cumsum([len(paths) for _, paths in shards])
-        batches = ImageBatches(pa.concat_arrays([paths for _, paths in shards]), encoder.preprocess, encoder.settings.batch_size,
-                               workers, encoder.settings.device, encoder.settings.max_pixels, gpu=decode_on_device(encoder),
-                               decoded=Counter() if decoded is None else decoded)
+        batches = ImageBatches(
+            pa.concat_arrays([paths for _, paths in shards]),
+            encoder.preprocess,
+            encoder.settings.batch_size,
+            workers,
+            encoder.settings.device,
+            encoder.settings.max_pixels,
+            gpu=decode_on_device(encoder),
+            decoded=Counter() if decoded is None else decoded,
+        )
         current, start = 0, 0
         out = np.zeros((len(shards[0][1]), encoder.dim), np.float32)
         errors: list[tuple[int, str]] = []
@@ -92,6 +112,8 @@ class ImageRows:
                 if k < 0:
                     errors.append((index - start, reason))
                 else:
+                    if vectors is None:  # (rows come with a batch)
+                        raise TypeError("'NoneType' object is not subscriptable")
                     out[index - start] = vectors[k]
             advance(len(items))
         yield shards[current][0], (out, errors, 0)
@@ -109,7 +131,9 @@ def decode_on_device(encoder: Encoder) -> TensorPreprocess | None:
     if decode == "gpu" and not device.startswith("cuda"):
         raise UsageError(f"--decode gpu needs a CUDA device; this run is on {device} (use --decode cpu or auto)")
     if decode == "gpu" and tensor is None:
-        raise UsageError(f"--decode gpu: the {encoder.name} encoder has no tensor preprocessing for model {encoder.model_name!r}; use --decode cpu")
+        raise UsageError(
+            f"--decode gpu: the {encoder.name} encoder has no tensor preprocessing for model {encoder.model_name!r}; use --decode cpu"
+        )
     return tensor if device.startswith("cuda") else None
 
 

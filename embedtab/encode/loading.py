@@ -20,8 +20,9 @@ import functools
 import os
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -96,8 +97,7 @@ def gpu_decodable(data: bytes, max_pixels: int) -> bool:
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
-            return (img.format == "JPEG" and img.mode in ("RGB", "L") and width * height <= max_pixels
-                    and img.getexif().get(0x0112, 1) == 1)
+            return img.format == "JPEG" and img.mode in ("RGB", "L") and width * height <= max_pixels and img.getexif().get(0x0112, 1) == 1
     except Exception:  # unreadable: the Pillow path reports why
         return False
 
@@ -105,8 +105,9 @@ def gpu_decodable(data: bytes, max_pixels: int) -> bool:
 class ImageFiles(Dataset):
     """Item i: (i, preprocessed tensor | None, JPEG bytes | None, reason | None)."""
 
-    def __init__(self, paths: Sequence[str], preprocess: Callable[[Any], torch.Tensor], max_pixels: int,
-                 raw_jpegs: bool = False) -> None:
+    def __init__(
+        self, paths: Sequence[str], preprocess: Callable[[Any], torch.Tensor] | None, max_pixels: int, raw_jpegs: bool = False
+    ) -> None:
         self.paths, self.preprocess, self.max_pixels, self.raw_jpegs = paths, preprocess, max_pixels, raw_jpegs
 
     def __len__(self) -> int:
@@ -126,9 +127,11 @@ class ImageFiles(Dataset):
         return index, tensor, None, reason
 
 
-def cpu_item(path: str, preprocess: Callable[[Any], torch.Tensor], max_pixels: int) -> tuple[torch.Tensor | None, str | None]:
+def cpu_item(path: str, preprocess: Callable[[Any], torch.Tensor] | None, max_pixels: int) -> tuple[torch.Tensor | None, str | None]:
     """The Pillow path for one file: (tensor, None), or (None, the reason it cannot be used)."""
     try:
+        if preprocess is None:  # an encoder without one (Encoder.preprocess): what calling None raised
+            raise TypeError("'NoneType' object is not callable")
         return preprocess(load_rgb(path, max_pixels)), None
     except ImageLoadError as exc:
         return None, str(exc)
@@ -157,7 +160,7 @@ class ImageBatches:
     """
 
     paths: Sequence[str]
-    preprocess: Callable[[Any], torch.Tensor]
+    preprocess: Callable[[Any], torch.Tensor] | None
     batch_size: int
     workers: int
     device: str
@@ -179,7 +182,9 @@ class ImageBatches:
         for collated in loader:
             yield self.assemble(*collated)
 
-    def assemble(self, indices: list[int], stacked: torch.Tensor | None, raw: list, errors: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    def assemble(
+        self, indices: list[int], stacked: torch.Tensor | None, raw: list, errors: list
+    ) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
         pieces: list[tuple[list[int], torch.Tensor]] = []
         errors = list(errors)
         if stacked is not None:
@@ -189,6 +194,8 @@ class ImageBatches:
             images = self._decode([data for _, data in raw])
             good = [(index, image) for (index, _), image in zip(raw, images) if image is not None]
             if good:
+                if self.gpu is None:  # raw JPEGs come only with a GPU preprocessing (raw_jpegs above)
+                    raise TypeError("'NoneType' object is not callable")
                 pieces.append(([index for index, _ in good], self.gpu([image for _, image in good])))
                 self.decoded["gpu"] += len(good)
             fallback = [index for (index, _), image in zip(raw, images) if image is None]

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from embedtab.bounds import DEFAULT_MAX_PIXELS
 from embedtab.fingerprint import hash_value, library_versions
+
+if TYPE_CHECKING:
+    import torch
 
 INPUTS = ("text", "image")
 
@@ -41,7 +45,9 @@ def files_stamp(path: str | None) -> Any:
         return None
     target = Path(path)
     files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
-    return hash_value([(str(p.relative_to(target)) if p != target else p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files[:2000]])
+    return hash_value(
+        [(str(p.relative_to(target)) if p != target else p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files[:2000]]
+    )
 
 
 class Encoder:
@@ -70,8 +76,15 @@ class Encoder:
     def identity(cls, model: str, settings: Settings) -> dict[str, Any]:
         """What decides the vectors, known before the model loads: vectors of an earlier run with
         the same identity are reused. Override to add what else matters (a checkpoint file)."""
-        return {"encoder": cls.name, "model": model, "inputs": settings.inputs, "normalize": settings.normalize,
-                "precision": settings.precision, "files": files_stamp(model), "versions": library_versions(cls.packages)}
+        return {
+            "encoder": cls.name,
+            "model": model,
+            "inputs": settings.inputs,
+            "normalize": settings.normalize,
+            "precision": settings.precision,
+            "files": files_stamp(model),
+            "versions": library_versions(cls.packages),
+        }
 
     @classmethod
     def check(cls, model: str, pretrained: str | None) -> None:
@@ -82,14 +95,14 @@ class Encoder:
         """For `--encoder auto`: True when `model` is obviously this encoder's (e.g. its config.json)."""
         return False
 
-    def _embed(self, batch: Sequence[Any]) -> Any:
+    def _embed(self, batch: Any) -> Any:  # texts, preprocessed images or a stacked image tensor
         raise NotImplementedError
 
     def count_truncated(self, texts: Sequence[str]) -> int:
         """How many of these texts the model cuts (reported in the summary); 0 if unknown."""
         return 0
 
-    def embed_batch(self, batch: Sequence[Any]) -> np.ndarray:
+    def embed_batch(self, batch: Sequence[Any] | torch.Tensor) -> np.ndarray:
         started = time.perf_counter()
         try:
             out = self._embed(batch)

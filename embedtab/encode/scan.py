@@ -87,7 +87,11 @@ def scan_inputs(source: src.Source, options: EncodeOptions, stat_cache: src.Stat
                     paths.append(value)
                 position += 1
             advance(len(values))
-    ids_all = pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in ids_parts]) if ids_parts else pa.array([], source.id_type())
+    ids_all = (
+        pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in ids_parts])
+        if ids_parts
+        else pa.array([], source.id_type())
+    )
     if len(ids_all) == 0:
         raise DataError(f"{source.describe()}: no rows to encode")
     scan = Scan(ids_all, np.frombuffer(bytes(keys), dtype=f"S{src.KEY_BYTES}").copy(), problems)
@@ -138,7 +142,9 @@ def stat_cache_from(index: pa.Table | None) -> src.StatCache:
     keys = src.keys_from_arrow(index.column("key"))
     entries = {
         path: (size, mtime, keys[i].ljust(src.KEY_BYTES, b"\0"))
-        for i, (path, size, mtime) in enumerate(zip(index.column("path").to_pylist(), index.column("size").to_pylist(), index.column("mtime_ns").to_pylist()))
+        for i, (path, size, mtime) in enumerate(
+            zip(index.column("path").to_pylist(), index.column("size").to_pylist(), index.column("mtime_ns").to_pylist())
+        )
         if path is not None and size >= 0
     }
     return src.StatCache(entries)

@@ -38,8 +38,7 @@ def seal(run: EncodeRun) -> ArtifactRecord:
     ok = _usable(run, problems)
     previous_npy = _previous_vectors(run, dim)
     n = len(run.scan.keys)
-    with (run.store.staging(run.plan) as staging,
-          run.reporter.progress("writing parts", total=n, unit="items") as advance):
+    with run.store.staging(run.plan) as staging, run.reporter.progress("writing parts", total=n, unit="items") as advance:
         count = _write_parts(run, staging, ok, dim, previous_npy, advance)
         _write_errors(run, staging, problems)
         tables.write_summary(staging, tables.part_files(staging), PARQUET_SUMMARY)
@@ -79,8 +78,10 @@ def _usable(run: EncodeRun, problems: dict[int, tuple[str, str]]) -> np.ndarray:
     if not ok.any():
         clean_work(run.store, options.name)
         reasons = Counter(reason for _, reason in problems.values())
-        raise DataError(f"{run.source.describe()}: none of the {n} items could be encoded "
-                        f"({', '.join(f'{count} {reason}' for reason, count in reasons.most_common(3))})")
+        raise DataError(
+            f"{run.source.describe()}: none of the {n} items could be encoded "
+            f"({', '.join(f'{count} {reason}' for reason, count in reasons.most_common(3))})"
+        )
     return ok
 
 
@@ -94,8 +95,7 @@ def _previous_vectors(run: EncodeRun, dim: int) -> np.ndarray | None:
     return np.load(copy_previous_vectors(parts, run.work.path / "previous.npy", rows, dim), mmap_mode="r")
 
 
-def _write_parts(run: EncodeRun, staging: Path, ok: np.ndarray, dim: int, previous_npy: np.ndarray | None,
-                 advance: Advance) -> int:
+def _write_parts(run: EncodeRun, staging: Path, ok: np.ndarray, dim: int, previous_npy: np.ndarray | None, advance: Advance) -> int:
     """The parts and the index, part by part in input order; returns how many vectors were written."""
     scan, worklist, id_name, size = run.scan, run.worklist, run.options.id_column, run.options.shard_size
     images = ROWS[run.source.modality].keeps_files
@@ -112,6 +112,8 @@ def _write_parts(run: EncodeRun, staging: Path, ok: np.ndarray, dim: int, previo
             reused = worklist.reuse_rows[keep]
             from_prev = reused >= 0
             if from_prev.any():
+                if previous_npy is None:  # (loaded whenever rows are reused: _previous_vectors)
+                    raise TypeError("'NoneType' object is not subscriptable")
                 vectors[from_prev] = previous_npy[reused[from_prev]]
             new_work = worklist.work_of_item[keep[~from_prev]]
             vectors[~from_prev] = _gather_work(run.work, new_work, dim)
@@ -130,11 +132,13 @@ def _write_errors(run: EncodeRun, staging: Path, problems: dict[int, tuple[str, 
     """_errors.parquet: id, input and reason of every item skipped."""
     ids = run.scan.ids
     positions = sorted(problems)
-    errors = pa.table({
-        run.options.id_column: ids.take(pa.array(positions, pa.int64())) if positions else pa.array([], ids.type),
-        "input": pa.array([problems[p][0] for p in positions], pa.string()),
-        "reason": pa.array([problems[p][1] for p in positions], pa.string()),
-    })
+    errors = pa.table(
+        {
+            run.options.id_column: ids.take(pa.array(positions, pa.int64())) if positions else pa.array([], ids.type),
+            "input": pa.array([problems[p][0] for p in positions], pa.string()),
+            "reason": pa.array([problems[p][1] for p in positions], pa.string()),
+        }
+    )
     tables.write_parquet(errors, staging / EMBEDDINGS_ERRORS)
 
 
@@ -215,7 +219,11 @@ class _IndexWriter:
 
     def write(self, scan: Scan, start: int, stop: int, rows: np.ndarray) -> None:
         columns = [scan.ids.slice(start, stop - start), src.keys_to_arrow(scan.keys[start:stop]), pa.array(rows)]
-        if self.images:
+        if self.images:  # (a scan of images has them; what None.slice and None[...] raised)
+            if scan.paths is None:
+                raise AttributeError("'NoneType' object has no attribute 'slice'")
+            if scan.sizes is None or scan.mtimes is None:
+                raise TypeError("'NoneType' object is not subscriptable")
             columns += [scan.paths.slice(start, stop - start), pa.array(scan.sizes[start:stop]), pa.array(scan.mtimes[start:stop])]
         self.writer.write_table(pa.Table.from_arrays(columns, schema=self.schema))
 

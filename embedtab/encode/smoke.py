@@ -21,9 +21,7 @@ _WEIGHTS = "open_clip_model.safetensors"
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("EMBEDTAB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "embedtab"
-    )
+    root = os.environ.get("EMBEDTAB_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "embedtab")
     return Path(root)
 
 

@@ -11,9 +11,10 @@ import hashlib
 import os
 import stat
 import string
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -48,10 +49,7 @@ def template_fields(template: str) -> list[str]:
         if name is None:
             continue
         if not name or not name.isidentifier() or spec or conversion:
-            raise UsageError(
-                f"invalid --template field {{{name}}}: use plain column names such as "
-                "'{title}. {description}'"
-            )
+            raise UsageError(f"invalid --template field {{{name}}}: use plain column names such as '{{title}}. {{description}}'")
         if name not in fields:
             fields.append(name)
     if not fields:
@@ -59,8 +57,9 @@ def template_fields(template: str) -> list[str]:
     return fields
 
 
-def render_texts(batch: pa.RecordBatch | pa.Table, template: str, fields: Sequence[str], where: str = "",
-                 offset: int = 0) -> list[str | None]:
+def render_texts(
+    batch: pa.RecordBatch | pa.Table, template: str, fields: Sequence[str], where: str = "", offset: int = 0
+) -> list[str | None]:
     """One string per row; nulls render as empty strings; surrounding whitespace stripped.
 
     A row whose fields are all null is None, and one whose fields are all null or blank is "":
@@ -96,7 +95,7 @@ def _schema_of(path: Path) -> pa.Schema:
         raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
     for position in range(len(schema)):  # arrow decodes column names lazily, and does not check them
         try:
-            schema.field(position).name
+            _ = schema.field(position).name  # (the decoding is what is checked)
         except UnicodeDecodeError:
             raise DataError(_bad_header(path, position)) from None
     return schema
@@ -113,8 +112,7 @@ def _columns_of(path: Path) -> list[str]:
     return list(_schema_of(path).names)
 
 
-def iter_table(paths: Sequence[Path], columns: Sequence[str], rows: int,
-               values: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
+def iter_table(paths: Sequence[Path], columns: Sequence[str], rows: int, values: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
     """Record batches of at most `rows` rows with exactly `columns`, file after file.
 
     `values` are the columns whose values are rendered as text: every file's types are checked
@@ -125,8 +123,9 @@ def iter_table(paths: Sequence[Path], columns: Sequence[str], rows: int,
         yield batch
 
 
-def _iter_files(paths: Sequence[Path], columns: Sequence[str], rows: int,
-                values: Sequence[str] = ()) -> Iterator[tuple[Path, int, pa.RecordBatch]]:
+def _iter_files(
+    paths: Sequence[Path], columns: Sequence[str], rows: int, values: Sequence[str] = ()
+) -> Iterator[tuple[Path, int, pa.RecordBatch]]:
     """`iter_table`'s batches with the file of each and its data rows before it."""
     for path in paths:
         schema = _schema_of(path)
@@ -200,14 +199,17 @@ def _check_id_type(path: Path, column: str, kind: pa.DataType) -> None:
     column is never bytes -- arrow reads a column as binary when a byte in it is not UTF-8 -- and a
     nested column (list, struct, map) holds no key."""
     base = kind.value_type if pa.types.is_dictionary(kind) else kind
-    binary = (pa.types.is_binary(base) or pa.types.is_large_binary(base) or pa.types.is_fixed_size_binary(base)
-              or pa.types.is_binary_view(base))
+    binary = (
+        pa.types.is_binary(base) or pa.types.is_large_binary(base) or pa.types.is_fixed_size_binary(base) or pa.types.is_binary_view(base)
+    )
     if binary and path.suffix == ".csv":
         _check_csv_utf8(path, [column])  # names the first row whose bytes are not UTF-8
         raise DataError(f"{path}: column {column!r} was read as bytes, not text; save the file as UTF-8")
     if pa.types.is_nested(base) or pa.types.is_union(base) or pa.types.is_run_end_encoded(base):
-        raise DataError(f"{path}: id column {column!r} has type {kind}: an id must be one value (an integer or a "
-                        "string); make it a column of those first")
+        raise DataError(
+            f"{path}: id column {column!r} has type {kind}: an id must be one value (an integer or a "
+            "string); make it a column of those first"
+        )
 
 
 @dataclass

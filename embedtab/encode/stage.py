@@ -19,7 +19,6 @@ How a run goes (one module per phase; this one runs them):
 From the plan on, the run's state travels in one `EncodeRun` (run.py).
 """
 
-
 from __future__ import annotations
 
 import time
@@ -69,8 +68,9 @@ def _choose_encoder(options: EncodeOptions) -> tuple[type[Encoder], str]:
 def _load_encoder(run: EncodeRun) -> tuple[Encoder, float]:
     """The encoder with its model loaded on the run's device, and the seconds the loading took."""
     settings = run.settings
-    run.reporter.info(f"loading {run.encoder.name} model {run.model} on {settings.device} ({settings.precision}) "
-                      f"for {ROWS[run.options.rows].plural}")
+    run.reporter.info(
+        f"loading {run.encoder.name} model {run.model} on {settings.device} ({settings.precision}) for {ROWS[run.options.rows].plural}"
+    )
     started = time.perf_counter()
     encoder = run.encoder(run.model, settings)
     seconds = time.perf_counter() - started
@@ -103,8 +103,13 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
     scan = scan_inputs(source, options, stat_cache_from(index), reporter)
     _check_something_to_encode(source, scan)
 
-    params = {**options.recipe(), "model": model, "on_error": options.on_error, "max_errors": options.max_errors,
-              "inputs": [str(p) for p in (source.paths if source.folder is None else [source.folder])]}
+    params = {
+        **options.recipe(),
+        "model": model,
+        "on_error": options.on_error,
+        "max_errors": options.max_errors,
+        "inputs": [str(p) for p in (source.paths if source.folder is None else [source.folder])],
+    }
     if existing is not None and not options.force:
         _check_same_source(existing, params["inputs"], scan)
     kind = ROWS[source.modality].name
@@ -112,13 +117,21 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
     # vectors: other columns of the input tables may change without making the artifact stale.
     files = files_fingerprint(source.paths) if source.folder is None else []
     plan = store.plan(
-        "embeddings", options.name, f"encode {kind}", params, read_files=files, was=(files, scan.fingerprint),
-        content=scan.fingerprint, force=options.force, refresh=True, refresh_ignore=("inputs", "on_error", "max_errors"),
+        "embeddings",
+        options.name,
+        f"encode {kind}",
+        params,
+        read_files=files,
+        was=(files, scan.fingerprint),
+        content=scan.fingerprint,
+        force=options.force,
+        refresh=True,
+        refresh_ignore=("inputs", "on_error", "max_errors"),
         packages=tuple(dict.fromkeys(_PACKAGES + cls.packages)),
         warn=reporter.warn,
     )
     if plan.up_to_date:
-        return EncodeResult(plan.existing, True, dict(plan.existing.summary))
+        return EncodeResult(plan.up_to_date_record(), True, dict(plan.up_to_date_record().summary))
     run = EncodeRun(store, options, reporter, source, scan, plan, existing, index, cls, model, Timings(started), image)
     if options.shard or options.seal:  # sharded jobs meet in the work folder, not on the build lock
         return _make(run)
@@ -140,8 +153,10 @@ def _check_something_to_encode(source: src.Source, scan: Scan) -> None:
     if len(scan.problems) == len(scan.keys):
         reasons = Counter(reason for _, reason in scan.problems.values())
         what = ROWS[source.modality].nothing
-        raise DataError(f"{source.describe()}: no row has {what}: {len(scan.keys)} of {len(scan.keys)} "
-                        f"({', '.join(f'{n} {reason}' for reason, n in reasons.most_common())})")
+        raise DataError(
+            f"{source.describe()}: no row has {what}: {len(scan.keys)} of {len(scan.keys)} "
+            f"({', '.join(f'{n} {reason}' for reason, n in reasons.most_common())})"
+        )
 
 
 # ----------------------------------------------------------------------------- making the artifact
@@ -164,8 +179,7 @@ def _make(run: EncodeRun) -> EncodeResult:
             owners = sorted({s % jobs + 1 for s in missing}) if jobs > 1 else None
             raise DataError(
                 f"cannot seal {options.name!r}: {len(missing)} of {work.shards} work shards are missing "
-                f"(e.g. {missing[:5]}) in {work.path}; run the --shard jobs first"
-                + (f" ({owners})" if owners else "")
+                f"(e.g. {missing[:5]}) in {work.path}; run the --shard jobs first" + (f" ({owners})" if owners else "")
             )
         counts = {"items": len(run.scan.keys), "work_shards": work.shards, "done_shards": work.shards - len(missing)}
         return EncodeResult(None, False, counts, missing)
@@ -189,8 +203,9 @@ def _connect(run: EncodeRun) -> tuple[Any, str]:
     if options.dask_scheduler and not options.seal:
         client = distributed.connect(options.dask_scheduler)
         device = client.submit(distributed.worker_device, options.device, pure=False).result()  # the workers' device
-        run.reporter.info(f"encoding on the Dask cluster at {options.dask_scheduler} "
-                          f"({len(client.scheduler_info()['workers'])} workers, {device})")
+        run.reporter.info(
+            f"encoding on the Dask cluster at {options.dask_scheduler} ({len(client.scheduler_info()['workers'])} workers, {device})"
+        )
         return client, device
     return None, torch_device(options.device)
 

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from embedtab.errors import DataError
 
+
 # ----------------------------------------------------------------------------- value columns
 # The one rule for a column whose values are rendered (template fields, --text-column, the image
 # path column), whatever the input format:
@@ -40,16 +41,35 @@ def value_type_problem(kind: pa.DataType) -> str | None:
     """None when a column of this type renders as text, else what to do about it."""
     if pa.types.is_dictionary(kind):
         return value_type_problem(kind.value_type)
-    if is_text(kind) or pa.types.is_null(kind) or any(
-        test(kind) for test in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_decimal,
-                                pa.types.is_date, pa.types.is_time, pa.types.is_timestamp)
+    if (
+        is_text(kind)
+        or pa.types.is_null(kind)
+        or any(
+            test(kind)
+            for test in (
+                pa.types.is_integer,
+                pa.types.is_floating,
+                pa.types.is_boolean,
+                pa.types.is_decimal,
+                pa.types.is_date,
+                pa.types.is_time,
+                pa.types.is_timestamp,
+            )
+        )
     ):
         return None
-    if (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind)
-            or pa.types.is_binary_view(kind)):
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind) or pa.types.is_binary_view(kind):
         return "decode its bytes to a UTF-8 string column first"
-    if any(test(kind) for test in (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list,
-                                   pa.types.is_list_view, pa.types.is_large_list_view)):
+    if any(
+        test(kind)
+        for test in (
+            pa.types.is_list,
+            pa.types.is_large_list,
+            pa.types.is_fixed_size_list,
+            pa.types.is_list_view,
+            pa.types.is_large_list_view,
+        )
+    ):
         return "join its items into one string column first"
     if pa.types.is_struct(kind) or pa.types.is_map(kind) or pa.types.is_union(kind):
         return "put the fields you want in string columns first"
@@ -60,15 +80,19 @@ def check_value_type(kind: pa.DataType, column: str, where: str = "") -> None:
     prefix = f"{where}: " if where else ""
     problem = value_type_problem(kind)
     if problem is not None:
-        raise DataError(f"{prefix}column {column!r} has type {kind}, not text: {problem} (embedtab renders strings, "
-                        "numbers, booleans, decimals, dates and times)")
+        raise DataError(
+            f"{prefix}column {column!r} has type {kind}, not text: {problem} (embedtab renders strings, "
+            "numbers, booleans, decimals, dates and times)"
+        )
     base = kind.value_type if pa.types.is_dictionary(kind) else kind
     if pa.types.is_timestamp(base) and base.tz is not None and not _known_zone(base.tz):
-        raise DataError(f"{prefix}column {column!r} has type {kind}: time zone {base.tz!r} is not one Python knows, so "
-                        "its times cannot be rendered; cast the column to UTC or to strings first")
+        raise DataError(
+            f"{prefix}column {column!r} has type {kind}: time zone {base.tz!r} is not one Python knows, so "
+            "its times cannot be rendered; cast the column to UTC or to strings first"
+        )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _known_zone(tz: str) -> bool:
     """Whether Python (zoneinfo or pytz, as pyarrow uses them) can convert times to this zone."""
     try:
@@ -78,8 +102,7 @@ def _known_zone(tz: str) -> bool:
         return False
 
 
-def plain_values(column: pa.Array | pa.ChunkedArray, name: str = "?", where: str = "",
-                 offset: int = 0) -> list[str | None]:
+def plain_values(column: pa.Array | pa.ChunkedArray, name: str = "?", where: str = "", offset: int = 0) -> list[str | None]:
     """The values of a column as plain text (None for nulls), by the rule above. `offset` is the
     file's data rows before this column's first value (to name a row that cannot be rendered)."""
     check_value_type(column.type, name, where)
@@ -99,8 +122,7 @@ def plain_values(column: pa.Array | pa.ChunkedArray, name: str = "?", where: str
     except Exception as exc:  # whatever else a conversion raises: one line naming the file and the column
         prefix = f"{where}: " if where else ""
         detail = (str(exc).splitlines() or [""])[0]
-        raise DataError(f"{prefix}column {name!r} ({kind}): cannot render its values as text "
-                        f"({type(exc).__name__}: {detail})") from None
+        raise DataError(f"{prefix}column {name!r} ({kind}): cannot render its values as text ({type(exc).__name__}: {detail})") from None
 
 
 def _dense(column: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -129,8 +151,9 @@ def _render(column: pa.Array, kind: pa.DataType, name: str, where: str, offset: 
         ticks = pc.cast(column, pa.int32() if kind.bit_width == 32 else pa.int64()).to_numpy(zero_copy_only=False)
         outside = np.flatnonzero(~np.isnan(ticks) & ((ticks < 0) | (ticks >= _DAY[kind.unit])))
         if len(outside):  # Python would wrap 25:00 round to 01:00
-            raise DataError(_cannot_represent(where, name, kind, offset + int(outside[0]), "a time outside the day "
-                                              "(00:00:00 to 23:59:59.999999999)"))
+            raise DataError(
+                _cannot_represent(where, name, kind, offset + int(outside[0]), "a time outside the day (00:00:00 to 23:59:59.999999999)")
+            )
     if (pa.types.is_time(kind) or pa.types.is_timestamp(kind)) and kind.unit == "ns":
         return _nanoseconds(column, kind)
     try:
@@ -141,8 +164,9 @@ def _render(column: pa.Array, kind: pa.DataType, name: str, where: str, offset: 
         row = _first_failing(column)
         if row is None:
             raise exc from None
-        raise DataError(_cannot_represent(where, name, kind, offset + row, "a date outside the years 1 to 9999 "
-                                          "(what Python's dates hold)")) from None
+        raise DataError(
+            _cannot_represent(where, name, kind, offset + row, "a date outside the years 1 to 9999 (what Python's dates hold)")
+        ) from None
     return [None if v is None else str(v) for v in values]
 
 
@@ -162,7 +186,7 @@ def _nanoseconds(column: pa.Array, kind: pa.DataType) -> list[str | None]:
         text = str(value)
         if extra:
             plain = str(value.replace(tzinfo=None)) if getattr(value, "tzinfo", None) is not None else text
-            zone = text[len(plain):]
+            zone = text[len(plain) :]
             text = (plain if "." in plain else plain + ".000000") + f"{extra:03d}" + zone
         out.append(text)
     return out
@@ -187,8 +211,10 @@ def _first_failing(column: pa.Array) -> int | None:
 
 def _cannot_represent(where: str, column: str, kind: pa.DataType, row: int, what: str) -> str:
     prefix = f"{where}: " if where else ""
-    return (f"{prefix}column {column!r} ({kind}), data row {row + 1}: {what}, which embedtab cannot render as "
-            "text; fix or drop the value, or cast the column to strings first")
+    return (
+        f"{prefix}column {column!r} ({kind}), data row {row + 1}: {what}, which embedtab cannot render as "
+        "text; fix or drop the value, or cast the column to strings first"
+    )
 
 
 def first_invalid_utf8(column: pa.Array | pa.ChunkedArray) -> int | None:

@@ -5,7 +5,8 @@ with each shard a task on a Dask cluster.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,8 +22,9 @@ if TYPE_CHECKING:
     from embedtab.encode.run import EncodeRun
 
 
-def stream_work_values(source: src.Source, positions: np.ndarray, shards: list[int], work: WorkDir,
-                       rows: int) -> Iterator[tuple[int, list[Any]]]:
+def stream_work_values(
+    source: src.Source, positions: np.ndarray, shards: list[int], work: WorkDir, rows: int
+) -> Iterator[tuple[int, list[Any]]]:
     """Yield (shard, values) for the given work shards, streaming the input once, in order."""
     wanted: dict[int, tuple[int, int]] = {}
     for shard in shards:
@@ -47,6 +49,13 @@ def stream_work_values(source: src.Source, positions: np.ndarray, shards: list[i
         raise DataError("the inputs changed while encoding (items vanished); re-run")
 
 
+def _image_paths(run: EncodeRun) -> pa.Array:
+    """The scan's file paths (a scan of images keeps them)."""
+    if run.scan.paths is None:  # (what None.take raised)
+        raise AttributeError("'NoneType' object has no attribute 'take'")
+    return run.scan.paths
+
+
 def do_work(run: EncodeRun, shards: list[int], backend: Encoder) -> tuple[int, int]:
     """Encode these work shards in this process with the loaded encoder, publishing each one.
     Returns (items that could not be decoded, texts the model truncated)."""
@@ -56,7 +65,7 @@ def do_work(run: EncodeRun, shards: list[int], backend: Encoder) -> tuple[int, i
     rows = ROWS[run.source.modality]
     values: Any
     if rows.keeps_files:  # image paths are in the scan: every shard is known up front, one loader runs them all
-        values = [(shard, scan.paths.take(pa.array(worklist.positions[slice(*work.bounds(shard))]))) for shard in shards]
+        values = [(shard, _image_paths(run).take(pa.array(worklist.positions[slice(*work.bounds(shard))]))) for shard in shards]
     else:  # texts are not kept in memory: streamed from the input, shard by shard
         values = stream_work_values(run.source, worklist.positions, shards, work, options.shard_size)
     workers = _workers(run.workers, backend.settings.device)

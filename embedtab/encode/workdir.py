@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -53,7 +54,7 @@ class WorkDir:
     total: int  # distinct contents to encode
 
     @classmethod
-    def open(cls, path: Path, total: int, shard_size: int) -> "WorkDir":
+    def open(cls, path: Path, total: int, shard_size: int) -> WorkDir:
         path.mkdir(parents=True, exist_ok=True)
         shards = (total + shard_size - 1) // shard_size
         plan = {"total": total, "shard_size": shard_size, "shards": shards}
@@ -84,11 +85,17 @@ class WorkDir:
         assert vectors.shape[0] == stop - start
         vec_file, err_file = self._name(shard, ".npy"), self._name(shard, ".errors.parquet")
         _atomic_write_bytes(vec_file, lambda p: _save_npy(p, vectors))
-        table = pa.table({"work_index": pa.array([e[0] for e in errors], pa.int64()),
-                          "reason": pa.array([e[1] for e in errors], pa.string())})
+        table = pa.table(
+            {"work_index": pa.array([e[0] for e in errors], pa.int64()), "reason": pa.array([e[1] for e in errors], pa.string())}
+        )
         _atomic_write_bytes(err_file, lambda p: pq.write_table(table, p))
-        record = {"shard": shard, "rows": int(vectors.shape[0]), "dim": int(vectors.shape[1]),
-                  "errors": len(errors), "sha256": sha256_file(vec_file)}
+        record = {
+            "shard": shard,
+            "rows": int(vectors.shape[0]),
+            "dim": int(vectors.shape[1]),
+            "errors": len(errors),
+            "sha256": sha256_file(vec_file),
+        }
         _atomic_write_bytes(self._name(shard, ".json"), lambda p: p.write_text(json.dumps(record)))
 
     def record(self, shard: int) -> dict[str, Any]:

@@ -16,11 +16,15 @@ __all__ = sorted(_OPTIONS + _PCA + _STAGE)
 
 def __getattr__(name: str) -> Any:
     if name in _OPTIONS:
-        from embedtab.reduce import options as module
-    elif name in _PCA:
-        from embedtab.reduce import pca as module
-    elif name in _STAGE:
-        from embedtab.reduce import stage as module
-    else:
-        raise AttributeError(f"module 'embedtab.reduce' has no attribute {name!r}")
-    return getattr(module, name)
+        from embedtab.reduce import options
+
+        return getattr(options, name)
+    if name in _PCA:
+        from embedtab.reduce import pca
+
+        return getattr(pca, name)
+    if name in _STAGE:
+        from embedtab.reduce import stage
+
+        return getattr(stage, name)
+    raise AttributeError(f"module 'embedtab.reduce' has no attribute {name!r}")

@@ -10,9 +10,10 @@ of cores.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -87,7 +88,8 @@ class _FitPass:
         self.kept = self._kept_buffer(setup.dim) if self.capacity else None
         self.covariance = Covariance(setup.dim, self.slab_xp)
         self.scratch = Scratch(self.slab_xp, setup.dim)  # for the rows not kept
-        self.position, self.part_start, self.keeping, self.current = 0, 0, self.capacity > 0, None
+        self.position, self.part_start, self.keeping = 0, 0, self.capacity > 0
+        self.current: Path | None = None
         self.parts: list[tuple[Path, int, int, pa.Array]] = []
         self.part_ids: list[pa.Array] = []
 
@@ -110,13 +112,19 @@ class _FitPass:
         self.finite.raise_if_bad()
         shift = to_numpy(self.covariance.shift).astype(np.float64)
         if self.gather:
-            rows = self.kept[: self.position]
+            rows = self._kept_rows(0, self.position)
             spectrum = fit_cuml(rows, shift) if self.setup.backend == "cuml" else fit_sklearn(rows, shift)
         else:
             spectrum = self.covariance.spectrum()
         if not self.setup.reuse or not self.parts:
             return spectrum, None  # kept rows are a sample or another artifact (or none): the transform reads the source
-        return spectrum, Kept(self.kept[: self.position], self.parts)
+        return spectrum, Kept(self._kept_rows(0, self.position), self.parts)
+
+    def _kept_rows(self, start: int, stop: int) -> Any:
+        """Rows [start, stop) of the kept buffer (there is one whenever rows are kept: capacity > 0)."""
+        if self.kept is None:  # (what None[start:stop] raised)
+            raise TypeError("'NoneType' object is not subscriptable")
+        return self.kept[start:stop]
 
     def _close_part(self) -> None:
         """The part read so far is kept whole, or not at all (its ids go with it)."""
@@ -128,14 +136,17 @@ class _FitPass:
         """(ids, rows, where the kept rows go or None, rows read) in order; runs on this thread."""
         record, sample = self.setup.record, self.setup.sample
         offset = 0
-        for ids, x, path in tables.iter_embeddings(self.store.path(record.kind, record.name), id_column(record),
-                                                   workers=readers(self.setup.xp)):
+        for ids, x, path in tables.iter_embeddings(
+            self.store.path(record.kind, record.name), id_column(record), workers=readers(self.setup.xp)
+        ):
             size = len(x)
             if path != self.current:
                 self._close_part()
                 self.current, self.part_ids = path, []
             if sample is not None:
                 local = sample[(sample >= offset) & (sample < offset + size)] - offset
+                if ids is None:  # (the record names its id column; what None.take raised)
+                    raise AttributeError("'NoneType' object has no attribute 'take'")
                 ids, x = ids.take(pa.array(local)), x[local]
             offset += size
             n = len(x)
@@ -143,7 +154,7 @@ class _FitPass:
                 self.keeping, self.position = False, self.part_start
             target = None
             if self.keeping:
-                target = self.kept[self.position : self.position + n]
+                target = self._kept_rows(self.position, self.position + n)
                 self.position += n
                 self.part_ids.append(ids)
             if n:

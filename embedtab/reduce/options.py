@@ -23,29 +23,32 @@ DEFAULT_DIMS = 64  # --dims when neither --dims nor --variance is given
 class ReduceOptions:
     source: str = option(help="Name of the embeddings artifact to reduce (or, with --apply, to project).", recipe=True)
     dims: Dims | None = option(
-        None, f"Output dimensions, 1 to 65,536 and fewer than the input's (default {DEFAULT_DIMS} unless --variance).",
-        recipe=True)
+        None, f"Output dimensions, 1 to 65,536 and fewer than the input's (default {DEFAULT_DIMS} unless --variance).", recipe=True
+    )
     name: bounds.Name | None = option(
-        None, "Output name for the projection and the embeddings (default: SOURCE-pcaDIMS; with --apply: "
-              "SOURCE-PROJECTION).")
-    backend: str = option(
-        "auto", "auto (cuML on GPU; scikit-learn for small inputs; else streaming), sklearn, cuml or streaming.")
+        None, "Output name for the projection and the embeddings (default: SOURCE-pcaDIMS; with --apply: SOURCE-PROJECTION)."
+    )
+    backend: str = option("auto", "auto (cuML on GPU; scikit-learn for small inputs; else streaming), sklearn, cuml or streaming.")
     whiten: bool = option(False, "Scale components to unit variance.", recipe=True)
     normalize: bool = option(
-        False, "L2-normalize after projecting: use it when the consumer compares vectors by cosine or dot product "
-               "(retrieval, FAISS); leave it off for features fed to a model.", recipe=True)
+        False,
+        "L2-normalize after projecting: use it when the consumer compares vectors by cosine or dot product "
+        "(retrieval, FAISS); leave it off for features fed to a model.",
+        recipe=True,
+    )
     # instead of dims: the smallest dims reaching this share
-    variance: Variance | None = option(
-        None, "Instead of --dims: the fewest dims explaining this share, in (0, 1], e.g. 0.95.", recipe=True)
+    variance: Variance | None = option(None, "Instead of --dims: the fewest dims explaining this share, in (0, 1], e.g. 0.95.", recipe=True)
     # a sample size ("100000", made a str when checked) or another embeddings artifact
     fit_on: str | int | None = option(
-        None, "Fit on a random sample of N rows (N >= 2), or on another embeddings artifact; transform all rows.",
-        recipe=True)
+        None, "Fit on a random sample of N rows (N >= 2), or on another embeddings artifact; transform all rows.", recipe=True
+    )
     seed: Seed = option(0, "Seed of the --fit-on sample, 0 to 4,294,967,295.", recipe=True)
     # bytes ("4GB") of fitted rows kept for the transform (default: default_memory())
     memory: int | str | None = option(
-        None, "RAM for fitted rows kept for the transform instead of read again, e.g. 4GB (0 to the machine's RAM; "
-              "default 1/32 of it; 0 reads the input twice). On a GPU: half its free memory.")
+        None,
+        "RAM for fitted rows kept for the transform instead of read again, e.g. 4GB (0 to the machine's RAM; "
+        "default 1/32 of it; 0 reads the input twice). On a GPU: half its free memory.",
+    )
     force: bool = option(False, FORCE)
 
     def __post_init__(self) -> None:
@@ -75,7 +78,8 @@ class ApplyOptions:
     """`reduce SOURCE --apply PROJECTION`: new items into a saved projection's space."""
 
     projection: bounds.Name = option(
-        help="Project SOURCE with this saved projection instead of fitting (new items, same space).", recipe=True)
+        help="Project SOURCE with this saved projection instead of fitting (new items, same space).", recipe=True
+    )
     source: str = option(help=help_of(ReduceOptions, "source"), recipe=True)
     name: bounds.Name | None = option(None, help_of(ReduceOptions, "name"))
     force: bool = option(False, FORCE)
@@ -101,8 +105,7 @@ def _fit_on(value: str | int) -> str:
                 return check_name(text, "artifact name")
             except UsageError as exc:
                 raise UsageError(f"fit_on: {exc}") from None
-    raise UsageError(bounds.problem("fit_on", "a sample of at least 2 rows, or the name of an embeddings artifact",
-                                    value))
+    raise UsageError(bounds.problem("fit_on", "a sample of at least 2 rows, or the name of an embeddings artifact", value))
 
 
 def check_backend(requested: str) -> str:

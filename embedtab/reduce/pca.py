@@ -90,7 +90,7 @@ class Projection:
         (directory / PROJECTION_INFO).write_text(json.dumps(info, indent=2))
 
     @classmethod
-    def load(cls, directory: Path) -> "Projection":
+    def load(cls, directory: Path) -> Projection:
         with np.load(directory / PROJECTION_ARRAYS, allow_pickle=False) as data:
             return cls(
                 mean=data["mean"],
@@ -124,16 +124,22 @@ class Spectrum:
         return int(reached[0]) + 1 if len(reached) else len(self.variance)
 
     def projection(self, dims: int, whiten: bool, normalize: bool) -> Projection:
-        return Projection(self.mean, fix_signs(self.components[:dims]), self.variance[:dims].copy(),
-                          self.ratio[:dims].copy(), whiten, normalize, self.shift)
+        return Projection(
+            self.mean,
+            fix_signs(self.components[:dims]),
+            self.variance[:dims].copy(),
+            self.ratio[:dims].copy(),
+            whiten,
+            normalize,
+            self.shift,
+        )
 
 
 def _spectrum(mean: Any, components: Any, variance: Any, total: float, rows: int, shift: Any = None) -> Spectrum:
     order = np.argsort(-np.asarray(variance), kind="stable")
     shift = None if shift is None else np.asarray(shift, np.float64)
     mean = np.asarray(mean, np.float64) + (0 if shift is None else shift)
-    return Spectrum(mean, np.asarray(components, np.float64)[order], np.asarray(variance, np.float64)[order],
-                    float(total), rows, shift)
+    return Spectrum(mean, np.asarray(components, np.float64)[order], np.asarray(variance, np.float64)[order], float(total), rows, shift)
 
 
 def fit_sklearn(x: np.ndarray, shift: np.ndarray | None = None) -> Spectrum:
@@ -142,8 +148,7 @@ def fit_sklearn(x: np.ndarray, shift: np.ndarray | None = None) -> Spectrum:
 
     # covariance_eigh is exact and cheap when rows >> dims (the embeddings case).
     model = PCA(n_components=None, svd_solver="covariance_eigh").fit(np.asarray(x, dtype=np.float64))
-    return _spectrum(model.mean_, model.components_, model.explained_variance_,
-                     float(np.sum(model.explained_variance_)), len(x), shift)
+    return _spectrum(model.mean_, model.components_, model.explained_variance_, float(np.sum(model.explained_variance_)), len(x), shift)
 
 
 def fit_cuml(x: Any, shift: np.ndarray | None = None) -> Spectrum:

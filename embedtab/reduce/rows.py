@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +25,8 @@ class Finite:
     """Counts rows with NaN/inf while streaming; reports the first ids."""
 
     def __init__(self, name: str):
-        self.name, self.bad, self.first = name, 0, []
+        self.name, self.bad = name, 0
+        self.first: list[Any] = []
 
     def check(self, ids: pa.Array, x: np.ndarray) -> None:
         self.add(ids, ~np.isfinite(x).all(axis=1))

@@ -30,15 +30,15 @@ from embedtab.artifacts import ArtifactRecord, ArtifactStore
 from embedtab.device import array_module, gpu_arrays_available
 from embedtab.errors import DataError, UsageError
 from embedtab.reduce.fit import FitSetup, fit_pass, sample_rows
-from embedtab.reduce.options import BACKENDS as BACKENDS  # (the options live in options.py; re-exported)
-from embedtab.reduce.options import ReduceOptions, check_backend, parse_memory
-from embedtab.reduce.pca import Projection, Spectrum
-from embedtab.reduce.transform import embeddings_meta, project_parts, write_sidecars
-from embedtab.reporting import SILENT, Reporter
 
 # Re-exported: names this module held before the fit and the transform moved out.
 from embedtab.reduce.fit import Kept as Kept
+from embedtab.reduce.options import BACKENDS as BACKENDS  # (the options live in options.py; re-exported)
+from embedtab.reduce.options import ReduceOptions, check_backend, parse_memory
+from embedtab.reduce.pca import Projection, Spectrum
 from embedtab.reduce.transform import BLOCK as BLOCK
+from embedtab.reduce.transform import embeddings_meta, project_parts, write_sidecars
+from embedtab.reporting import SILENT, Reporter
 
 IN_MEMORY_LIMIT = 256 * 2**20  # auto: inputs above this (as float32) stream on the CPU
 MEMORY_SHARE = 1 / 32  # default --memory: rows kept between the fit and the transform, as a share of RAM
@@ -128,8 +128,16 @@ def _reduction(store: ArtifactStore, options: ReduceOptions) -> _Reduction:
     _check_dims(options, in_dim, fit_rows)
     backend = choose_backend(options.backend, fit_rows * in_dim * 4)
     memory = parse_memory(options.memory)
-    params = {"source": options.source, "dims": options.dims, "variance": options.variance, "whiten": options.whiten,
-              "normalize": options.normalize, "fit_on": options.fit_on, "seed": options.seed, "method": "pca-exact"}
+    params = {
+        "source": options.source,
+        "dims": options.dims,
+        "variance": options.variance,
+        "whiten": options.whiten,
+        "normalize": options.normalize,
+        "fit_on": options.fit_on,
+        "seed": options.seed,
+        "method": "pca-exact",
+    }
     return _Reduction(source, fit_record, in_dim, sample_size, total, fit_rows, backend, memory, options.output_name, params)
 
 
@@ -138,6 +146,8 @@ def _fit_input(store: ArtifactStore, options: ReduceOptions, source: ArtifactRec
     artifact of the same dims (--fit-on)."""
     if not options.fit_on:
         return source, None
+    if not isinstance(options.fit_on, str):  # made a str with the options (ReduceOptions.__post_init__)
+        raise AttributeError(f"{type(options.fit_on).__name__!r} object has no attribute 'isdigit'")
     if options.fit_on.isdigit():  # (at least 2: checked with the options)
         return source, int(options.fit_on)
     fit_record = store.require("embeddings", options.fit_on)
@@ -159,7 +169,12 @@ def _check_dims(options: ReduceOptions, in_dim: int, fit_rows: int) -> None:
 
 def _projection(spectrum: Spectrum, options: ReduceOptions, in_dim: int) -> tuple[int, Projection]:
     """(dims, projection): --dims components, or the fewest reaching --variance."""
-    dims = options.dims if options.dims is not None else spectrum.dims_for(options.variance)
+    if options.dims is not None:
+        dims = options.dims
+    elif options.variance is not None:
+        dims = spectrum.dims_for(options.variance)
+    else:  # (refused before the fit: _check_dims)
+        raise UsageError("give either --dims or --variance")
     if dims >= in_dim and options.variance is not None:
         dims = in_dim  # reaching that share needs every component: keep them all
     return dims, spectrum.projection(dims, options.whiten, options.normalize)
@@ -172,15 +187,25 @@ def _curve(ratio: np.ndarray) -> dict[str, float]:
     return {str(k): round(float(cumulative[k - 1]), 4) for k in points}
 
 
-def _projection_info(job: _Reduction, options: ReduceOptions, dims: int, spectrum: Spectrum, projection: Projection,
-                     device: str, kept_rows: int) -> dict[str, Any]:
+def _projection_info(
+    job: _Reduction, options: ReduceOptions, dims: int, spectrum: Spectrum, projection: Projection, device: str, kept_rows: int
+) -> dict[str, Any]:
     """projection.json and the projection artifact's metadata."""
     variance_kept = float(projection.explained_variance_ratio.sum())
     info = {
-        "dims": dims, "input_dim": job.in_dim, "whiten": options.whiten, "normalize": options.normalize, "backend": job.backend,
+        "dims": dims,
+        "input_dim": job.in_dim,
+        "whiten": options.whiten,
+        "normalize": options.normalize,
+        "backend": job.backend,
         "source": {"name": job.source.name, "fingerprint": job.source.fingerprint},
-        "fit_on": {"name": job.fit_record.name, "fingerprint": job.fit_record.fingerprint, "rows": spectrum.rows,
-                   "sample": job.sample_size, "seed": options.seed if job.sample_size else None},
+        "fit_on": {
+            "name": job.fit_record.name,
+            "fingerprint": job.fit_record.fingerprint,
+            "rows": spectrum.rows,
+            "sample": job.sample_size,
+            "seed": options.seed if job.sample_size else None,
+        },
         "explained_variance_ratio_total": round(variance_kept, 6),
         "explained_variance_ratio": [round(float(v), 6) for v in projection.explained_variance_ratio],
         "explained_variance_curve": _curve(projection.explained_variance_ratio),
@@ -194,12 +219,14 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
     """Fit a PCA on the source (or --fit-on) and project the source with it: both artifacts or neither."""
     job = _reduction(store, options)
     fit_inputs = [job.source] if job.fit_record is job.source else [job.source, job.fit_record]
-    proj_plan = store.plan("projections", job.name, "reduce fit", job.params, input_artifacts=fit_inputs, force=options.force,
-                           packages=_PACKAGES, warn=reporter.warn)
-    emb_plan = store.plan("embeddings", job.name, "reduce transform", job.params, input_artifacts=fit_inputs, force=options.force,
-                          packages=_PACKAGES, warn=reporter.warn)
+    proj_plan, emb_plan = (
+        store.plan(
+            kind, job.name, stage, job.params, input_artifacts=fit_inputs, force=options.force, packages=_PACKAGES, warn=reporter.warn
+        )
+        for kind, stage in (("projections", "reduce fit"), ("embeddings", "reduce transform"))
+    )
     if proj_plan.up_to_date and emb_plan.up_to_date:
-        return ReduceResult(proj_plan.existing, emb_plan.existing, True)
+        return ReduceResult(proj_plan.up_to_date_record(), emb_plan.up_to_date_record(), True)
 
     with store.building(emb_plan) as made:  # one build of this name at a time (see ArtifactStore.building)
         if made is not None:
@@ -210,8 +237,10 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
         xp = array_module(device == "cuda")
         reuse = job.fit_record is job.source and not job.sample_size  # only then can kept rows spare the transform a read
         keep_rows = _keep_rows(job.memory, job.in_dim, device, job.backend) if reuse else 0
-        reporter.info(f"fitting PCA on {job.fit_rows:,} x {job.in_dim} ({'sample of ' + options.source if job.sample_size else job.fit_record.name}) "
-                      f"with {job.backend} on {device}")
+        reporter.info(
+            f"fitting PCA on {job.fit_rows:,} x {job.in_dim} ({'sample of ' + options.source if job.sample_size else job.fit_record.name}) "
+            f"with {job.backend} on {device}"
+        )
         started = time.time()
         sample = sample_rows(job.total, job.sample_size, options.seed) if job.sample_size else None
         spectrum, kept = fit_pass(store, FitSetup(job.fit_record, sample, job.backend, job.in_dim, xp, keep_rows, reuse), reporter)
@@ -225,30 +254,49 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
             rows = project_parts(store, job.source, projection, emb_staging, xp, kept, reporter)
             del kept
             write_sidecars(emb_staging, embeddings_meta(job.source, job.name, projection))
-            proj_record = store.prepare(proj_plan, proj_staging, metadata=info, summary={"fit_seconds": round(fit_seconds, 3)}, device=device)
+            proj_record = store.prepare(
+                proj_plan, proj_staging, metadata=info, summary={"fit_seconds": round(fit_seconds, 3)}, device=device
+            )
             # The reduced vectors also depend on the projection: record it so `status` can tell staleness.
             emb_plan.inputs["artifacts"].append({"kind": "projections", "name": job.name, "fingerprint": proj_record.fingerprint})
-            emb_record = store.prepare(emb_plan, emb_staging, metadata=embeddings_meta(job.source, job.name, projection),
-                                       summary={"rows": rows, "seconds": round(time.time() - started, 3)}, device=device)
+            emb_record = store.prepare(
+                emb_plan,
+                emb_staging,
+                metadata=embeddings_meta(job.source, job.name, projection),
+                summary={"rows": rows, "seconds": round(time.time() - started, 3)},
+                device=device,
+            )
             store.commit([(proj_record, proj_staging), (emb_record, emb_staging)])  # both or neither
         return ReduceResult(proj_record, emb_record, False)
 
 
-def apply(store: ArtifactStore, projection_name: str, source_name: str, name: str | None = None,
-          force: bool = False, reporter: Reporter = SILENT) -> tuple[ArtifactRecord, bool]:
+def apply(
+    store: ArtifactStore, projection_name: str, source_name: str, name: str | None = None, force: bool = False, reporter: Reporter = SILENT
+) -> tuple[ArtifactRecord, bool]:
     """Project `source_name` with the saved projection `projection_name` (new items, same space)."""
     proj_record = store.require("projections", projection_name)
     source = store.require("embeddings", source_name)
     projection = Projection.load(store.verify(proj_record))
     if int(source.metadata.get("dim", 0)) != projection.input_dim:
-        raise DataError(f"embeddings {source_name!r} have {source.metadata.get('dim')} dims; projection "
-                        f"{projection_name!r} was fitted on {projection.input_dim}")
+        raise DataError(
+            f"embeddings {source_name!r} have {source.metadata.get('dim')} dims; projection "
+            f"{projection_name!r} was fitted on {projection.input_dim}"
+        )
     name = name or f"{source_name}-{projection_name}"
     params = {"apply": projection_name, "source": source_name}
-    plan = store.plan("embeddings", name, "reduce apply", params, input_artifacts=[source, proj_record],
-                      force=force, packages=("numpy",), refresh=True, warn=reporter.warn)
+    plan = store.plan(
+        "embeddings",
+        name,
+        "reduce apply",
+        params,
+        input_artifacts=[source, proj_record],
+        force=force,
+        packages=("numpy",),
+        refresh=True,
+        warn=reporter.warn,
+    )
     if plan.up_to_date:
-        return plan.existing, True
+        return plan.up_to_date_record(), True
     with store.building(plan) as made:
         if made is not None:
             return made, True
@@ -259,8 +307,11 @@ def apply(store: ArtifactStore, projection_name: str, source_name: str, name: st
             rows = project_parts(store, source, projection, staging, array_module(use_gpu), None, reporter)
             meta = embeddings_meta(source, projection_name, projection)
             write_sidecars(staging, meta)
-            record = store.publish(plan, staging, metadata={**meta, "projection_fingerprint": proj_record.fingerprint},
-                                   summary={"rows": rows, "seconds": round(time.time() - started, 3)},
-                                   device="cuda" if use_gpu else "cpu")
+            record = store.publish(
+                plan,
+                staging,
+                metadata={**meta, "projection_fingerprint": proj_record.fingerprint},
+                summary={"rows": rows, "seconds": round(time.time() - started, 3)},
+                device="cuda" if use_gpu else "cpu",
+            )
         return record, False
-

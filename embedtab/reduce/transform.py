@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +36,8 @@ def _blocks(batches: Iterator[tuple[pa.Array, np.ndarray, Path]]) -> Iterator[tu
     """The batches regrouped into BLOCK rows from each part's start (the last of a part shorter).
     Parts written by embedtab have row groups of BLOCK rows: those pass through without a copy."""
     pending: list[tuple[pa.Array, np.ndarray]] = []
-    held, current = 0, None
+    held = 0
+    current: Path | None = None
 
     def flush(rows: int) -> tuple[pa.Array, np.ndarray, Path]:
         nonlocal pending, held
@@ -43,6 +45,8 @@ def _blocks(batches: Iterator[tuple[pa.Array, np.ndarray, Path]]) -> Iterator[tu
         x = np.concatenate([v for _, v in pending]) if len(pending) > 1 else pending[0][1]
         pending = [(ids.slice(rows), x[rows:])] if rows < len(x) else []
         held = len(x) - rows
+        if current is None:  # (unreachable: rows are held only after a batch set `current`)
+            raise RuntimeError("reduce: rows held before any part was read")
         return ids.slice(0, rows), x[:rows], current
 
     for ids, x, path in batches:
@@ -64,14 +68,17 @@ def _blocks(batches: Iterator[tuple[pa.Array, np.ndarray, Path]]) -> Iterator[tu
 
 def _kept_blocks(kept: Kept | None) -> Iterator[tuple[pa.Array, Any, Path, bool]]:
     """The rows the fit kept, already shifted, in blocks of BLOCK rows from each part's start."""
-    for path, start, count, ids in kept.parts if kept is not None else []:
+    if kept is None:
+        return
+    for path, start, count, ids in kept.parts:
         for at in range(0, count, BLOCK):
             rows = kept.rows[start + at : start + min(at + BLOCK, count)]
             yield ids.slice(at, len(rows)), rows, path, True
 
 
-def _read_blocks(store: ArtifactStore, source: ArtifactRecord, input_dim: int, xp: Any,
-                 done: set[Path]) -> Iterator[tuple[pa.Array, Any, Path, bool]]:
+def _read_blocks(
+    store: ArtifactStore, source: ArtifactRecord, input_dim: int, xp: Any, done: set[Path]
+) -> Iterator[tuple[pa.Array, Any, Path, bool]]:
     """The parts the fit did not keep, read again, in the same blocks as the kept ones."""
     remaining = [p for p in tables.part_files(store.path(source.kind, source.name)) if p not in done]
     batches = tables.iter_embeddings(remaining, id_column(source), workers=readers(xp) if xp is np else None)
@@ -81,8 +88,9 @@ def _read_blocks(store: ArtifactStore, source: ArtifactRecord, input_dim: int, x
         yield ids, x, path, False
 
 
-def project_parts(store: ArtifactStore, source: ArtifactRecord, projection: Projection, staging: Path,
-                  xp: Any, kept: Kept | None, reporter: Reporter) -> int:
+def project_parts(
+    store: ArtifactStore, source: ArtifactRecord, projection: Projection, staging: Path, xp: Any, kept: Kept | None, reporter: Reporter
+) -> int:
     """Project the source into staging, one output part per source part: the parts the fit kept
     from memory, the others read again; both in the same blocks (see BLOCK). Returns the rows."""
     finite = Finite(source.name)
@@ -131,10 +139,15 @@ def project_parts(store: ArtifactStore, source: ArtifactRecord, projection: Proj
 
 def embeddings_meta(source: ArtifactRecord, projection_name: str, projection: Projection) -> dict[str, Any]:
     """The metadata of the reduced embeddings artifact (also written beside its parts)."""
-    return {"id_column": id_column(source), "id_type": source.metadata.get("id_type"), "dim": projection.dims,
-            "projection": projection_name, "normalize": projection.normalize,
-            "explained_variance_ratio_total": round(float(projection.explained_variance_ratio.sum()), 6),
-            "source": source.name}
+    return {
+        "id_column": id_column(source),
+        "id_type": source.metadata.get("id_type"),
+        "dim": projection.dims,
+        "projection": projection_name,
+        "normalize": projection.normalize,
+        "explained_variance_ratio_total": round(float(projection.explained_variance_ratio.sum()), 6),
+        "source": source.name,
+    }
 
 
 def write_sidecars(staging: Path, meta: dict[str, Any]) -> None:

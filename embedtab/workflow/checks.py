@@ -8,8 +8,9 @@ categorified outputs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,8 +29,7 @@ def check_config_against_data(config: WorkflowConfig, paths: Sequence[Path], con
         missing = [c for c in group.flat_columns() if c not in dtypes]
         if missing:
             raise ConfigError(
-                f"{config_path}: features[{index}].columns: {names(missing)} not in the data "
-                f"({paths[0].name} has {names(dtypes, 30)})"
+                f"{config_path}: features[{index}].columns: {names(missing)} not in the data ({paths[0].name} has {names(dtypes, 30)})"
             )
         _check_numeric_op(group, index, dtypes, config_path)
     if config.masking is not None:
@@ -51,7 +51,9 @@ def _check_joins(config: WorkflowConfig, dtypes: dict[str, Any], base_dir: Path,
         side_types = input_schema([side])
         missing = [c for c in join.keys + join.columns if c not in side_types]
         if missing:
-            raise ConfigError(f"{config_path}: joins[{index}]: {names(missing)} not in {clip(side.name, 80)} (it has {names(side_types, 30)})")
+            raise ConfigError(
+                f"{config_path}: joins[{index}]: {names(missing)} not in {clip(side.name, 80)} (it has {names(side_types, 30)})"
+            )
         absent = [k for k in join.keys if k not in dtypes]
         if absent:
             raise ConfigError(f"{config_path}: joins[{index}].on: {names(absent)} not in the data")
@@ -89,7 +91,9 @@ def check_groupby(config: WorkflowConfig, workflow_features: Any, paths: Sequenc
     spec = config.groupby
     missing = [c for c in [*spec.by, *spec.sort, *spec.aggs] if c not in outputs]
     if missing:
-        raise ConfigError(f"{config_path}: groupby: {names(missing)} not produced by the feature groups (they produce {names(outputs, 30)})")
+        raise ConfigError(
+            f"{config_path}: groupby: {names(missing)} not produced by the feature groups (they produce {names(outputs, 30)})"
+        )
 
 
 def check_id_masking(config: WorkflowConfig, cardinalities: dict[str, Any], source: str) -> None:

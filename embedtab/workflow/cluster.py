@@ -7,7 +7,7 @@ DASK_SCHEDULER_ADDRESS environment variable; Merlin is told to use its client fo
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 from embedtab.bounds import scheduler_from_environment
 from embedtab.errors import UsageError

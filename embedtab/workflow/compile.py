@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from embedtab.errors import ConfigError
 from embedtab.workflow import config as cfg
@@ -16,8 +17,16 @@ _Prefix = Prefix  # workflows saved by embedtab 0.1 pickled the renamer under th
 # Groupby outputs and the tags that describe them: a list is a sequence (Transformers4Rec finds the
 # item sequence by its ITEM_ID + LIST tags); a count or statistic of ids is a number, not an id
 # (CONTINUOUS overrides the ID and CATEGORICAL tags it would inherit from the id column).
-_AGG_TAGS = {"list": ("list",), "count": ("continuous",), "sum": ("continuous",), "mean": ("continuous",),
-             "std": ("continuous",), "var": ("continuous",), "min": ("continuous",), "max": ("continuous",)}
+_AGG_TAGS = {
+    "list": ("list",),
+    "count": ("continuous",),
+    "sum": ("continuous",),
+    "mean": ("continuous",),
+    "std": ("continuous",),
+    "var": ("continuous",),
+    "min": ("continuous",),
+    "max": ("continuous",),
+}
 
 
 @dataclass
@@ -66,8 +75,12 @@ def _apply(node: Any, op: Any, ctx: Context, names: list[str]) -> Any:
 
     ops = nvt.ops
     if isinstance(op, cfg.Categorify):
-        kwargs: dict[str, Any] = {"freq_threshold": op.freq_threshold, "max_size": op.max_size,
-                                  "out_path": ctx.out_path, "encode_type": op.encode_type}
+        kwargs: dict[str, Any] = {
+            "freq_threshold": op.freq_threshold,
+            "max_size": op.max_size,
+            "out_path": ctx.out_path,
+            "encode_type": op.encode_type,
+        }
         if op.num_buckets is not None:
             kwargs["num_buckets"] = op.num_buckets
         if op.dtype is not None:
@@ -96,8 +109,9 @@ def _apply(node: Any, op: Any, ctx: Context, names: list[str]) -> Any:
     if isinstance(op, cfg.HashBucket):
         return node >> ops.HashBucket(op.num_buckets)
     if isinstance(op, cfg.TargetEncoding):
-        return node >> ops.TargetEncoding(op.target, kfold=op.kfold, fold_seed=op.fold_seed, p_smooth=op.p_smooth,
-                                          out_dtype=op.out_dtype, out_path=ctx.out_path)
+        return node >> ops.TargetEncoding(
+            op.target, kfold=op.kfold, fold_seed=op.fold_seed, p_smooth=op.p_smooth, out_dtype=op.out_dtype, out_path=ctx.out_path
+        )
     if isinstance(op, cfg.Rename):
         if op.prefix:
             return node >> ops.Rename(f=Prefix(op.prefix))
@@ -106,8 +120,7 @@ def _apply(node: Any, op: Any, ctx: Context, names: list[str]) -> Any:
         return node >> ops.AddTags([Tags(t) for t in op.tags])
     if isinstance(op, cfg.TimeFeatures):
         branches = [
-            node >> ops.LambdaOp(TIME_FUNCTIONS[feature], dtype=np.float32) >> ops.Rename(postfix=f"_{feature}")
-            for feature in op.features
+            node >> ops.LambdaOp(TIME_FUNCTIONS[feature], dtype=np.float32) >> ops.Rename(postfix=f"_{feature}") for feature in op.features
         ]
         total = branches[0]
         for branch in branches[1:]:
@@ -131,12 +144,13 @@ def feature_graph(config: cfg.WorkflowConfig, ctx: Context) -> Any:
     """The sum of all feature groups (before any groupby)."""
     import nvtabular as nvt
 
-    base = None
+    base: Any = None
     if config.joins:  # raw input columns >> JoinExternal >> ...; the groups select from the result
         base = config.input_columns()
         for join in config.joins:
-            base = base >> nvt.ops.JoinExternal(_side_table(join, ctx), on=join.key, how=join.how,
-                                                 columns_ext=list(dict.fromkeys(join.keys + join.columns)))
+            base = base >> nvt.ops.JoinExternal(
+                _side_table(join, ctx), on=join.key, how=join.how, columns_ext=list(dict.fromkeys(join.keys + join.columns))
+            )
     output = None
     for group in config.features:
         node: Any = list(group.columns) if base is None else base[group.flat_columns()]
@@ -159,8 +173,9 @@ def compile_workflow(config: cfg.WorkflowConfig, ctx: Context, features: Any = N
         from merlin.schema import Tags
 
         spec = config.groupby
-        grouped = output >> nvt.ops.Groupby(groupby_cols=spec.by, sort_cols=spec.sort, aggs=dict(spec.aggs),
-                                           name_sep=spec.name_sep, ascending=spec.ascending)
+        grouped = output >> nvt.ops.Groupby(
+            groupby_cols=spec.by, sort_cols=spec.sort, aggs=dict(spec.aggs), name_sep=spec.name_sep, ascending=spec.ascending
+        )
         tagged: dict[tuple[str, ...], list[str]] = {}
         plain = list(spec.by)
         for column, aggs in spec.aggs.items():

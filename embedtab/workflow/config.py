@@ -23,8 +23,9 @@ Optional top-level blocks: `joins` (parquet side tables joined onto the input fi
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -33,9 +34,26 @@ from embedtab.yamlfile import MAX_BYTES, MAX_DEPTH, MAX_VALUES, clip, read_yaml,
 
 # merlin.schema.Tags values accepted under `tags:` (kept here so validation needs no merlin import).
 TAGS = (
-    "user_id", "item_id", "session_id", "id", "user", "item", "session", "context",
-    "categorical", "continuous", "list", "sequence", "text", "time", "embedding",
-    "target", "regression", "classification", "binary_classification", "multi_class_classification",
+    "user_id",
+    "item_id",
+    "session_id",
+    "id",
+    "user",
+    "item",
+    "session",
+    "context",
+    "categorical",
+    "continuous",
+    "list",
+    "sequence",
+    "text",
+    "time",
+    "embedding",
+    "target",
+    "regression",
+    "classification",
+    "binary_classification",
+    "multi_class_classification",
 )
 TIME_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos")
 INT64_MAX = 2**63 - 1  # counts, sizes and buckets: NVTabular keeps them in int64
@@ -51,7 +69,7 @@ def _finite(value: Any) -> Any:
 
 
 Number = Annotated[float, BeforeValidator(_finite)]
-Scalar = Annotated[Union[int, float, str], BeforeValidator(_finite)]  # a fill value or sentinel: a number or text
+Scalar = Annotated[int | float | str, BeforeValidator(_finite)]  # a fill value or sentinel: a number or text
 Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
 
 
@@ -72,12 +90,12 @@ class Vocabulary(_Model):
     (relative to the config file). `column` defaults to the categorified column's own name.
     """
 
-    workflow: Optional[str] = None
-    table: Optional[str] = None
-    column: Optional[str] = None
+    workflow: str | None = None
+    table: str | None = None
+    column: str | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> "Vocabulary":
+    def _one_source(self) -> Vocabulary:
         if (self.workflow is None) == (self.table is None):
             raise ValueError("give exactly one of workflow (a fitted workflow's name) or table (a parquet/csv path)")
         return self
@@ -87,13 +105,13 @@ class Categorify(_Op):
     op: Literal["categorify"]
     freq_threshold: Count = 0
     max_size: Count = 0
-    num_buckets: Optional[int] = Field(None, ge=1, le=INT64_MAX)
-    dtype: Optional[Literal["int32", "int64"]] = None
+    num_buckets: int | None = Field(None, ge=1, le=INT64_MAX)
+    dtype: Literal["int32", "int64"] | None = None
     encode_type: Literal["joint", "combo"] = "joint"
-    vocabulary: Optional[Vocabulary] = None
+    vocabulary: Vocabulary | None = None
 
     @model_validator(mode="after")
-    def _fixed_vocabulary(self) -> "Categorify":
+    def _fixed_vocabulary(self) -> Categorify:
         if self.vocabulary is not None and (self.freq_threshold or self.max_size or self.encode_type == "combo"):
             raise ValueError("a given vocabulary is used as it is: drop freq_threshold, max_size and encode_type: combo")
         if self.vocabulary is not None and self.num_buckets:
@@ -115,11 +133,11 @@ class FillMedian(_Op):
 
 class Clip(_Op):
     op: Literal["clip"]
-    min_value: Optional[Number] = None
-    max_value: Optional[Number] = None
+    min_value: Number | None = None
+    max_value: Number | None = None
 
     @model_validator(mode="after")
-    def _bound(self) -> "Clip":
+    def _bound(self) -> Clip:
         if self.min_value is None and self.max_value is None:
             raise ValueError("give min_value, max_value or both")
         if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
@@ -134,8 +152,8 @@ class HashBucket(_Op):
 
 class TargetEncoding(_Op):
     op: Literal["target_encoding"]
-    target: Union[str, list[str]]
-    kfold: Optional[int] = Field(None, ge=2, le=INT64_MAX)
+    target: str | list[str]
+    kfold: int | None = Field(None, ge=2, le=INT64_MAX)
     fold_seed: int = Field(42, ge=0, le=2**32 - 1)  # a numpy RandomState seed
     p_smooth: Number = Field(20, ge=0)
     out_dtype: Literal["float32", "float64"] = "float32"
@@ -170,12 +188,12 @@ class Bucketize(_Op):
 
 class Rename(_Op):
     op: Literal["rename"]
-    postfix: Optional[str] = None
-    prefix: Optional[str] = None
-    name: Optional[str] = None
+    postfix: str | None = None
+    prefix: str | None = None
+    name: str | None = None
 
     @model_validator(mode="after")
-    def _one(self) -> "Rename":
+    def _one(self) -> Rename:
         given = [k for k in ("postfix", "prefix", "name") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError("give exactly one of postfix, prefix or name")
@@ -195,12 +213,36 @@ class TimeFeatures(_Op):
 
 
 Op = Annotated[
-    Union[Categorify, Normalize, NormalizeMinMax, FillMissing, FillMedian, Log, Clip, Bucketize, HashBucket,
-          TargetEncoding, Rename, AddTags, TimeFeatures],
+    Categorify
+    | Normalize
+    | NormalizeMinMax
+    | FillMissing
+    | FillMedian
+    | Log
+    | Clip
+    | Bucketize
+    | HashBucket
+    | TargetEncoding
+    | Rename
+    | AddTags
+    | TimeFeatures,
     Field(discriminator="op"),
 ]
-OP_NAMES = ("categorify", "normalize", "normalize_minmax", "fill_missing", "fill_median", "log", "clip",
-            "bucketize", "hash_bucket", "target_encoding", "rename", "tags", "time_features")
+OP_NAMES = (
+    "categorify",
+    "normalize",
+    "normalize_minmax",
+    "fill_missing",
+    "fill_median",
+    "log",
+    "clip",
+    "bucketize",
+    "hash_bucket",
+    "target_encoding",
+    "rename",
+    "tags",
+    "time_features",
+)
 # Ops that need numeric input columns (checked against the data at fit time).
 NUMERIC_OPS = ("normalize", "normalize_minmax", "fill_median", "log", "clip", "bucketize", "time_features")
 _LIST_PARAM = {"tags": "tags", "bucketize": "boundaries", "time_features": "features"}
@@ -211,7 +253,7 @@ def _expand(entry: Any) -> Any:
     if isinstance(entry, str):
         return {"op": entry}
     if isinstance(entry, dict) and len(entry) == 1:
-        (name, params), = entry.items()
+        ((name, params),) = entry.items()
         if params is None:
             return {"op": name}
         if isinstance(params, list) and name in _LIST_PARAM:
@@ -223,7 +265,7 @@ def _expand(entry: Any) -> Any:
 
 
 class FeatureGroup(_Model):
-    columns: list[Union[str, list[str]]] = Field(min_length=1)
+    columns: list[str | list[str]] = Field(min_length=1)
     ops: list[Op] = Field(default_factory=list)
 
     @field_validator("ops", mode="before")
@@ -238,7 +280,7 @@ class FeatureGroup(_Model):
         return out
 
     @model_validator(mode="after")
-    def _vocabulary_columns(self) -> "FeatureGroup":
+    def _vocabulary_columns(self) -> FeatureGroup:
         for op in self.ops:
             if isinstance(op, Categorify) and op.vocabulary is not None:
                 if any(not isinstance(c, str) for c in self.columns):
@@ -253,7 +295,7 @@ class Join(_Model):
     groups, which can then use its columns. `path` is relative to the config file."""
 
     path: str
-    key: Union[str, list[str]]
+    key: str | list[str]
     columns: list[str] = Field(min_length=1)
     how: Literal["left", "inner"] = "left"
 
@@ -287,13 +329,13 @@ class MaskGroup(_Model):
     together (`columns`, before the workflow), or categorified output ids set to the
     out-of-vocabulary id (`ids`, after it; every other column -- a content lookup key too -- kept)."""
 
-    columns: Optional[dict[str, Scalar]] = Field(None, min_length=1)  # input column -> sentinel
-    ids: Optional[list[str]] = Field(None, min_length=1)  # categorified output columns -> OOV id
+    columns: dict[str, Scalar] | None = Field(None, min_length=1)  # input column -> sentinel
+    ids: list[str] | None = Field(None, min_length=1)  # categorified output columns -> OOV id
     rate: Number = Field(gt=0, le=1)
-    by: Optional[str] = None  # an input (entity) column: all rows of a chosen entity are masked alike
+    by: str | None = None  # an input (entity) column: all rows of a chosen entity are masked alike
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "MaskGroup":
+    def _one_kind(self) -> MaskGroup:
         if (self.columns is None) == (self.ids is None):
             raise ValueError("give exactly one of columns (input sentinels) or ids (categorified outputs set to OOV)")
         return self
@@ -307,12 +349,12 @@ class Masking(_Model):
 
 
 class WorkflowConfig(_Model):
-    name: Optional[str] = None
-    description: Optional[str] = None
+    name: str | None = None
+    description: str | None = None
     joins: list[Join] = Field(default_factory=list)
     features: list[FeatureGroup] = Field(min_length=1)
-    groupby: Optional[GroupBy] = None
-    masking: Optional[Masking] = None
+    groupby: GroupBy | None = None
+    masking: Masking | None = None
 
     def joined_columns(self) -> list[str]:
         return [c for join in self.joins for c in join.columns]
@@ -327,13 +369,13 @@ class WorkflowConfig(_Model):
         return seen
 
     @model_validator(mode="after")
-    def _groups_with_joins(self) -> "WorkflowConfig":
+    def _groups_with_joins(self) -> WorkflowConfig:
         if self.joins and any(not isinstance(c, str) for g in self.features for c in g.columns):
             raise ValueError("column groups (nested lists) cannot be combined with joins")
         return self
 
     @model_validator(mode="after")
-    def _id_masking_keeps_rows(self) -> "WorkflowConfig":
+    def _id_masking_keeps_rows(self) -> WorkflowConfig:
         # `ids` masks are decided on the input rows and applied to the output rows, one to one.
         if self.masking and any(g.ids for g in self.masking.groups):
             if self.groupby is not None:
@@ -369,7 +411,7 @@ def _where(loc: tuple[Any, ...]) -> str:
     return text
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: Mapping[str, Any]) -> str:
     if error["type"] == "union_tag_invalid":
         tag = error.get("ctx", {}).get("tag")
         return f"unknown op {shown(tag)} (allowed: {', '.join(OP_NAMES)})"
@@ -402,7 +444,7 @@ def parse_config(raw: Any, source: str) -> WorkflowConfig:
 _UNION_MEMBERS = {"int": "a number", "float": "a number", "str": "a string", "list[str]": "a list of strings"}
 
 
-def _problems(errors: list[dict[str, Any]]) -> list[str]:
+def _problems(errors: Sequence[Mapping[str, Any]]) -> list[str]:
     """One `place: message` per place: a value no member of a union takes is one problem
     (`fill_val: must be a number or a string`), not one per member."""
     problems: dict[tuple[Any, ...], str] = {}

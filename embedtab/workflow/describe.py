@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 
-def embedding_sizes(workflow: Any, skip: set[str] = frozenset()) -> dict[str, dict[str, Any]]:
+def embedding_sizes(workflow: Any, skip: frozenset[str] | set[str] = frozenset()) -> dict[str, dict[str, Any]]:
     """Cardinality and NVTabular's default embedding dim per categorical output column."""
     import nvtabular as nvt
 
@@ -36,8 +36,9 @@ def derived_aggregates(config: dict[str, Any] | None) -> set[str]:
     groupby = (config or {}).get("groupby")
     if not groupby:
         return set()
-    return {f"{col}{groupby['name_sep']}{agg}" for col, aggs in groupby["aggs"].items()
-            for agg in aggs if agg not in ("list", "first", "last")}
+    return {
+        f"{col}{groupby['name_sep']}{agg}" for col, aggs in groupby["aggs"].items() for agg in aggs if agg not in ("list", "first", "last")
+    }
 
 
 def oov_counts(directory: Path, schema: Any, skip: set[str]) -> dict[str, dict[str, int]]:

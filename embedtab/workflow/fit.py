@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from embedtab import tables
 from embedtab.artifacts import ArtifactRecord, ArtifactStore, Plan, owner_tag
@@ -52,8 +53,12 @@ class FitInputs:
         data_files = files_fingerprint(self.paths)
         other_files = files_fingerprint(p for p in [*self.side_tables, *self.vocabularies.tables] if p.is_file())
         used = columns_fingerprint(self.paths, [c for c in self.config.input_columns() if c in self.dtypes])
-        return {"input_files": other_files if used else data_files + other_files, "read_files": data_files if used else [],
-                "content": used, "was": (data_files + other_files, None)}
+        return {
+            "input_files": other_files if used else data_files + other_files,
+            "read_files": data_files if used else [],
+            "content": used,
+            "was": (data_files + other_files, None),
+        }
 
 
 def fit_inputs(store: ArtifactStore, config_path: str, data: Sequence[str], name: str | None) -> FitInputs:
@@ -78,8 +83,9 @@ def fit_inputs(store: ArtifactStore, config_path: str, data: Sequence[str], name
     return FitInputs(config, config_path, name, paths, base_dir, side, dtypes, vocabularies, use_gpu, params)
 
 
-def fit_and_publish(store: ArtifactStore, plan: Plan, inputs: FitInputs, reporter: Reporter, *,
-                    dask_scheduler: str | None, part_size: int | None) -> ArtifactRecord:
+def fit_and_publish(
+    store: ArtifactStore, plan: Plan, inputs: FitInputs, reporter: Reporter, *, dask_scheduler: str | None, part_size: int | None
+) -> ArtifactRecord:
     """Fit in a staging folder and publish it. Categorify writes its statistics while fitting, to a
     scratch folder beside the staging one (same disk, removed after): only what `save` writes is
     published."""
@@ -92,8 +98,11 @@ def fit_and_publish(store: ArtifactStore, plan: Plan, inputs: FitInputs, reporte
             workflow, fit_seconds = _fitted_workflow(inputs, ctx, cluster, part_size, reporter)
             cardinalities = _save_checked(workflow, staging, inputs)
             return store.publish(
-                plan, staging, metadata=_metadata(inputs, workflow, ctx, cluster, cardinalities),
-                summary={"fit_seconds": round(fit_seconds, 3)}, device="cuda" if inputs.use_gpu else "cpu",
+                plan,
+                staging,
+                metadata=_metadata(inputs, workflow, ctx, cluster, cardinalities),
+                summary={"fit_seconds": round(fit_seconds, 3)},
+                device="cuda" if inputs.use_gpu else "cpu",
             )
 
 
@@ -106,8 +115,10 @@ def _fitted_workflow(inputs: FitInputs, ctx: Any, cluster: str, part_size: int |
     features = feature_graph(inputs.config, ctx)
     check_groupby(inputs.config, features, inputs.paths, inputs.config_path)
     workflow = compile_workflow(inputs.config, ctx, features)
-    reporter.info(f"fitting workflow {inputs.name!r} on {len(inputs.paths)} file(s) "
-                  f"({'GPU/cuDF' if inputs.use_gpu else 'CPU/pandas'}, {cluster} Dask)")
+    reporter.info(
+        f"fitting workflow {inputs.name!r} on {len(inputs.paths)} file(s) "
+        f"({'GPU/cuDF' if inputs.use_gpu else 'CPU/pandas'}, {cluster} Dask)"
+    )
     started = time.time()
     try:
         workflow.fit(dataset(inputs.paths, inputs.use_gpu, part_size))

@@ -3,8 +3,9 @@ Merlin Dataset that reads them (parquet or csv, one format at a time)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from embedtab import tables
 from embedtab.errors import DataError, UsageError

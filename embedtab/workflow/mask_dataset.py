@@ -15,8 +15,9 @@ import pyarrow as pa
 from embedtab.artifacts import workflow_vocabulary
 
 
-def mask_columns(dataset: Any, spec: dict[str, Any], use_gpu: bool,
-                 targets: dict[str, list[tuple[int, bool]]]) -> tuple[Any, list[int], dict[str, int]]:
+def mask_columns(
+    dataset: Any, spec: dict[str, Any], use_gpu: bool, targets: dict[str, list[tuple[int, bool]]]
+) -> tuple[Any, list[int], dict[str, int]]:
     """(the dataset with the `columns` groups applied, masked rows per group, per target column the
     rows the masking sets to the out-of-vocabulary id)."""
     from merlin.io import Dataset
@@ -43,8 +44,9 @@ def mask_ids(output: Any, raw: Any, spec: dict[str, Any], use_gpu: bool) -> Any:
     return Dataset(masked, schema=output.schema, cpu=not use_gpu)
 
 
-def mask_targets(spec: dict[str, Any], schema: Any, workflow_dir: Path,
-                 config: dict[str, Any] | None) -> dict[str, list[tuple[int, bool]]] | None:
+def mask_targets(
+    spec: dict[str, Any], schema: Any, workflow_dir: Path, config: dict[str, Any] | None
+) -> dict[str, list[tuple[int, bool]]] | None:
     """Categorify output column -> the masking groups that touch it, in the order they are applied,
     each with whether it leaves the out-of-vocabulary id: `columns` groups that mask the input
     column it was categorified from (named by its category file) -- OOV unless the sentinel is in
@@ -58,10 +60,13 @@ def mask_targets(spec: dict[str, Any], schema: Any, workflow_dir: Path,
         if "cat_path" not in props and "embedding_sizes" not in props:
             continue
         category_file = Path(str(props.get("cat_path", ""))).name
-        source = category_file[len("unique."):-len(".parquet")] if category_file.startswith("unique.") else column.name
+        source = category_file[len("unique.") : -len(".parquet")] if category_file.startswith("unique.") else column.name
         unique_file = workflow_dir / workflow_vocabulary(source)
-        groups = [(index, not _in_vocabulary(unique_file, source, group["columns"][source]))
-                  for index, group in enumerate(spec["groups"]) if source in (group.get("columns") or {})]
+        groups = [
+            (index, not _in_vocabulary(unique_file, source, group["columns"][source]))
+            for index, group in enumerate(spec["groups"])
+            if source in (group.get("columns") or {})
+        ]
         groups += [(index, True) for index, group in enumerate(spec["groups"]) if column.name in (group.get("ids") or ())]
         if groups:
             targets[column.name] = groups

@@ -51,7 +51,7 @@ OOV_ID = 2  # NVTabular 23.08 Categorify: 0 padding, 1 null, 2 the (first) out-o
 
 
 def has_id_groups(spec: dict[str, Any] | None) -> bool:
-    return bool(spec) and any(g.get("ids") for g in spec["groups"])
+    return bool(spec and any(g.get("ids") for g in spec["groups"]))
 
 
 def mask_partition(frame: Any, spec: dict[str, Any]) -> Any:
@@ -107,7 +107,7 @@ def check_sentinels(spec: dict[str, Any], dtypes: dict[str, Any], source: str) -
             place, shown_column = f"masking.groups[{index}].columns.{clip(column, SHOWN)}", clip(column, SHOWN)
             if column not in dtypes:
                 raise ConfigError(f"{source}: masking.groups[{index}].columns: {shown(column)} is not in the data")
-            numeric = np.issubdtype(np.dtype(dtypes[column]), np.number) if dtypes[column] != object else False
+            numeric = np.issubdtype(np.dtype(dtypes[column]), np.number) if dtypes[column] != np.dtype(object) else False
             if numeric and isinstance(sentinel, str):
                 raise ConfigError(f"{source}: {place}: {shown_column} is numeric, the sentinel {shown(sentinel)} is not")
             if not numeric and not isinstance(sentinel, str):

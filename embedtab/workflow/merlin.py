@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from embedtab.artifacts import ArtifactRecord, ArtifactStore
 from embedtab.errors import DataError, UsageError
@@ -40,7 +41,9 @@ def quiet_merlin() -> Iterator[None]:
     """Merlin warns on import about TensorFlow/Triton being absent and on CPU-only runs; not our users' concern."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module=r"merlin\..*|nvtabular\..*")
-        warnings.filterwarnings("ignore", category=UserWarning, message=r".*(Tensorflow|Triton|GPU|cudf|dask_cudf|num_buckets|hash-based).*")
+        warnings.filterwarnings(
+            "ignore", category=UserWarning, message=r".*(Tensorflow|Triton|GPU|cudf|dask_cudf|num_buckets|hash-based).*"
+        )
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         yield

@@ -21,8 +21,7 @@ class FitOptions:
     force: bool = option(False, FORCE)
     dask_scheduler: bounds.SchedulerAddress | None = option(None, DASK_SCHEDULER)
     # Dask partition bytes ("256MB" is parsed when the options are made)
-    part_size: PartSize | None = option(
-        None, "Dask partition size, e.g. 256MB (bounds memory): from 1MB to the machine's RAM.")
+    part_size: PartSize | None = option(None, "Dask partition size, e.g. 256MB (bounds memory): from 1MB to the machine's RAM.")
 
     def __post_init__(self) -> None:
         bounds.check(self)
@@ -30,14 +29,12 @@ class FitOptions:
 
 @dataclass
 class TransformOptions:
-    workflow: str = option(
-        help="Name of a fitted workflow artifact (or, with --trust-workflow, a folder).", recipe=True)
+    workflow: str = option(help="Name of a fitted workflow artifact (or, with --trust-workflow, a folder).", recipe=True)
     data: bounds.Paths = option(help=help_of(FitOptions, "data"), recipe=True)
     name: bounds.Name | None = option(None, "Dataset artifact name (default: the workflow's name).")
     force: bool = option(False, FORCE)
     part_size: PartSize | None = option(None, help_of(FitOptions, "part_size"))
-    mask: bool = option(
-        False, "Apply the config's cold-start masking (training data only; never the default).", recipe=True)
+    mask: bool = option(False, "Apply the config's cold-start masking (training data only; never the default).", recipe=True)
     dask_scheduler: bounds.SchedulerAddress | None = option(None, DASK_SCHEDULER)
     trust_workflow: bool = option(False, TRUST_WORKFLOW)
 

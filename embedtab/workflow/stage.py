@@ -26,10 +26,6 @@ from dataclasses import dataclass
 
 from embedtab.artifacts import ArtifactRecord, ArtifactStore
 from embedtab.reporting import SILENT, Reporter
-from embedtab.workflow.fit import fit_and_publish, fit_inputs
-from embedtab.workflow.merlin import require_merlin
-from embedtab.workflow.options import FitOptions, TransformOptions  # (declared in options.py)
-from embedtab.workflow.transform import transform_and_publish, transform_inputs
 
 # Re-exported: the names this module held before it was split by job.
 from embedtab.workflow.checks import check_config_against_data as check_config_against_data
@@ -38,12 +34,16 @@ from embedtab.workflow.cluster import dask_cluster as dask_cluster
 from embedtab.workflow.describe import derived_aggregates as derived_aggregates
 from embedtab.workflow.describe import embedding_sizes as embedding_sizes
 from embedtab.workflow.describe import oov_counts as oov_counts
+from embedtab.workflow.fit import fit_and_publish, fit_inputs
 from embedtab.workflow.inputs import input_schema as input_schema
 from embedtab.workflow.merlin import categorify_paths as categorify_paths
 from embedtab.workflow.merlin import external_folder as external_folder
 from embedtab.workflow.merlin import load_workflow as load_workflow
 from embedtab.workflow.merlin import merlin_installed as merlin_installed
 from embedtab.workflow.merlin import quiet_merlin as quiet_merlin
+from embedtab.workflow.merlin import require_merlin
+from embedtab.workflow.options import FitOptions, TransformOptions  # (declared in options.py)
+from embedtab.workflow.transform import transform_and_publish, transform_inputs
 from embedtab.workflow.vocabulary import read_unique_file as read_unique_file
 from embedtab.workflow.vocabulary import vocabulary as vocabulary
 from embedtab.workflow.vocabulary_sources import Vocabularies as Vocabularies
@@ -62,11 +62,18 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) 
     require_merlin("fit-workflow")
     inputs = fit_inputs(store, options.config, options.data, options.name)
     plan = store.plan(
-        "workflows", inputs.name, "fit-workflow", inputs.params, **inputs.plan_files(),
-        input_artifacts=inputs.vocabularies.records, force=options.force, packages=_PACKAGES, warn=reporter.warn,
+        "workflows",
+        inputs.name,
+        "fit-workflow",
+        inputs.params,
+        **inputs.plan_files(),
+        input_artifacts=inputs.vocabularies.records,
+        force=options.force,
+        packages=_PACKAGES,
+        warn=reporter.warn,
     )
     if plan.up_to_date:
-        return FitResult(plan.existing, True)
+        return FitResult(plan.up_to_date_record(), True)
     with store.building(plan) as made:
         if made is not None:
             return FitResult(made, True)
@@ -79,12 +86,20 @@ def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporte
     require_merlin("transform")
     inputs = transform_inputs(store, options.workflow, options.data, options.name, mask=options.mask, trust=options.trust_workflow)
     plan = store.plan(
-        "datasets", inputs.name, "transform", inputs.params, **inputs.plan_files(),
-        input_artifacts=[inputs.record] if inputs.record else [], force=options.force, packages=_PACKAGES, refresh=True,
-        warn=reporter.warn, trusted=(inputs.record.key,) if inputs.record and options.trust_workflow else (),
+        "datasets",
+        inputs.name,
+        "transform",
+        inputs.params,
+        **inputs.plan_files(),
+        input_artifacts=[inputs.record] if inputs.record else [],
+        force=options.force,
+        packages=_PACKAGES,
+        refresh=True,
+        warn=reporter.warn,
+        trusted=(inputs.record.key,) if inputs.record and options.trust_workflow else (),
     )
     if plan.up_to_date:
-        return FitResult(plan.existing, True)
+        return FitResult(plan.up_to_date_record(), True)
     with store.building(plan) as made:
         if made is not None:
             return FitResult(made, True)

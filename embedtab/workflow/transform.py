@@ -5,9 +5,10 @@ plus the Merlin schema, and counted (rows, out-of-vocabulary and null ids, maske
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from embedtab import tables
 from embedtab.artifacts import ArtifactRecord, ArtifactStore, Plan
@@ -49,11 +50,17 @@ class TransformInputs:
         masked = [c for g in (self.masking or {}).get("groups", []) if self.mask for c in [*(g.get("columns") or {}), g.get("by")] if c]
         data_files = files_fingerprint(self.paths)
         used = columns_fingerprint(self.paths, [c for c in [*self.needed, *masked] if c in self.dtypes]) if self.needed else None
-        return {"input_files": [] if used else data_files, "read_files": data_files if used else [],
-                "content": [self.fingerprint, used] if used else self.fingerprint, "was": (data_files, self.fingerprint)}
+        return {
+            "input_files": [] if used else data_files,
+            "read_files": data_files if used else [],
+            "content": [self.fingerprint, used] if used else self.fingerprint,
+            "was": (data_files, self.fingerprint),
+        }
 
 
-def workflow_identity(store: ArtifactStore, workflow: str, trust: bool) -> tuple[ArtifactRecord | None, str, list[str], dict[str, Any] | None]:
+def workflow_identity(
+    store: ArtifactStore, workflow: str, trust: bool
+) -> tuple[ArtifactRecord | None, str, list[str], dict[str, Any] | None]:
     """(record, fingerprint, input columns, masking spec) of the workflow to apply."""
     external = external_folder(workflow)
     if external is not None:
@@ -65,8 +72,9 @@ def workflow_identity(store: ArtifactStore, workflow: str, trust: bool) -> tuple
     return record, record.fingerprint, record.metadata.get("input_columns", []), record.metadata.get("masking")
 
 
-def transform_inputs(store: ArtifactStore, workflow: str, data: Sequence[str], name: str | None, *,
-                     mask: bool, trust: bool) -> TransformInputs:
+def transform_inputs(
+    store: ArtifactStore, workflow: str, data: Sequence[str], name: str | None, *, mask: bool, trust: bool
+) -> TransformInputs:
     """Find the workflow and the data and check that they fit: the columns the workflow reads are
     there, there are rows, and `mask` has a masking block to apply."""
     name = name or Path(workflow).name
@@ -93,8 +101,9 @@ class Masked:
     targets: dict[str, list[tuple[int, bool]]] | None = None  # see mask_dataset.mask_targets
 
 
-def transform_and_publish(store: ArtifactStore, plan: Plan, inputs: TransformInputs, reporter: Reporter, *,
-                          dask_scheduler: str | None, part_size: int | None) -> ArtifactRecord:
+def transform_and_publish(
+    store: ArtifactStore, plan: Plan, inputs: TransformInputs, reporter: Reporter, *, dask_scheduler: str | None, part_size: int | None
+) -> ArtifactRecord:
     """Load the workflow (its files verified first, unless trusted), transform in a staging folder,
     count what came out and publish it."""
     workflow, _ = load_workflow(store, inputs.workflow, trust=inputs.trust)
@@ -106,30 +115,40 @@ def transform_and_publish(store: ArtifactStore, plan: Plan, inputs: TransformInp
         seconds = time.time() - started
         rows = sum(tables.parquet_rows(p) for p in sorted(staging.glob("*.parquet")))
         oov = oov_counts(staging, workflow.output_schema, derived_aggregates(inputs.config))
-        metadata = {"engine": "gpu" if use_gpu else "cpu", "dask": cluster, "workflow": inputs.workflow,
-                    "output_schema": schema_summary(workflow.output_schema), "rows": rows,
-                    "masking": {"spec": inputs.masking, "masked_rows": masked.rows} if inputs.mask else None}
-        return store.publish(plan, staging, metadata=metadata, summary=_summary(rows, seconds, oov, masked),
-                             device="cuda" if use_gpu else "cpu")
+        metadata = {
+            "engine": "gpu" if use_gpu else "cpu",
+            "dask": cluster,
+            "workflow": inputs.workflow,
+            "output_schema": schema_summary(workflow.output_schema),
+            "rows": rows,
+            "masking": {"spec": inputs.masking, "masked_rows": masked.rows} if inputs.mask else None,
+        }
+        return store.publish(
+            plan, staging, metadata=metadata, summary=_summary(rows, seconds, oov, masked), device="cuda" if use_gpu else "cpu"
+        )
 
 
-def _write_transformed(store: ArtifactStore, staging: Path, inputs: TransformInputs, workflow: Any,
-                       use_gpu: bool, part_size: int | None) -> Masked:
+def _write_transformed(
+    store: ArtifactStore, staging: Path, inputs: TransformInputs, workflow: Any, use_gpu: bool, part_size: int | None
+) -> Masked:
     """The data through the workflow into staging: `columns` masking before it and `ids` masking
     after it (with `mask`), paths in the output naming where they will be once published.
     NVTabular's errors on data it cannot transform become DataErrors naming the file."""
     data = dataset(inputs.paths, use_gpu, part_size)
     raw, masked = data, Masked()
     workflow_dir = external_folder(inputs.workflow) or store.path("workflows", inputs.workflow)
+    masking = inputs.masking
     if inputs.mask:
-        masked.targets = mask_targets(inputs.masking, workflow.output_schema, workflow_dir, inputs.config)
-        data, masked.rows, masked.ids = mask_columns(data, inputs.masking, use_gpu, masked.targets or {})
+        if masking is None:  # (refused when the inputs were prepared)
+            raise UsageError(f"--mask: workflow {inputs.workflow!r} has no masking block in its config")
+        masked.targets = mask_targets(masking, workflow.output_schema, workflow_dir, inputs.config)
+        data, masked.rows, masked.ids = mask_columns(data, masking, use_gpu, masked.targets or {})
     try:
         output = workflow.transform(data)
         from embedtab.workflow.masking import has_id_groups  # (pandas: imported only to transform)
 
-        if inputs.mask and has_id_groups(inputs.masking):
-            output = mask_ids(output, raw, inputs.masking, use_gpu)
+        if inputs.mask and masking is not None and has_id_groups(masking):
+            output = mask_ids(output, raw, masking, use_gpu)
         output.schema = _final_cat_paths(output.schema, workflow_dir)
         output.to_parquet(str(staging), out_files_per_proc=1)
         _final_file_list(staging, store.path("datasets", inputs.name))
@@ -141,9 +160,12 @@ def _write_transformed(store: ArtifactStore, staging: Path, inputs: TransformInp
 def _summary(rows: int, seconds: float, oov: dict[str, dict[str, int]], masked: Masked) -> dict[str, Any]:
     """The run's summary. oov: values unseen at fit time; masked: ids the masking set to the OOV
     id, counted apart (after a groupby rows are aggregated: oov then holds both)."""
-    summary: dict[str, Any] = {"rows": rows, "seconds": round(seconds, 3),
-                               "oov": {k: max(0, v["oov"] - masked.ids.get(k, 0)) for k, v in oov.items()},
-                               "null": {k: v["null"] for k, v in oov.items()}}
+    summary: dict[str, Any] = {
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "oov": {k: max(0, v["oov"] - masked.ids.get(k, 0)) for k, v in oov.items()},
+        "null": {k: v["null"] for k, v in oov.items()},
+    }
     if masked.rows is not None:
         summary["masked_rows"] = masked.rows
         if masked.targets is not None:

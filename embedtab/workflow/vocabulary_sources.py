@@ -96,7 +96,11 @@ class Vocabularies:
         for name, (values, ids) in self._expected.items():
             unique = saved / workflow_vocabulary(name)
             got = read_unique_file(unique, name, 1 << 62)
-            same = len(got.ids) == len(ids) and np.array_equal(np.asarray(got.ids), np.asarray(ids)) and got.values.equals(values.cast(got.values.type))
+            same = (
+                len(got.ids) == len(ids)
+                and np.array_equal(np.asarray(got.ids), np.asarray(ids))
+                and got.values.equals(values.cast(got.values.type))
+            )
             if not same:
                 origin = self.used[name]
                 raise ConfigError(

@@ -26,11 +26,15 @@ def test_help_lists_subcommands_and_imports_nothing_heavy():
     for command in ("encode", "reduce", "fit-workflow", "transform", "lookup", "status"):
         assert command in proc.stdout
     probe = subprocess.run(
-        [sys.executable, "-c",
-         "import sys\nfrom embedtab.cli.main import run\nrun(['--help'])\n"
-         "heavy = [m for m in ('torch', 'nvtabular', 'open_clip', 'sentence_transformers', 'pandas', 'pyarrow', 'numpy', 'pydantic') if m in sys.modules]\n"
-         "sys.stderr.write('HEAVY=' + ','.join(heavy))"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom embedtab.cli.main import run\nrun(['--help'])\n"
+            "heavy = [m for m in ('torch', 'nvtabular', 'open_clip', 'sentence_transformers', 'pandas', 'pyarrow', 'numpy', 'pydantic') if m in sys.modules]\n"
+            "sys.stderr.write('HEAVY=' + ','.join(heavy))",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert "HEAVY=" in probe.stderr and probe.stderr.split("HEAVY=")[1] == ""
 
@@ -51,8 +55,12 @@ def test_unknown_command_is_one_line_exit_2():
     [
         (["encode", "text", "missing.parquet", "-c", "title"], 1, "Error: input missing.parquet does not exist"),
         (["reduce", "nope"], 2, "Error: no embeddings artifact named 'nope'"),
-        pytest.param(["fit-workflow", "no-such.yaml", "--data", "x.parquet"], 2, "Error: workflow config no-such.yaml does not exist",
-                     marks=pytest.mark.merlin),
+        pytest.param(
+            ["fit-workflow", "no-such.yaml", "--data", "x.parquet"],
+            2,
+            "Error: workflow config no-such.yaml does not exist",
+            marks=pytest.mark.merlin,
+        ),
         (["encode", "text", "x.parquet", "--device", "tpu", "-c", "t"], 2, None),
         (["reduce", "x", "--dims", "many"], 2, "Error: Invalid value for '--dims'"),
     ],
@@ -73,7 +81,10 @@ def test_bad_config_names_file_and_path(tmp_path, sample):
     config.write_text("features:\n  - columns: [item_id]\n    ops: [categorfy]\n")
     proc = cli("fit-workflow", str(config), "--data", str(sample / "items.parquet"), "-A", str(tmp_path / "a"))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"Error: {config}: features[0].ops[0]: unknown op 'categorfy' (allowed: categorify, normalize, normalize_minmax, fill_missing, fill_median, log, clip, bucketize, hash_bucket, target_encoding, rename, tags, time_features)"
+    assert (
+        proc.stderr.strip()
+        == f"Error: {config}: features[0].ops[0]: unknown op 'categorfy' (allowed: categorify, normalize, normalize_minmax, fill_missing, fill_median, log, clip, bucketize, hash_bucket, target_encoding, rename, tags, time_features)"
+    )
 
 
 def test_corrupted_manifest_exit_1_and_debug_shows_traceback(tmp_path):
@@ -179,15 +190,19 @@ def test_workflow_commands_without_nvtabular_name_the_extra(tmp_path, sample, ca
     from embedtab.workflow import merlin
 
     monkeypatch.setattr(merlin, "merlin_installed", lambda: False)  # really absent in the modern test environment
-    for args in (["fit-workflow", str(CONFIGS / "item.yaml"), "-d", str(sample / "items.parquet")],
-                 ["transform", "item", "-d", str(sample / "items.parquet")]):
+    for args in (
+        ["fit-workflow", str(CONFIGS / "item.yaml"), "-d", str(sample / "items.parquet")],
+        ["transform", "item", "-d", str(sample / "items.parquet")],
+    ):
         assert run([*args, "-A", str(tmp_path / "a")]) == 2
         err = capsys.readouterr().err.strip()
         assert err.splitlines() == [err] and err.startswith(f"Error: {args[0]} needs NVTabular")
         assert "pip install 'embedtab[merlin]' (Python 3.10-3.11)" in err
 
 
-@pytest.mark.parametrize("command", ["", "encode", "encode text", "encode image", "reduce", "fit-workflow", "transform", "lookup", "status"])
+@pytest.mark.parametrize(
+    "command", ["", "encode", "encode text", "encode image", "reduce", "fit-workflow", "transform", "lookup", "status"]
+)
 def test_help_reads_well_at_80_columns(command):
     proc = cli(*command.split(), "--help", env={"COLUMNS": "80"})
     assert proc.returncode == 0

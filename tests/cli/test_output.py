@@ -31,11 +31,16 @@ def piped_run(tmp_path_factory):
     titles[7] = "   "
     pd.DataFrame({"item_id": np.arange(40), "title": titles}).to_parquet(tmp / "items.parquet")
     pipeline = tmp / "pipeline.yaml"
-    pipeline.write_text(f"stages:\n  - encode text: {tmp / 'items.parquet'}\n    name: t\n    text-column: title\n"
-                        "  - reduce: t\n    dims: 4\n")
+    pipeline.write_text(
+        f"stages:\n  - encode text: {tmp / 'items.parquet'}\n    name: t\n    text-column: title\n  - reduce: t\n    dims: 4\n"
+    )
     root = tmp / "a"
-    proc = subprocess.run([EMBEDTAB, "run", str(pipeline), "-A", str(root)], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "EMBEDTAB_PROGRESS_INTERVAL": "0", "COLUMNS": "40"})
+    proc = subprocess.run(
+        [EMBEDTAB, "run", str(pipeline), "-A", str(root)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "EMBEDTAB_PROGRESS_INTERVAL": "0", "COLUMNS": "40"},
+    )
     assert proc.returncode == 0, proc.stderr
     return pipeline, root, proc.stderr
 
@@ -83,7 +88,9 @@ def test_an_up_to_date_run_is_a_line_per_stage_and_json_carries_the_summaries(pi
     assert cli(["run", str(pipeline), "-A", str(root)]) == 0
     lines = capsys.readouterr().err.splitlines()
     assert lines[:2] == ["encode text -> embeddings/t: up to date", "reduce -> embeddings/t-pca4, projections/t-pca4: up to date"]
-    assert len(lines) == 3 and re.fullmatch(rf"all 2 stages of {re.escape(str(pipeline))} are up to date; nothing to do \(\d+\.\ds\)", lines[2])
+    assert len(lines) == 3 and re.fullmatch(
+        rf"all 2 stages of {re.escape(str(pipeline))} are up to date; nothing to do \(\d+\.\ds\)", lines[2]
+    )
 
     assert cli(["run", str(pipeline), "--force", "t-pca4", "--json", "-A", str(root)]) == 0
     stages = {s["stage"]: s for s in json.loads(capsys.readouterr().out)["stages"]}

@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from embedtab.artifacts import ArtifactStore
 from embedtab import tables
+from embedtab.artifacts import ArtifactStore
 
 distributed = pytest.importorskip("distributed", reason="needs the distributed package (pip install 'embedtab[dask]')")
 
@@ -26,8 +26,12 @@ WORDS = np.array(["red", "blue", "wool", "steel", "soft", "tall", "round", "shoe
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  worker_dashboard_address=":0") as local, distributed.Client(local) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", worker_dashboard_address=":0"
+        ) as local,
+        distributed.Client(local) as client,
+    ):
         yield local, client
 
 
@@ -40,8 +44,12 @@ def catalog(path: Path, n: int) -> Path:
 
 
 def encode(items: Path, root: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([EMBEDTAB, "encode", "text", str(items), "-c", "title", "--name", "t", "--shard-size", "40",
-                           "-A", str(root), *extra], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [EMBEDTAB, "encode", "text", str(items), "-c", "title", "--name", "t", "--shard-size", "40", "-A", str(root), *extra],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def contents(root: Path) -> tuple:
@@ -79,8 +87,12 @@ def test_a_dask_run_makes_the_local_artifact_even_when_a_worker_dies(tmp_path, c
     # other worker (the nanny restarts the dead one), and the artifact is the same.
     root = tmp_path / "killed"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DASK_SCHEDULER_ADDRESS": local_cluster.scheduler_address}
-    proc = subprocess.Popen([EMBEDTAB, "encode", "text", str(items), "-c", "title", "--name", "t", "--shard-size", "40",
-                             "-A", str(root)], stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [EMBEDTAB, "encode", "text", str(items), "-c", "title", "--name", "t", "--shard-size", "40", "-A", str(root)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and len(list((root / "work").rglob("shard-*.json"))) < 2:
         time.sleep(0.02)

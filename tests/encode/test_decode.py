@@ -16,7 +16,6 @@ from embedtab.encode import ImageOptions, run_image
 from embedtab.encode.encoders import Settings
 from embedtab.encode.loading import ImageBatches, gpu_decodable
 from embedtab.errors import UsageError
-from tests.encode.test_encoders import tiny_clip  # noqa: F401  (fixture)
 
 
 def photo(width: int, height: int, seed: int) -> Image.Image:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import string
 import subprocess
 import sys
 import time
@@ -25,34 +24,7 @@ EMBEDTAB = str(Path(sys.executable).with_name("embedtab"))
 
 
 # ----------------------------------------------------------------------------- Hugging Face CLIP
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> Path:
-    """A randomly initialised CLIPModel with its tokenizer and image processor, saved offline."""
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    symbols = string.ascii_lowercase + string.digits + ".,!'"
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for symbol in symbols:
-        vocab.setdefault(symbol, len(vocab))
-        vocab.setdefault(symbol + "</w>", len(vocab))
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt")).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=77, eos_token_id=1, pad_token_id=1, bos_token_id=0),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                           num_attention_heads=4),
-        projection_dim=16,
-    )
-    CLIPModel(config).eval().save_pretrained(folder)
-    return folder
-
-
+# (the tiny_clip fixture is in tests/encode/conftest.py)
 def normalized(features) -> np.ndarray:
     features = features.pooler_output if hasattr(features, "pooler_output") else features
     out = features.detach().float().numpy()
@@ -73,7 +45,9 @@ def test_hugging_face_clip_images_and_texts_equal_transformers(tmp_path, tiny_cl
     pd.DataFrame({"item_id": range(5), "image_path": paths, "title": titles}).to_parquet(tmp_path / "items.parquet")
     root = tmp_path / "a"
     assert cli(["-q", "encode", "image", str(tmp_path / "items.parquet"), "-m", str(tiny_clip), "--workers", "0", "-A", str(root)]) == 0
-    assert cli(["-q", "encode", "text", str(tmp_path / "items.parquet"), "-c", "title", "-m", str(tiny_clip), "-b", "2", "-A", str(root)]) == 0
+    assert (
+        cli(["-q", "encode", "text", str(tmp_path / "items.parquet"), "-c", "title", "-m", str(tiny_clip), "-b", "2", "-A", str(root)]) == 0
+    )
 
     model = CLIPModel.from_pretrained(tiny_clip).eval()
     processor, tokenizer = AutoImageProcessor.from_pretrained(tiny_clip), AutoTokenizer.from_pretrained(tiny_clip)
@@ -87,7 +61,9 @@ def test_hugging_face_clip_images_and_texts_equal_transformers(tmp_path, tiny_cl
         np.testing.assert_allclose(got, expected, atol=1e-5)
         record = store.get("embeddings", name)
         assert record.metadata["encoder"]["encoder"] == "hf-clip" and record.metadata["dim"] == 16
-    assert cli(["-q", "encode", "text", str(tmp_path / "items.parquet"), "-c", "title", "-m", str(tiny_clip), "-b", "2", "-A", str(root)]) == 0
+    assert (
+        cli(["-q", "encode", "text", str(tmp_path / "items.parquet"), "-c", "title", "-m", str(tiny_clip), "-b", "2", "-A", str(root)]) == 0
+    )
     assert store.get("embeddings", "text").fingerprint == record.fingerprint  # up to date
 
 
@@ -125,8 +101,9 @@ def plugin_site(tmp_path) -> Path:
     (site / "toy_encoder-0.1.dist-info").mkdir(parents=True)
     (site / "toy_encoder.py").write_text(PLUGIN)
     (site / "toy_encoder-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-encoder\nVersion: 0.1\n")
-    (site / "toy_encoder-0.1.dist-info" / "entry_points.txt").write_text("[embedtab.encoders]\ntoy-hash = toy_encoder:HashEncoder\n"
-                                                                        "broken = toy_encoder:NoSuchThing\n")
+    (site / "toy_encoder-0.1.dist-info" / "entry_points.txt").write_text(
+        "[embedtab.encoders]\ntoy-hash = toy_encoder:HashEncoder\nbroken = toy_encoder:NoSuchThing\n"
+    )
     return site
 
 
@@ -143,9 +120,24 @@ def test_a_plugin_encoder_is_listed_and_encodes_like_a_built_in(tmp_path, plugin
     assert "AttributeError" in by_name["broken"]["problem"] and by_name["sentence-transformers"]["from"] == "built-in"
 
     n = 300
-    pd.DataFrame({"item_id": np.arange(n), "title": [f"item {i} " + "x" * (i % 17) for i in range(n)]}).to_parquet(tmp_path / "items.parquet")
-    args = ("encode", "text", str(tmp_path / "items.parquet"), "-c", "title", "--encoder", "toy-hash", "-m", "8",
-            "--shard-size", "20", "--no-normalize", "--json")
+    pd.DataFrame({"item_id": np.arange(n), "title": [f"item {i} " + "x" * (i % 17) for i in range(n)]}).to_parquet(
+        tmp_path / "items.parquet"
+    )
+    args = (
+        "encode",
+        "text",
+        str(tmp_path / "items.parquet"),
+        "-c",
+        "title",
+        "--encoder",
+        "toy-hash",
+        "-m",
+        "8",
+        "--shard-size",
+        "20",
+        "--no-normalize",
+        "--json",
+    )
     first = run_cli(plugin_site, *args, "-A", str(tmp_path / "a"))
     assert first.returncode == 0, first.stderr
     record = ArtifactStore(tmp_path / "a").get("embeddings", "text")
@@ -161,8 +153,12 @@ def test_a_plugin_encoder_is_listed_and_encodes_like_a_built_in(tmp_path, plugin
 
     # kill -9 in the middle, then rerun: it resumes, and the artifact is the uninterrupted one.
     root = tmp_path / "b"
-    proc = subprocess.Popen([EMBEDTAB, *args, "-A", str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(plugin_site), "TOY_DELAY": "0.05"})
+    proc = subprocess.Popen(
+        [EMBEDTAB, *args, "-A", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(plugin_site), "TOY_DELAY": "0.05"},
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list((root / "work").rglob("shard-*.json"))) < 3:
         time.sleep(0.01)
@@ -176,7 +172,9 @@ def test_a_plugin_encoder_is_listed_and_encodes_like_a_built_in(tmp_path, plugin
 
     unknown = run_cli(plugin_site, "encode", "text", str(tmp_path / "items.parquet"), "-c", "title", "--encoder", "nope", "-A", str(root))
     assert unknown.returncode == 2 and "Error: --encoder: no encoder named 'nope'; installed: broken, hf-clip" in unknown.stderr
-    image_only = run_cli(plugin_site, "encode", "image", str(tmp_path / "items.parquet"), "--encoder", "toy-hash", "-m", "8", "-A", str(root))
+    image_only = run_cli(
+        plugin_site, "encode", "image", str(tmp_path / "items.parquet"), "--encoder", "toy-hash", "-m", "8", "-A", str(root)
+    )
     assert image_only.returncode == 2 and "Error: --encoder: 'toy-hash' encodes text, not image" in image_only.stderr
 
 
@@ -188,8 +186,25 @@ def test_open_clip_texts_land_in_the_space_of_its_images(tmp_path):
 
     titles = ["a red lamp", "blue wool hat", "mug"]
     pd.DataFrame({"item_id": range(3), "title": titles}).to_parquet(tmp_path / "items.parquet")
-    assert cli(["-q", "encode", "text", str(tmp_path / "items.parquet"), "-c", "title", "--encoder", "open-clip",
-                "-m", "embedtab-smoke-clip", "-A", str(tmp_path / "a")]) == 0
+    assert (
+        cli(
+            [
+                "-q",
+                "encode",
+                "text",
+                str(tmp_path / "items.parquet"),
+                "-c",
+                "title",
+                "--encoder",
+                "open-clip",
+                "-m",
+                "embedtab-smoke-clip",
+                "-A",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
     model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{smoke_model_dir()}")
     tokenizer = open_clip.get_tokenizer(f"local-dir:{smoke_model_dir()}")
     with torch.inference_mode():
@@ -211,7 +226,7 @@ def test_the_readme_plugin_example_works(tmp_path):
     from tests.conftest import REPO
 
     readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("### Writing an encoder"):]
+    section = readme[readme.index("### Writing an encoder") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     site = tmp_path / "site"
     (site / "my_encoder-0.1.dist-info").mkdir(parents=True)
@@ -225,9 +240,23 @@ def test_the_readme_plugin_example_works(tmp_path):
     pd.DataFrame({"item_id": range(len(titles)), "title": titles}).to_parquet(tmp_path / "items.parquet")
 
     listed = run_cli(site, "encoders", "--json")
-    assert {"name": "tfidf-svd", "inputs": ["text"], "from": "my-encoder 0.1", "default_for": [], "problem": None} in json.loads(listed.stdout)
-    done = run_cli(site, "encode", "text", str(tmp_path / "items.parquet"), "-c", "title", "--encoder", "tfidf-svd",
-                   "-m", str(tmp_path / "model.joblib"), "-A", str(tmp_path / "a"))
+    assert {"name": "tfidf-svd", "inputs": ["text"], "from": "my-encoder 0.1", "default_for": [], "problem": None} in json.loads(
+        listed.stdout
+    )
+    done = run_cli(
+        site,
+        "encode",
+        "text",
+        str(tmp_path / "items.parquet"),
+        "-c",
+        "title",
+        "--encoder",
+        "tfidf-svd",
+        "-m",
+        str(tmp_path / "model.joblib"),
+        "-A",
+        str(tmp_path / "a"),
+    )
     assert done.returncode == 0, done.stderr
     expected = pipeline.transform(titles)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)

@@ -30,8 +30,7 @@ def smoke_clip():
 def test_image_embeddings_equal_open_clip_encode_image(store, sample, smoke_clip):
     import torch
 
-    result = run_image(store, ImageOptions(inputs=[str(sample / "items.parquet")], name="img",
-                                           model="embedtab-smoke-clip", batch_size=16))
+    result = run_image(store, ImageOptions(inputs=[str(sample / "items.parquet")], name="img", model="embedtab-smoke-clip", batch_size=16))
     directory = store.path("embeddings", "img")
     table = tables.read_parts(tables.part_files(directory))
     items = pq.read_table(sample / "items.parquet").to_pylist()
@@ -90,8 +89,9 @@ def test_odd_modes_are_encoded_and_hostile_files_skipped(store, tmp_path):
     ids = list(range(len(cases))) + [len(cases)]
     paths = [c[0] for c in cases] + ["missing.jpg"]
     pq.write_table(pa.table({"item_id": ids, "image_path": paths}), tmp_path / "items.parquet")
-    result = run_image(store, ImageOptions(inputs=[str(tmp_path / "items.parquet")], name="odd",
-                                           model="embedtab-smoke-clip", max_pixels=5_000_000))
+    result = run_image(
+        store, ImageOptions(inputs=[str(tmp_path / "items.parquet")], name="odd", model="embedtab-smoke-clip", max_pixels=5_000_000)
+    )
     directory = store.path("embeddings", "odd")
     encoded = tables.read_parts(tables.part_files(directory)).column("item_id").to_pylist()
     reasons = {e["item_id"]: e["reason"] for e in pq.read_table(directory / "_errors.parquet").to_pylist()}
@@ -134,6 +134,8 @@ def test_image_option_errors(store, sample, tmp_path):
         run_image(store, ImageOptions(inputs=[items], name="i", model="ViT-B-32", pretrained=str(tmp_path / "none.pt")))
     with pytest.raises(ModelError, match="cannot load OpenCLIP model 'No-Such-Model'"):
         run_image(store, ImageOptions(inputs=[items], name="i", model="No-Such-Model", pretrained="x.pt"))
-    with pytest.raises(UsageError, match="^pretrained: OpenCLIP model ViT-B-32 needs pretrained weights: .* without them the weights would be random"):
+    with pytest.raises(
+        UsageError, match="^pretrained: OpenCLIP model ViT-B-32 needs pretrained weights: .* without them the weights would be random"
+    ):
         run_image(store, ImageOptions(inputs=[items], name="i", model="ViT-B-32"))
     assert store.get("embeddings", "i") is None

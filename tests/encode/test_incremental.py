@@ -30,6 +30,7 @@ class Recorder(Reporter):
     def info(self, message: str) -> None:
         self.messages.append(message)
 
+
 # A resumed run keeps its finished shards bit for bit; what it encodes after the restart is the
 # model's output for the same batches, equal to an uninterrupted run's up to float32 rounding:
 # torch's CPU kernels may split a product differently in another process (thread count, load).
@@ -147,8 +148,21 @@ def test_sigkill_and_ctrl_c_at_any_moment_via_the_cli(tmp_path):
     ids, texts = catalog(400)
     path = write(tmp_path / "items.parquet", ids, texts)
     root = tmp_path / "a"
-    command = [str(Path(sys.executable).with_name("embedtab")), "-q", "encode", "text", path, "-c", "title",
-               "--name", "t", "--shard-size", "40", "-A", str(root)]
+    command = [
+        str(Path(sys.executable).with_name("embedtab")),
+        "-q",
+        "encode",
+        "text",
+        path,
+        "-c",
+        "title",
+        "--name",
+        "t",
+        "--shard-size",
+        "40",
+        "-A",
+        str(root),
+    ]
     work = root / "work" / "embeddings" / "t"
     for sig in (signal.SIGKILL, signal.SIGINT):
         proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
@@ -221,7 +235,10 @@ def test_duplicate_ids_with_dedupe_keep_the_first(store, tmp_path):
     got_ids, _ = read(store, "t")
     assert got_ids == [1, 2, 3]
     errors = pq.read_table(store.path("embeddings", "t") / "_errors.parquet").to_pylist()
-    assert [(e["item_id"], e["reason"]) for e in errors] == [(1, "duplicate id (first occurrence kept)"), (2, "duplicate id (first occurrence kept)")]
+    assert [(e["item_id"], e["reason"]) for e in errors] == [
+        (1, "duplicate id (first occurrence kept)"),
+        (2, "duplicate id (first occurrence kept)"),
+    ]
     assert result.record.summary["skipped"] == 2
 
 
@@ -265,7 +282,10 @@ def test_encoding_another_source_under_a_taken_name_needs_force(store, sample, t
     folder = tmp_path / "photos"
     folder.mkdir()
     _png(folder / "a.png", (1, 2, 3))
-    with pytest.raises(ArtifactExists, match=r"embeddings 'image' were encoded from tables with integer ids; this run reads the folder .*photos with string ids"):
+    with pytest.raises(
+        ArtifactExists,
+        match=r"embeddings 'image' were encoded from tables with integer ids; this run reads the folder .*photos with string ids",
+    ):
         run_image(store, ImageOptions(inputs=[str(folder)], name="image", model="embedtab-smoke-clip", workers=0))
     assert store.get("embeddings", "image") == before
     run_image(store, ImageOptions(inputs=[str(folder)], name="photos", model="embedtab-smoke-clip", workers=0))
@@ -303,7 +323,9 @@ def test_artifact_in_the_pre_0_2_layout_is_read_reported_and_rewritten(store, tm
     (directory / "_metadata").unlink()
     for new, old in LEGACY_NAMES["embeddings"].items():
         (directory / new).rename(directory / old)
-    record["outputs"] = [{**o, "path": LEGACY_NAMES["embeddings"].get(o["path"], o["path"])} for o in record["outputs"] if o["path"] != "_metadata"]
+    record["outputs"] = [
+        {**o, "path": LEGACY_NAMES["embeddings"].get(o["path"], o["path"])} for o in record["outputs"] if o["path"] != "_metadata"
+    ]
     store.manifest_path.write_text(json.dumps(manifest))
 
     old = store.get("embeddings", "t")
@@ -312,7 +334,13 @@ def test_artifact_in_the_pre_0_2_layout_is_read_reported_and_rewritten(store, tm
     assert state == "stale" and "pre-0.2 layout" in reasons[0]
     again = run_text(store, options)  # same inputs: rewritten, every vector reused from the old index
     assert not again.up_to_date and (again.record.summary["encoded"], again.record.summary["reused"]) == (0, 29)
-    assert sorted(p.name for p in directory.iterdir()) == ["_embeddings.json", "_errors.parquet", "_index.parquet", "_metadata", "part-00000.parquet"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "_embeddings.json",
+        "_errors.parquet",
+        "_index.parquet",
+        "_metadata",
+        "part-00000.parquet",
+    ]
     np.testing.assert_array_equal(read(store, "t")[1], vectors)
     assert health(store, again.record) == ("ok", [])
     assert run_text(store, options).up_to_date

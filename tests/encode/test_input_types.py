@@ -48,8 +48,11 @@ REFUSED = {  # column -> (array, the type as the error names it)
 def snapshot(root: Path) -> dict[str, str]:
     """Every file under the artifact directory and its sha256 (lock files and embedtab's cache of
     file hashes aside: they are no part of what is published)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.endswith(".lock") and ".cache" not in p.relative_to(root).parts}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith(".lock") and ".cache" not in p.relative_to(root).parts
+    }
 
 
 def cli_error(capsys, *args) -> tuple[int, list[str]]:
@@ -71,8 +74,11 @@ def published(tmp_path_factory):
     `t` already published from its good column."""
     folder = tmp_path_factory.mktemp("types")
     path = folder / "items.parquet"
-    columns = {"item_id": pa.array([1, 2, 3]), "title": pa.array(["red shoe", "blue hat", "green sock"]),
-               "image_path": pa.array(["a.jpg", "b.jpg", "c.jpg"])}
+    columns = {
+        "item_id": pa.array([1, 2, 3]),
+        "title": pa.array(["red shoe", "blue hat", "green sock"]),
+        "image_path": pa.array(["a.jpg", "b.jpg", "c.jpg"]),
+    }
     columns.update({name: array for name, (array, _) in REFUSED.items()})
     pq.write_table(pa.table(columns), path)
     root = folder / "artifacts"
@@ -102,8 +108,9 @@ def test_non_text_columns_are_refused_by_name_and_type(published, capsys, column
 def test_image_path_column_of_bytes_or_nested_values_is_refused(published, capsys, column):
     path, root = published
     before = snapshot(root)
-    code, lines = cli_error(capsys, "encode", "image", str(path), "-m", "embedtab-smoke-clip", "--image-column", column,
-                            "--name", "image", "-A", str(root))
+    code, lines = cli_error(
+        capsys, "encode", "image", str(path), "-m", "embedtab-smoke-clip", "--image-column", column, "--name", "image", "-A", str(root)
+    )
     assert code == 1 and len(lines) == 1, lines
     assert lines[0].startswith(f"Error: {path}: column '{column}' has type {REFUSED[column][1]}"), lines[0]
     assert snapshot(root) == before and not (root / "embeddings" / "image").exists()
@@ -114,8 +121,10 @@ def test_every_input_file_is_checked_before_any_work(tmp_path, capsys):
     pq.write_table(pa.table({"item_id": [1], "title": ["red shoe"]}), good)
     pq.write_table(pa.table({"item_id": [2], "title": pa.array([b"blue hat"])}), bad)
     code, lines = cli_error(capsys, "encode", "text", str(tmp_path / "*.parquet"), "-c", "title", "-A", str(tmp_path / "art"))
-    assert code == 1 and lines == [f"Error: {bad}: column 'title' has type binary, not text: decode its bytes to a UTF-8 "
-                                   "string column first (embedtab renders strings, numbers, booleans, decimals, dates and times)"]
+    assert code == 1 and lines == [
+        f"Error: {bad}: column 'title' has type binary, not text: decode its bytes to a UTF-8 "
+        "string column first (embedtab renders strings, numbers, booleans, decimals, dates and times)"
+    ]
     assert not (tmp_path / "art" / "embeddings").exists()
 
 
@@ -123,12 +132,14 @@ def test_every_input_file_is_checked_before_any_work(tmp_path, capsys):
 def test_csv_with_a_byte_that_is_not_utf8_is_refused_naming_file_column_and_row(tmp_path):
     """The reported case: one bad byte made the whole column bytes and every row "b'ok text'"."""
     path = tmp_path / "items.csv"
-    path.write_bytes(b"item_id,title,note\n1,ok text,x\n2,\"quoted, ok\",y\n3,bad \xff text,z\n4,fine,w\n")
-    proc = subprocess.run([EMBEDTAB, "encode", "text", str(path), "-c", "title", "-A", str(tmp_path / "art")],
-                          capture_output=True, text=True)
+    path.write_bytes(b'item_id,title,note\n1,ok text,x\n2,"quoted, ok",y\n3,bad \xff text,z\n4,fine,w\n')
+    proc = subprocess.run(
+        [EMBEDTAB, "encode", "text", str(path), "-c", "title", "-A", str(tmp_path / "art")], capture_output=True, text=True
+    )
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        f"Error: {path}: column 'title', data row 3: bytes that are not valid UTF-8 text; save the file as UTF-8"]
+        f"Error: {path}: column 'title', data row 3: bytes that are not valid UTF-8 text; save the file as UTF-8"
+    ]
     assert not (tmp_path / "art" / "embeddings").exists()
 
 
@@ -140,8 +151,9 @@ def test_csv_bad_byte_in_a_later_block_is_found(tmp_path, capsys):
     path.write_bytes(b"item_id,title\n" + body + b"%d,caf\xe9 latin-1\n" % (rows + 1))
     assert path.stat().st_size > 2 * (1 << 22)
     code, lines = cli_error(capsys, "encode", "text", str(path), "-t", "{item_id}: {title}", "-A", str(tmp_path / "art"))
-    assert code == 1 and lines == [f"Error: {path}: column 'title', data row {rows + 1}: bytes that are not valid UTF-8 "
-                                   "text; save the file as UTF-8"]
+    assert code == 1 and lines == [
+        f"Error: {path}: column 'title', data row {rows + 1}: bytes that are not valid UTF-8 text; save the file as UTF-8"
+    ]
 
 
 def test_parquet_string_column_with_bytes_that_are_not_utf8_is_refused(tmp_path, capsys):
@@ -150,8 +162,9 @@ def test_parquet_string_column_with_bytes_that_are_not_utf8_is_refused(tmp_path,
     raw = pa.array([b"red shoe", b"blue hat", b"caf\xe9"])
     pq.write_table(pa.table({"item_id": [1, 2, 3], "title": pa.Array.from_buffers(pa.string(), 3, raw.buffers())}), path)
     code, lines = cli_error(capsys, "encode", "text", str(path), "-c", "title", "-A", str(tmp_path / "art"))
-    assert code == 1 and lines == [f"Error: {path}: column 'title', data row 3: bytes that are not valid UTF-8 text; "
-                                   "write the column as UTF-8 strings"]
+    assert code == 1 and lines == [
+        f"Error: {path}: column 'title', data row 3: bytes that are not valid UTF-8 text; write the column as UTF-8 strings"
+    ]
 
 
 # ----------------------------------------------------------------------------- plain values
@@ -173,10 +186,14 @@ PLAIN = {  # column -> (array, how each value renders)
     "nothing": (pa.nulls(2), [None, None]),
     "half": (pa.array(np.array([4.7, 0.1], np.float16)), ["4.7", "0.1"]),  # not 4.69921875
     "at_ns": (pa.array([1, None], pa.time64("ns")), ["00:00:00.000000001", None]),  # the nanosecond kept
-    "when_ns_tz": (pa.array([1, 1_706_704_200_000_000_000], pa.timestamp("ns", tz="UTC")),
-                   ["1970-01-01 00:00:00.000000001+00:00", "2024-01-31 12:30:00+00:00"]),
-    "tiny": (pa.array([decimal.Decimal("0.0000001"), decimal.Decimal("0E-7")], pa.decimal128(10, 7)),
-             ["0.0000001", "0.0000000"]),  # positional, never 1E-7
+    "when_ns_tz": (
+        pa.array([1, 1_706_704_200_000_000_000], pa.timestamp("ns", tz="UTC")),
+        ["1970-01-01 00:00:00.000000001+00:00", "2024-01-31 12:30:00+00:00"],
+    ),
+    "tiny": (
+        pa.array([decimal.Decimal("0.0000001"), decimal.Decimal("0E-7")], pa.decimal128(10, 7)),
+        ["0.0000001", "0.0000000"],
+    ),  # positional, never 1E-7
 }
 
 
@@ -229,16 +246,18 @@ def test_pandas_written_columns_render_plainly(tmp_path):
     """A catalog written by pandas (numpy dtypes, categories, datetimes; pandas 3 strings)."""
     import pandas as pd
 
-    frame = pd.DataFrame({
-        "item_id": [1, 2],
-        "title": pd.Series(["red shoe", "blue hat"]),
-        "price": np.array([9.5, 10.0], np.float64),
-        "stock": np.array([3, 4], np.int32),
-        "rating": np.array([4.7, 3.1], np.float32),
-        "sale": np.array([True, False]),
-        "colour": pd.Categorical(["red", "blue"]),
-        "added": pd.to_datetime(["2024-01-31 12:30", "2024-02-01 00:00"]),
-    })
+    frame = pd.DataFrame(
+        {
+            "item_id": [1, 2],
+            "title": pd.Series(["red shoe", "blue hat"]),
+            "price": np.array([9.5, 10.0], np.float64),
+            "stock": np.array([3, 4], np.int32),
+            "rating": np.array([4.7, 3.1], np.float32),
+            "sale": np.array([True, False]),
+            "colour": pd.Categorical(["red", "blue"]),
+            "added": pd.to_datetime(["2024-01-31 12:30", "2024-02-01 00:00"]),
+        }
+    )
     path = tmp_path / "items.parquet"
     frame.to_parquet(path, index=False)
     template = "{title} {price} {stock} {rating} {sale} {colour} {added}"
@@ -253,7 +272,7 @@ def test_csv_text_is_read_as_written(tmp_path):
     path = tmp_path / "items.csv"
     path.write_text("item_id,code,price,sale,title\n1,007,1.50,true,red shoe\n2,,2,false,\n")
     source = TextOptions(inputs=[str(path)], name="t", template="{item_id}: {code} {price} {sale} {title}").source()
-    (ids, texts), = list(source.batches(10))
+    ((ids, texts),) = list(source.batches(10))
     assert ids.type == pa.int64() and ids.to_pylist() == [1, 2]
     assert texts == ["1: 007 1.50 true red shoe", "2:  2 false"]
 
@@ -272,8 +291,9 @@ def test_image_paths_of_plain_types_are_their_text(tmp_path):
     from embedtab.encode import ImageOptions
 
     path = tmp_path / "items.parquet"
-    pq.write_table(pa.table({"item_id": [1, 2], "image_path": pa.array(["a.jpg", "a.jpg"]).dictionary_encode(),
-                             "number": pa.array([7, None])}), path)
+    pq.write_table(
+        pa.table({"item_id": [1, 2], "image_path": pa.array(["a.jpg", "a.jpg"]).dictionary_encode(), "number": pa.array([7, None])}), path
+    )
     by_name = ImageOptions(inputs=[str(path)], name="i", model="embedtab-smoke-clip").source()
     assert [v for _, values in by_name.batches(10) for v in values] == [str(tmp_path / "a.jpg")] * 2
     numbered = ImageOptions(inputs=[str(path)], name="i", model="embedtab-smoke-clip", image_column="number").source()
@@ -297,8 +317,9 @@ def test_image_path_csv_with_a_byte_that_is_not_utf8_is_refused(tmp_path, capsys
     path = tmp_path / "items.csv"
     path.write_bytes(b"item_id,image_path\n1,a.jpg\n2,caf\xe9.jpg\n")
     code, lines = cli_error(capsys, "encode", "image", str(path), "-m", "embedtab-smoke-clip", "-A", str(tmp_path / "art"))
-    assert code == 1 and lines == [f"Error: {path}: column 'image_path', data row 2: bytes that are not valid UTF-8 text; "
-                                   "save the file as UTF-8"]
+    assert code == 1 and lines == [
+        f"Error: {path}: column 'image_path', data row 2: bytes that are not valid UTF-8 text; save the file as UTF-8"
+    ]
     assert not (tmp_path / "art" / "embeddings").exists()
 
 
@@ -308,7 +329,11 @@ def test_more_plain_renderings():
     exponents, huge integers and decimal256 extremes as their digits."""
     ns = pa.array([-1, 999, 1000, None], pa.timestamp("ns", tz="+05:30"))
     assert render_texts(pa.table({"v": ns}), "{v}", ["v"]) == [
-        "1970-01-01 05:29:59.999999999+05:30", "1970-01-01 05:30:00.000000999+05:30", "1970-01-01 05:30:00.000001+05:30", None]
+        "1970-01-01 05:29:59.999999999+05:30",
+        "1970-01-01 05:30:00.000000999+05:30",
+        "1970-01-01 05:30:00.000001+05:30",
+        None,
+    ]
     times = pa.array([86_399_999_999_999, 5_000, 0], pa.time64("ns")).dictionary_encode()
     assert render_texts(pa.table({"v": times}), "{v}", ["v"]) == ["23:59:59.999999999", "00:00:00.000005", "00:00:00"]
     halves = pa.array(np.array([65504, -0.0001, np.inf], np.float16))
@@ -343,8 +368,7 @@ def unrepresentable(tmp_path_factory):
 
 @pytest.mark.parametrize("column", list(UNREPRESENTABLE))
 @pytest.mark.parametrize("how", ["template", "image"])
-def test_values_python_cannot_hold_are_refused_naming_file_column_type_and_row(unrepresentable, tmp_path, capsys,
-                                                                                column, how):
+def test_values_python_cannot_hold_are_refused_naming_file_column_type_and_row(unrepresentable, tmp_path, capsys, column, how):
     """Sentinels such as 2**31-1 days or year 10000 used to end in 'unexpected OverflowError'."""
     path = unrepresentable
     if how == "template":
@@ -367,9 +391,11 @@ def test_a_time_zone_python_does_not_know_is_refused_before_any_work(unrepresent
         args = ["encode", "image", str(path), "-m", "embedtab-smoke-clip", "--image-column", "mars_time"]
     code, lines = cli_error(capsys, *args, "-A", str(tmp_path / "art"))
     kind = pq.read_schema(path).field("mars_time").type
-    assert code == 1 and lines == [f"Error: {path}: column 'mars_time' has type {kind}: time zone 'Mars/Olympus' is not "
-                                   "one Python knows, so its times cannot be rendered; cast the column to UTC or to "
-                                   "strings first"]
+    assert code == 1 and lines == [
+        f"Error: {path}: column 'mars_time' has type {kind}: time zone 'Mars/Olympus' is not "
+        "one Python knows, so its times cannot be rendered; cast the column to UTC or to "
+        "strings first"
+    ]
 
 
 def test_the_row_is_counted_across_batches_and_files(tmp_path):
@@ -392,8 +418,9 @@ def test_any_other_rendering_failure_is_one_line_naming_file_and_column(tmp_path
     path = tmp_path / "items.parquet"
     pq.write_table(pa.table({"item_id": [1], "price": [1.5]}), path)
     code, lines = cli_error(capsys, "encode", "text", str(path), "-t", "{price}", "-A", str(tmp_path / "art"))
-    assert code == 1 and lines == [f"Error: {path}: column 'price' (double): cannot render its values as text "
-                                   "(ArithmeticError: some conversion)"]
+    assert code == 1 and lines == [
+        f"Error: {path}: column 'price' (double): cannot render its values as text (ArithmeticError: some conversion)"
+    ]
 
 
 # ----------------------------------------------------------------------------- CSV header and id column
@@ -410,20 +437,24 @@ def test_csv_id_with_a_byte_that_is_not_utf8_is_refused_not_read_as_bytes(tmp_pa
     path = tmp_path / "items.csv"
     path.write_bytes(b"item_id,title,desc\n1,a,b\n\xff2,c,d\n")
     code, lines = cli_error(capsys, "encode", "text", str(path), "-t", template, "-A", str(tmp_path / "art"))
-    assert code == 1 and lines == [f"Error: {path}: column 'item_id', data row 2: bytes that are not valid UTF-8 text; "
-                                   "save the file as UTF-8"]
+    assert code == 1 and lines == [
+        f"Error: {path}: column 'item_id', data row 2: bytes that are not valid UTF-8 text; save the file as UTF-8"
+    ]
     assert not (tmp_path / "art" / "embeddings").exists()
 
 
-@pytest.mark.parametrize("ids", [pa.array([[1], [2]]), pa.array([{"a": 1}, {"a": 2}]),
-                                 pa.array([[("k", "v")], []], pa.map_(pa.string(), pa.string()))])
+@pytest.mark.parametrize(
+    "ids", [pa.array([[1], [2]]), pa.array([{"a": 1}, {"a": 2}]), pa.array([[("k", "v")], []], pa.map_(pa.string(), pa.string()))]
+)
 def test_nested_id_columns_are_refused(tmp_path, capsys, ids):
     path = tmp_path / "items.parquet"
     pq.write_table(pa.table({"item_id": ids, "title": ["red shoe", "blue hat"]}), path)
     code, lines = cli_error(capsys, "encode", "text", str(path), "-c", "title", "-A", str(tmp_path / "art"))
     kind = pq.read_schema(path).field("item_id").type  # (as parquet names the list's and map's fields)
-    assert code == 1 and lines == [f"Error: {path}: id column 'item_id' has type {kind}: an id must be one value (an "
-                                   "integer or a string); make it a column of those first"]
+    assert code == 1 and lines == [
+        f"Error: {path}: id column 'item_id' has type {kind}: an id must be one value (an "
+        "integer or a string); make it a column of those first"
+    ]
 
 
 def test_parquet_binary_ids_stay_keys(tmp_path):
@@ -431,5 +462,5 @@ def test_parquet_binary_ids_stay_keys(tmp_path):
     path = tmp_path / "items.parquet"
     ids = pa.array([b"\x00" * 16, b"\xff" * 16], pa.binary(16))
     pq.write_table(pa.table({"item_id": ids, "title": ["red shoe", "blue hat"]}), path)
-    (got, texts), = list(TextOptions(inputs=[str(path)], name="t", text_columns=["title"]).source().batches(10))
+    ((got, texts),) = list(TextOptions(inputs=[str(path)], name="t", text_columns=["title"]).source().batches(10))
     assert got.type == pa.binary(16) and got.to_pylist() == ids.to_pylist() and texts == ["red shoe", "blue hat"]

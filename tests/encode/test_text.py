@@ -41,8 +41,14 @@ def test_text_embeddings_equal_sentence_transformers(store, sample, reference_mo
     items = pq.read_table(sample / "items.parquet")
     result = run_text(
         store,
-        TextOptions(inputs=[str(sample / "items.parquet")], name="t", template="{title}. {description}",
-                    batch_size=16, normalize=normalize, shard_size=64),
+        TextOptions(
+            inputs=[str(sample / "items.parquet")],
+            name="t",
+            template="{title}. {description}",
+            batch_size=16,
+            normalize=normalize,
+            shard_size=64,
+        ),
     )
     table, errors = read_artifact(store, "t")
     assert table.column("item_id").to_pylist() == items.column("item_id").to_pylist()  # same ids, same order

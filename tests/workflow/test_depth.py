@@ -3,7 +3,6 @@ OOV counts, Dask clusters, the trust model, bad inputs."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -65,7 +64,8 @@ def kitchen_sink_direct(out_path: str):
     from embedtab.workflow.compile import _Prefix
 
     time = (["timestamp"] >> ops.LambdaOp(functions.hour_sin, dtype=np.float32) >> ops.Rename(postfix="_hour_sin")) + (
-        ["timestamp"] >> ops.LambdaOp(functions.weekday_cos, dtype=np.float32) >> ops.Rename(postfix="_weekday_cos"))
+        ["timestamp"] >> ops.LambdaOp(functions.weekday_cos, dtype=np.float32) >> ops.Rename(postfix="_weekday_cos")
+    )
     return nvt.Workflow(
         (["user_id"] >> ops.Categorify(freq_threshold=2, dtype="int64", out_path=out_path) >> ops.AddTags([Tags.USER_ID]))
         + (["item_id"] >> ops.Categorify(max_size=50, num_buckets=3, out_path=out_path))
@@ -123,13 +123,30 @@ def test_session_groupby_equals_nvtabular(store, sample, tmp_path):
     out = str(tmp_path / "direct")
     with quiet_merlin():
         vocab = {"item_id": fitted_vocabulary(store, "item", "item_id"), "device_type": fitted_vocabulary(store, "context", "device_type")}
-        feats = ((["item_id"] >> ops.Categorify(dtype="int64", out_path=out, vocabs={"item_id": vocab["item_id"]}) >> ops.AddTags([Tags.ITEM_ID, Tags.ITEM]))
-                 + (["device_type"] >> ops.Categorify(dtype="int64", out_path=out, vocabs={"device_type": vocab["device_type"]}) >> ops.AddTags([Tags.CONTEXT]))
-                 + (nvt.ColumnSelector(["user_id", "timestamp"]) >> ops.AddMetadata()))
-        grouped = feats >> ops.Groupby(groupby_cols=["user_id"], sort_cols=["timestamp"], name_sep="-",
-                                       aggs={"item_id": ["list", "count"], "device_type": ["list"], "timestamp": ["first"]})
-        direct = nvt.Workflow(grouped[["user_id", "timestamp-first"]] + (grouped[["item_id-list", "device_type-list"]] >> ops.AddTags([Tags.LIST]))
-                              + (grouped[["item_id-count"]] >> ops.AddTags([Tags.CONTINUOUS])))
+        feats = (
+            (
+                ["item_id"]
+                >> ops.Categorify(dtype="int64", out_path=out, vocabs={"item_id": vocab["item_id"]})
+                >> ops.AddTags([Tags.ITEM_ID, Tags.ITEM])
+            )
+            + (
+                ["device_type"]
+                >> ops.Categorify(dtype="int64", out_path=out, vocabs={"device_type": vocab["device_type"]})
+                >> ops.AddTags([Tags.CONTEXT])
+            )
+            + (nvt.ColumnSelector(["user_id", "timestamp"]) >> ops.AddMetadata())
+        )
+        grouped = feats >> ops.Groupby(
+            groupby_cols=["user_id"],
+            sort_cols=["timestamp"],
+            name_sep="-",
+            aggs={"item_id": ["list", "count"], "device_type": ["list"], "timestamp": ["first"]},
+        )
+        direct = nvt.Workflow(
+            grouped[["user_id", "timestamp-first"]]
+            + (grouped[["item_id-list", "device_type-list"]] >> ops.AddTags([Tags.LIST]))
+            + (grouped[["item_id-count"]] >> ops.AddTags([Tags.CONTINUOUS]))
+        )
         direct.fit(Dataset(data, cpu=True))
         theirs = direct.transform(Dataset(data, cpu=True)).to_ddf().compute().reset_index(drop=True)
     pd.testing.assert_frame_equal(ours, theirs)
@@ -152,15 +169,20 @@ def test_groupby_on_a_column_the_groups_do_not_produce(store, sample, tmp_path):
     config = yaml.safe_load((CONFIGS / "session.yaml").read_text())
     config["groupby"]["sort"] = ["ts"]
     fit_id_space(store, sample)
-    with pytest.raises(ConfigError, match=r"groupby: ts not produced by the feature groups \(they produce item_id, device_type, user_id, timestamp\)"):
+    with pytest.raises(
+        ConfigError, match=r"groupby: ts not produced by the feature groups \(they produce item_id, device_type, user_id, timestamp\)"
+    ):
         stage.fit(store, stage.FitOptions(write_config(tmp_path, config), [str(sample / "interactions" / "day_1.parquet")]))
 
 
 def test_unseen_categories_are_counted_as_oov(store, sample, tmp_path):
     train = [str(sample / "interactions" / f"day_{d}.parquet") for d in (1, 2)]
     valid = [str(sample / "interactions" / "day_3.parquet")]
-    own = {"name": "own", "features": [{"columns": ["item_id", "gender"], "ops": ["categorify"]}],
-           "joins": [{"path": str(sample / "users.parquet"), "key": "user_id", "columns": ["gender"]}]}
+    own = {
+        "name": "own",
+        "features": [{"columns": ["item_id", "gender"], "ops": ["categorify"]}],
+        "joins": [{"path": str(sample / "users.parquet"), "key": "user_id", "columns": ["gender"]}],
+    }
     stage.fit(store, stage.FitOptions(write_config(tmp_path, own), train))  # a vocabulary of its own, from days 1-2
     result = stage.transform(store, stage.TransformOptions("own", valid, name="valid"))
     frame = read_dataset(store.path("datasets", "valid"))
@@ -209,8 +231,9 @@ def test_cold_start_masking_is_reproducible_recorded_and_opt_in(store, sample, t
     assert set(per_item.unique()) == {0.0, 1.0}  # all or none of an item's rows
     assert 0.01 < per_item.mean() < 0.15
     others = [c for c in a.columns if c != "item_id"]
-    pd.testing.assert_frame_equal(a.loc[hidden & ~anonymous & (a["device_type"] != 2), others],
-                                  p.loc[hidden & ~anonymous & (a["device_type"] != 2), others])
+    pd.testing.assert_frame_equal(
+        a.loc[hidden & ~anonymous & (a["device_type"] != 2), others], p.loc[hidden & ~anonymous & (a["device_type"] != 2), others]
+    )
     untouched = ~anonymous & (a["device_type"] != 2) & ~hidden
     pd.testing.assert_frame_equal(a[untouched], p[untouched])
     assert masked.record.metadata["masking"]["spec"]["seed"] == 42
@@ -223,11 +246,18 @@ def test_masked_ids_are_counted_apart_from_unseen_ones(store, sample, tmp_path, 
 
     train = [str(sample / "interactions" / f"day_{d}.parquet") for d in (1, 2)]
     valid = str(sample / "interactions" / "day_3.parquet")  # holds items the first two days never saw
-    config = {"name": "own", "features": [{"columns": ["item_id", "device_type"], "ops": ["categorify"]}],
-              "masking": {"seed": 7, "groups": [
-                  {"ids": ["item_id"], "rate": 0.3, "by": "item_id"},
-                  {"columns": {"device_type": "unknown"}, "rate": 0.3},   # outside the vocabulary: OOV
-                  {"columns": {"device_type": "mobile"}, "rate": 0.2}]}}  # inside it: a real id, not OOV
+    config = {
+        "name": "own",
+        "features": [{"columns": ["item_id", "device_type"], "ops": ["categorify"]}],
+        "masking": {
+            "seed": 7,
+            "groups": [
+                {"ids": ["item_id"], "rate": 0.3, "by": "item_id"},
+                {"columns": {"device_type": "unknown"}, "rate": 0.3},  # outside the vocabulary: OOV
+                {"columns": {"device_type": "mobile"}, "rate": 0.2},
+            ],
+        },
+    }  # inside it: a real id, not OOV
     stage.fit(store, stage.FitOptions(write_config(tmp_path, config), train))
     root = ["-A", str(store.root)]
     assert cli(["transform", "own", "-d", valid, "-n", "valid", "--mask", *root]) == 0
@@ -281,7 +311,9 @@ def test_mask_errors(store, sample, tmp_path):
         stage.fit(store, stage.FitOptions(write_config(tmp_path, config), train))
     fit_id_space(store, sample)
     config["masking"]["groups"] = [{"ids": ["item_id", "category"], "rate": 0.1}]
-    with pytest.raises(ConfigError, match=r"masking.groups\[0\].ids: category not a categorified output of this workflow \(those are: device_type, gender"):
+    with pytest.raises(
+        ConfigError, match=r"masking.groups\[0\].ids: category not a categorified output of this workflow \(those are: device_type, gender"
+    ):
         stage.fit(store, stage.FitOptions(write_config(tmp_path, config), train))
     config["masking"]["groups"] = [{"ids": ["item_id"], "columns": {"user_id": -1}, "rate": 0.1}]
     with pytest.raises(ConfigError, match=r"masking.groups\[0\]: .*give exactly one of columns \(input sentinels\) or ids"):
@@ -300,7 +332,9 @@ def test_fit_and_transform_on_a_dask_cluster_equal_local(store, sample, tmp_path
     stage.fit(store, stage.FitOptions(str(CONFIGS / "context.yaml"), data, name="local"))
     stage.transform(store, stage.TransformOptions("local", data))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        fitted = stage.fit(store, stage.FitOptions(str(CONFIGS / "context.yaml"), data, name="remote", dask_scheduler=cluster.scheduler_address))
+        fitted = stage.fit(
+            store, stage.FitOptions(str(CONFIGS / "context.yaml"), data, name="remote", dask_scheduler=cluster.scheduler_address)
+        )
         monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)  # the variable Dask reads
         moved = stage.transform(store, stage.TransformOptions("remote", data))
     assert fitted.record.metadata["dask"] == moved.record.metadata["dask"] == cluster.scheduler_address
@@ -338,5 +372,7 @@ def test_type_and_data_errors(store, sample, tmp_path):
         stage.fit(store, stage.FitOptions(str(CONFIGS / "item.yaml"), [str(empty)]))
     bad_join = {"joins": [{"path": "users.parquet", "on": "user_id", "columns": ["age"]}], "features": [{"columns": ["age"]}]}
     with pytest.raises(ConfigError, match="YAML reads a bare `on:` as true"):
-        stage.fit(store, stage.FitOptions(write_config(tmp_path, yaml.safe_load(yaml.safe_dump(bad_join).replace("'on'", "on"))), [str(empty)]))
+        stage.fit(
+            store, stage.FitOptions(write_config(tmp_path, yaml.safe_load(yaml.safe_dump(bad_join).replace("'on'", "on"))), [str(empty)])
+        )
     assert store.records() == []

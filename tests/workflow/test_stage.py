@@ -39,26 +39,44 @@ def direct_graph(which: str, out_path: str, store=None):
         return nvt.Workflow(
             (["item_id"] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.ITEM_ID, Tags.ITEM, Tags.ID]))
             + (["category", "brand"] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.ITEM]))
-            + (["price"] >> ops.LogOp() >> ops.Normalize(out_dtype=np.float32) >> ops.Rename(postfix="_log_norm")
-               >> ops.AddTags([Tags.ITEM, Tags.CONTINUOUS]))
+            + (
+                ["price"]
+                >> ops.LogOp()
+                >> ops.Normalize(out_dtype=np.float32)
+                >> ops.Rename(postfix="_log_norm")
+                >> ops.AddTags([Tags.ITEM, Tags.CONTINUOUS])
+            )
         )
     if which == "user":
         return nvt.Workflow(
             (["user_id"] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.USER_ID, Tags.USER, Tags.ID]))
-            + (["age"] >> ops.Normalize(out_dtype=np.float32) >> ops.FillMissing(fill_val=0.0) >> ops.Rename(postfix="_norm")
-               >> ops.AddTags([Tags.USER, Tags.CONTINUOUS]))
-            + (["age"] >> ops.FillMissing(fill_val=-1) >> ops.Bucketize([0, 18, 25, 35, 50, 65]) >> ops.Rename(postfix="_binned")
-               >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.USER]))
+            + (
+                ["age"]
+                >> ops.Normalize(out_dtype=np.float32)
+                >> ops.FillMissing(fill_val=0.0)
+                >> ops.Rename(postfix="_norm")
+                >> ops.AddTags([Tags.USER, Tags.CONTINUOUS])
+            )
+            + (
+                ["age"]
+                >> ops.FillMissing(fill_val=-1)
+                >> ops.Bucketize([0, 18, 25, 35, 50, 65])
+                >> ops.Rename(postfix="_binned")
+                >> ops.Categorify(dtype="int32", out_path=out_path)
+                >> ops.AddTags([Tags.USER])
+            )
             + (["gender", "top_category"] >> ops.Categorify(dtype="int32", out_path=out_path) >> ops.AddTags([Tags.USER]))
         )
     if which == "interactions":
         users = pd.read_parquet(SAMPLE / "users.parquet", columns=["user_id", "gender", "top_category"])
         joined = ["user_id", "item_id", "device_type", "timestamp", "click"] >> ops.JoinExternal(
-            users, on="user_id", how="left", columns_ext=["user_id", "gender", "top_category"])
+            users, on="user_id", how="left", columns_ext=["user_id", "gender", "top_category"]
+        )
         time = None
         for name in ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos"):
             branch = joined[["timestamp"]] >> ops.LambdaOp(getattr(functions, name), dtype=np.float32) >> ops.Rename(postfix=f"_{name}")
             time = branch if time is None else time + branch
+
         def shared(workflow, *columns):  # Categorify with the vocabularies of the item/user/context workflows
             return ops.Categorify(dtype="int32", out_path=out_path, vocabs={c: fitted_vocabulary(store, workflow, c) for c in columns})
 
@@ -155,7 +173,10 @@ def test_extra_file_in_workflow_dir_is_refused(store, sample):
 
 def test_fit_and_transform_input_errors(store, sample, tmp_path):
     users = [str(sample / "users.parquet")]
-    with pytest.raises(ConfigError, match=r"item.yaml: features\[0\].columns: item_id not in the data \(users.parquet has user_id, age, gender, top_category\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"item.yaml: features\[0\].columns: item_id not in the data \(users.parquet has user_id, age, gender, top_category\)",
+    ):
         stage.fit(store, stage.FitOptions(str(CONFIGS / "item.yaml"), users))
     assert store.get("workflows", "item") is None
     stage.fit(store, stage.FitOptions(str(CONFIGS / "item.yaml"), [str(sample / "items.parquet")]))

@@ -36,7 +36,9 @@ def test_a_workflows_vocabulary_gives_identical_ids_on_other_data(store, sample,
     assert shared.record.metadata["cardinalities"]["item_id"]["cardinality"] == 203
     origin = shared.record.metadata["vocabularies"]["item_id"]
     assert (origin["workflow"], origin["column"], origin["size"]) == ("item", "item_id", 200)
-    assert shared.record.inputs["artifacts"] == [{"kind": "workflows", "name": "item", "fingerprint": store.get("workflows", "item").fingerprint}]
+    assert shared.record.inputs["artifacts"] == [
+        {"kind": "workflows", "name": "item", "fingerprint": store.get("workflows", "item").fingerprint}
+    ]
 
 
 def test_refitting_the_source_marks_dependants_stale(store, sample, tmp_path):
@@ -50,7 +52,9 @@ def test_refitting_the_source_marks_dependants_stale(store, sample, tmp_path):
     assert health(store, store.get("workflows", "shared")) == ("stale", ["workflows/item changed"])
     with pytest.raises(ArtifactExists, match="made from other inputs"):  # fitted state: refit with --force
         stage.fit(store, stage.FitOptions(write_config(tmp_path, item_config({"workflow": "item"})), [items], name="shared"))
-    again = stage.fit(store, stage.FitOptions(write_config(tmp_path, item_config({"workflow": "item"})), [items], name="shared", force=True))
+    again = stage.fit(
+        store, stage.FitOptions(write_config(tmp_path, item_config({"workflow": "item"})), [items], name="shared", force=True)
+    )
     assert again.record.metadata["cardinalities"]["item_id"]["cardinality"] == 103
     assert health(store, again.record) == ("ok", [])
 
@@ -69,16 +73,33 @@ def test_a_tables_vocabulary_keeps_first_appearance_order(store, sample, tmp_pat
     assert sorted(set(ids_of(store, "all"))) == [2, 3, 4, 5]  # everything else is out of vocabulary
 
 
-@pytest.mark.parametrize("config, message", [
-    (item_config({"workflow": "item"}), r"wf.yaml: categorify vocabulary: no workflows artifact named 'item' .*; fit workflow 'item' first"),
-    (item_config({"workflow": "item", "table": "x.parquet"}), r"wf.yaml: features\[0\].ops\[0\].categorify.vocabulary: give exactly one of workflow"),
-    (item_config({"workflow": "item"}, freq_threshold=2), r"a given vocabulary is used as it is: drop freq_threshold"),
-    ({"features": [{"columns": ["category", "brand"], "ops": [{"categorify": {"vocabulary": {"table": "t.parquet", "column": "c"}}}]}]},
-     r"vocabulary.column names one source column: use it in a group of one column"),
-    ({"features": [{"columns": [["category", "brand"]], "ops": [{"categorify": {"vocabulary": {"table": "t.parquet"}}}]}]},
-     r"a vocabulary cannot be given to column groups"),
-    (item_config({"table": "missing.parquet"}), r"wf.yaml: categorify vocabulary table .*missing.parquet does not exist"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (
+            item_config({"workflow": "item"}),
+            r"wf.yaml: categorify vocabulary: no workflows artifact named 'item' .*; fit workflow 'item' first",
+        ),
+        (
+            item_config({"workflow": "item", "table": "x.parquet"}),
+            r"wf.yaml: features\[0\].ops\[0\].categorify.vocabulary: give exactly one of workflow",
+        ),
+        (item_config({"workflow": "item"}, freq_threshold=2), r"a given vocabulary is used as it is: drop freq_threshold"),
+        (
+            {
+                "features": [
+                    {"columns": ["category", "brand"], "ops": [{"categorify": {"vocabulary": {"table": "t.parquet", "column": "c"}}}]}
+                ]
+            },
+            r"vocabulary.column names one source column: use it in a group of one column",
+        ),
+        (
+            {"features": [{"columns": [["category", "brand"]], "ops": [{"categorify": {"vocabulary": {"table": "t.parquet"}}}]}]},
+            r"a vocabulary cannot be given to column groups",
+        ),
+        (item_config({"table": "missing.parquet"}), r"wf.yaml: categorify vocabulary table .*missing.parquet does not exist"),
+    ],
+)
 def test_vocabulary_config_errors(store, sample, tmp_path, config, message):
     with pytest.raises(ConfigError, match=message):
         stage.fit(store, stage.FitOptions(write_config(tmp_path, config), [str(sample / "items.parquet")]))
@@ -89,7 +110,10 @@ def test_vocabularies_that_cannot_match_are_refused(store, sample, tmp_path):
     items = [str(sample / "items.parquet")]
     stage.fit(store, stage.FitOptions(str(CONFIGS / "item.yaml"), items))
     strings = {"features": [{"columns": ["category"], "ops": [{"categorify": {"vocabulary": {"workflow": "item", "column": "item_id"}}}]}]}
-    with pytest.raises(ConfigError, match=r"the vocabulary of 'category' from workflow 'item' \(item_id\) holds int\d+ values, the data's category is object"):
+    with pytest.raises(
+        ConfigError,
+        match=r"the vocabulary of 'category' from workflow 'item' \(item_id\) holds int\d+ values, the data's category is object",
+    ):
         stage.fit(store, stage.FitOptions(write_config(tmp_path, strings), items))
     with pytest.raises(ConfigError, match=r"num_buckets cannot be combined with a vocabulary"):
         stage.fit(store, stage.FitOptions(write_config(tmp_path, item_config({"workflow": "item"}, num_buckets=3)), items))
