@@ -33,12 +33,14 @@ _THREADS_AT_START = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
 
 @pytest.fixture(autouse=True)
 def _thread_settings_as_at_start():
-    """(and the CLI's global flags: a test that ran `embedtab -q ...` last must not silence the next)"""
+    """(and the CLI's global flags: a test, or a fixture set up before it, that ran `embedtab -q ...`
+    must not silence the next test: every test starts and ends with the defaults)"""
     from embedtab.cli import common
 
-    flags = (common.state.quiet, common.state.debug)
+    defaults = common.State()
+    common.state.quiet, common.state.debug = defaults.quiet, defaults.debug
     yield
-    common.state.quiet, common.state.debug = flags
+    common.state.quiet, common.state.debug = defaults.quiet, defaults.debug
     for name, value in _THREADS_AT_START.items():
         if value is None:
             os.environ.pop(name, None)
