@@ -66,6 +66,36 @@ def special_file_kind(path: Path) -> str:
     return "not a regular file"
 
 
+def file_schema(path: Path) -> pa.Schema:
+    """The schema of one parquet or csv input, its column names checked: a header that is not
+    UTF-8 is one line naming the file (and the field), like any file that cannot be read."""
+    import pyarrow.csv as pacsv
+
+    try:
+        if path.suffix == ".csv":
+            with pacsv.open_csv(path) as reader:
+                schema = reader.schema
+        else:
+            schema = pq.read_schema(path)
+    except UnicodeDecodeError:
+        raise DataError(_bad_header(path, None)) from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+    for position in range(len(schema)):  # arrow decodes column names lazily, and does not check them
+        try:
+            _ = schema.field(position).name  # (the decoding is what is checked)
+        except UnicodeDecodeError:
+            raise DataError(_bad_header(path, position)) from None
+    return schema
+
+
+def _bad_header(path: Path, position: int | None) -> str:
+    field = "" if position is None else f" (field {position + 1})"
+    if path.suffix == ".csv":
+        return f"{path}: the header row{field} is not valid UTF-8 text; save the file as UTF-8"
+    return f"{path}: a column name{field} is not valid UTF-8 text; rename the column"
+
+
 def read_column(path: Path, column: str) -> pa.ChunkedArray:
     """One column of a parquet or csv file; a missing column or unreadable file names both."""
     return read_columns(path, [column]).column(column)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from embedtab import tables
 from embedtab.encode.values import check_value_type, first_invalid_utf8, is_text, not_utf8, plain_values
 from embedtab.errors import DataError, UsageError
 from embedtab.fingerprint import sha256_file
@@ -82,34 +83,8 @@ def render_texts(
 
 
 # ----------------------------------------------------------------------------- tables
-def _schema_of(path: Path) -> pa.Schema:
-    try:
-        if path.suffix == ".csv":
-            with pacsv.open_csv(path) as reader:
-                schema = reader.schema
-        else:
-            schema = pq.read_schema(path)
-    except UnicodeDecodeError:
-        raise DataError(_bad_header(path, None)) from None
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
-    for position in range(len(schema)):  # arrow decodes column names lazily, and does not check them
-        try:
-            _ = schema.field(position).name  # (the decoding is what is checked)
-        except UnicodeDecodeError:
-            raise DataError(_bad_header(path, position)) from None
-    return schema
-
-
-def _bad_header(path: Path, position: int | None) -> str:
-    field = "" if position is None else f" (field {position + 1})"
-    if path.suffix == ".csv":
-        return f"{path}: the header row{field} is not valid UTF-8 text; save the file as UTF-8"
-    return f"{path}: a column name{field} is not valid UTF-8 text; rename the column"
-
-
 def _columns_of(path: Path) -> list[str]:
-    return list(_schema_of(path).names)
+    return list(tables.file_schema(path).names)
 
 
 def iter_table(paths: Sequence[Path], columns: Sequence[str], rows: int, values: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
@@ -128,7 +103,7 @@ def _iter_files(
 ) -> Iterator[tuple[Path, int, pa.RecordBatch]]:
     """`iter_table`'s batches with the file of each and its data rows before it."""
     for path in paths:
-        schema = _schema_of(path)
+        schema = tables.file_schema(path)
         missing = [c for c in columns if c not in schema.names]
         if missing:
             raise DataError(f"{path}: missing column(s) {', '.join(missing)} (it has {', '.join(schema.names)})")
@@ -259,7 +234,7 @@ class Source:
         if self._id_type is None:
             found: dict[pa.DataType, Path] = {}
             for path in self.paths:
-                schema = _schema_of(path)
+                schema = tables.file_schema(path)
                 if self.id_column not in schema.names:
                     raise DataError(f"{path}: missing column(s) {self.id_column} (it has {', '.join(schema.names)})")
                 kind = schema.field(self.id_column).type

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from embedtab import tables
-from embedtab.errors import DataError, UsageError
+from embedtab.errors import UsageError
 
 
 def dataset(paths: Sequence[Path], use_gpu: bool, part_size: int | None = None) -> Any:
@@ -27,18 +27,7 @@ def dataset(paths: Sequence[Path], use_gpu: bool, part_size: int | None = None) 
 
 def input_schema(paths: Sequence[Path]) -> dict[str, Any]:
     """Column -> numpy dtype of the first input file (all files must agree for NVTabular anyway)."""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    first = paths[0]
-    try:
-        if first.suffix == ".csv":
-            with pacsv.open_csv(first) as reader:
-                schema = reader.schema
-        else:
-            schema = pq.read_schema(first)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is "cannot read this file"
-        raise DataError(f"{first}: cannot read ({str(exc).splitlines()[0]})") from None
+    schema = tables.file_schema(paths[0])
     return {field.name: field.type.to_pandas_dtype() for field in schema}
 
 
