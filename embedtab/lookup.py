@@ -37,10 +37,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedtab import tables
-from embedtab.artifacts import LOOKUP_INFO, LOOKUP_TABLE, ArtifactRecord, ArtifactStore, lookup_dense_name
+from embedtab.artifacts import LOOKUP_INFO, LOOKUP_TABLE, ArtifactRecord, ArtifactStore, Driver, Made, RunMode, lookup_dense_name
 from embedtab.errors import DataError
 from embedtab.lookup_options import FILLS as FILLS  # (re-exported)
 from embedtab.lookup_options import LookupOptions  # (declared in lookup_options.py)
+from embedtab.options import recipe_of
 from embedtab.reporting import SILENT, Reporter
 from embedtab.workflow.vocabulary import Vocabulary, vocabulary
 
@@ -158,24 +159,16 @@ def _write_table(path: Path, column: str, vocab: Vocabulary, columns: dict[str, 
 
 
 # ----------------------------------------------------------------------------- run
-def run(store: ArtifactStore, options: LookupOptions, reporter: Reporter = SILENT) -> LookupResult:
+def run(store: ArtifactStore, options: LookupOptions, reporter: Reporter = SILENT, mode: RunMode | None = None) -> LookupResult:
     options.check()  # (checked when made too; again in case they were changed since)
     sources = [store.require("embeddings", name) for name in options.embeddings]
     wf_record = store.require("workflows", options.workflow)
-    params = {
-        "embeddings": options.embeddings,
-        "workflow": options.workflow,
-        "column": options.column,
-        "concat": options.concat,
-        "fill": options.fill,
-        "min_coverage": options.min_coverage,
-        "min_reachable": options.min_reachable,
-    }
-    plan = store.plan(
+    driver = Driver(store, mode)
+    plan = driver.plan(
         "lookups",
         options.output_name,
         "lookup",
-        params,
+        recipe_of(options),  # embeddings, workflow, column, concat, fill, min_coverage, min_reachable
         input_artifacts=[wf_record, *sources],
         force=options.force,
         packages=("numpy", "pyarrow", "pandas"),
@@ -183,14 +176,11 @@ def run(store: ArtifactStore, options: LookupOptions, reporter: Reporter = SILEN
         warn=reporter.warn,
         trusted=(wf_record.key,) if options.trust_workflow else (),
     )
-    if plan.up_to_date:
-        return LookupResult(plan.up_to_date_record(), True)
-    with store.building(plan) as made:
-        if made is not None:
-            return LookupResult(made, True)
+    filled: list[Filled] = []
+
+    def make(staging: list[Path]) -> list[Made]:
         started = time.time()
         vocab, _ = vocabulary(store, options.workflow, options.column, options.trust_workflow)
-        filled = []
         with reporter.progress("filling lookup tables", total=len(sources), unit="sources") as advance:
             for record in sources:
                 filled.append(_fill_from(store, record, vocab, options.column, options.fill))
@@ -198,11 +188,13 @@ def run(store: ArtifactStore, options: LookupOptions, reporter: Reporter = SILEN
         for item in filled:
             _check_coverage(item, vocab, options)
         metadata = _metadata(options, vocab, filled, wf_record, sources)
-        with store.staging(plan) as staging:
-            _write_lookup(staging, options, vocab, filled, metadata)
-            record = store.publish(plan, staging, metadata=metadata, summary={"seconds": round(time.time() - started, 3)})
+        _write_lookup(staging[0], options, vocab, filled, metadata)
+        return [Made(metadata, {"seconds": round(time.time() - started, 3)})]
+
+    built = driver.build([plan], make)
+    if not built.up_to_date:
         _warn_unmatched(filled, options, reporter)
-        return LookupResult(record, False)
+    return LookupResult(built.record, built.up_to_date)
 
 
 def _check_coverage(item: Filled, vocab: Vocabulary, options: LookupOptions) -> None:

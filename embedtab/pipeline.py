@@ -36,7 +36,7 @@ from typing import Any
 
 from embedtab import bounds
 from embedtab import stages as registry
-from embedtab.artifacts import MANIFEST, ArtifactStore, DryRunStop, check_name
+from embedtab.artifacts import MANIFEST, ArtifactStore, DryRunStop, RunMode, check_name
 from embedtab.errors import ConfigError, EmbedtabError, UsageError
 from embedtab.options import declared, meta
 from embedtab.options import names as option_names
@@ -291,11 +291,11 @@ class RunReport:
         return any(s.status in ("failed", "skipped") for s in self.stages)
 
 
-def _execute(store: ArtifactStore, stage: Stage, reporter: Reporter) -> tuple[Any, bool, dict[str, Any], list[str]]:
-    """Run one stage through the same core function as its command: (main record, up to date,
-    and, when it ran, its summary and the lines its command prints about it)."""
+def _execute(store: ArtifactStore, stage: Stage, reporter: Reporter, mode: RunMode) -> tuple[Any, bool, dict[str, Any], list[str]]:
+    """Run one stage through the same core function as its command, in the run's mode: (main
+    record, up to date, and, when it ran, its summary and the lines its command prints about it)."""
     command = registry.COMMANDS[stage.command]
-    record, up_to_date, projection = command.outcome(command.run(store, stage.options, reporter))
+    record, up_to_date, projection = command.outcome(command.run(store, stage.options, reporter, mode))
     if up_to_date:
         return record, True, {}, []
     return record, False, *_described(stage.command, record, projection)
@@ -355,8 +355,7 @@ def run(
         target = pipeline.find(name)
         target.options = dataclasses.replace(target.options, force=True)
     report = RunReport(str(pipeline.path))
-    with store.mode.following_inputs():
-        _run_stages(store, pipeline, stages, dry_run, reporter, on_stage, on_done, report)
+    _run_stages(store, pipeline, stages, dry_run, reporter, on_stage, on_done, report)
     return report
 
 
@@ -395,7 +394,8 @@ def _run_one(store: ArtifactStore, stage: Stage, reporter: Reporter) -> StageRep
     """Run one stage; its report (a failure is reported, not raised: the stages beside it go on)."""
     started = time.time()
     try:
-        record, up_to_date, summary, lines = _execute(store, stage, reporter)
+        # make-like: a stage whose options are unchanged rebuilds when what it reads changed
+        record, up_to_date, summary, lines = _execute(store, stage, reporter, RunMode(follow_inputs=True))
     except EmbedtabError as exc:
         reporter.warn(f"{stage.key} failed: {exc}")
         return StageReport(
@@ -437,15 +437,15 @@ def _plan_only(store: ArtifactStore, pipeline: Pipeline, stage: Stage, outcome: 
             status, why = "needs --force", f"{unrecorded[0]} is on disk but not in {MANIFEST}"
         report.stages.append(StageReport(stage.key, stage.command, status, why, line=stage.line))
         return status
-    with store.mode.planning_only() as planned:
-        try:
-            _execute(store, stage, SILENT)  # stops at its plan (DryRunStop) when it would change anything
-        except DryRunStop:
-            pass
-        except EmbedtabError as exc:
-            report.stages.append(StageReport(stage.key, stage.command, "failed", error=str(exc), exit_code=exc.exit_code, line=stage.line))
-            return "failed"
-    verdicts = [v for v in planned if v.state != "up to date"]
+    mode = RunMode(dry_run=True, follow_inputs=True)  # collects the verdicts of the stage's plans
+    try:
+        _execute(store, stage, SILENT, mode)  # stops at its plan (DryRunStop) when it would change anything
+    except DryRunStop:
+        pass
+    except EmbedtabError as exc:
+        report.stages.append(StageReport(stage.key, stage.command, "failed", error=str(exc), exit_code=exc.exit_code, line=stage.line))
+        return "failed"
+    verdicts = [v for v in mode.verdicts if v.state != "up to date"]
     if not verdicts:
         report.stages.append(StageReport(stage.key, stage.command, "up to date", line=stage.line))
         return "up to date"

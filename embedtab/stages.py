@@ -6,7 +6,7 @@ For each command (`encode text`, `encode image`, `reduce`, `apply`, `fit-workflo
     options   its options dataclass, whose fields are the one declaration of every option (name =
               long flag, type, default, help, recipe or not: see embedtab.options)
     main      the field its main argument fills (the value of the command key in a pipeline file)
-    runner    (module, function) run as function(store, options, reporter), imported on first use
+    runner    (module, function) run as function(store, options, reporter, mode), imported on first use
     edges     what it makes and what it needs, (kind, name) artifacts computed from its options
     cli       the hand-written CLI command that runs it, and `cli_flags`: fields that command spells
               otherwise (`reduce SOURCE --apply PROJECTION`)
@@ -54,10 +54,10 @@ class Command:
             raise TypeError(f"{self.command}: {self.main!r} is given twice (it is the main argument)")
         return self.options(**{self.main: main}, **values)
 
-    def run(self, store: Any, options: Any, reporter: Any) -> Any:
-        """The runner's result (the same core function as the command's)."""
+    def run(self, store: Any, options: Any, reporter: Any, mode: Any = None) -> Any:
+        """The runner's result (the same core function as the command's); `mode`: the run's RunMode."""
         module, function = self.runner
-        return getattr(importlib.import_module(module), function)(store, options, reporter)
+        return getattr(importlib.import_module(module), function)(store, options, reporter, mode)
 
     def outcome(self, result: Any) -> tuple[Any, bool, Any]:
         """(main record, up to date, the projection's record for reduce, else None) of a result."""
@@ -108,11 +108,11 @@ class Applied:
     up_to_date: bool
 
 
-def apply_projection(store: Any, options: ApplyOptions, reporter: Any) -> Applied:
+def apply_projection(store: Any, options: ApplyOptions, reporter: Any, mode: Any = None) -> Applied:
     """`apply`: embedtab.reduce.apply with its options object."""
     from embedtab.reduce import apply
 
-    return Applied(*apply(store, options.projection, options.source, options.name, options.force, reporter))
+    return Applied(*apply(store, options.projection, options.source, options.name, options.force, reporter, mode))
 
 
 # ----------------------------------------------------------------------------- the registry

@@ -20,6 +20,7 @@ pending step (see `publish.recover`).
 
 import os
 
+from embedtab.artifacts.driver import Built, Driver, Made
 from embedtab.artifacts.hashes import HashCache
 from embedtab.artifacts.layout import (
     BUILD_LOCKS,
@@ -82,8 +83,11 @@ __all__ = [
     "WORK",
     "ArtifactRecord",
     "ArtifactStore",
+    "Built",
+    "Driver",
     "DryRunStop",
     "HashCache",
+    "Made",
     "Manifest",
     "OutputFile",
     "PendingPublish",

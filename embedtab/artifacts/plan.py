@@ -8,10 +8,9 @@ manifest has no record of (`Unrecorded`) is neither read nor replaced unless for
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ class Verdict:
 
 
 class DryRunStop(Exception):
-    """Raised by `ArtifactStore.building` in a dry run: the stage planned and stops before writing."""
+    """Raised by `Driver.build` in a dry run: the stage planned and stops before writing."""
 
     def __init__(self, plan: Plan):
         super().__init__(f"dry run: {plan.kind} {plan.name!r} would be built")
@@ -70,10 +69,11 @@ class Plan:
 
 @dataclass
 class RunMode:
-    """How the stages of a run treat their plans; `embedtab run` switches these.
+    """How the stages of a run treat their plans: the argument of their `Driver` (`embedtab run`
+    makes one per run, and one per stage of a dry run).
 
     In a dry run (`--dry-run`) stages plan as usual, each plan's verdict is kept in `verdicts`,
-    and `ArtifactStore.building` stops the stage before it writes anything. Following inputs
+    and `Driver.build` stops the stage before it writes anything. Following inputs
     (make-like), a stage whose options are unchanged rebuilds when what it reads changed --
     fitted workflows and projections too, which on their own need --force.
     """
@@ -81,23 +81,6 @@ class RunMode:
     dry_run: bool = False
     follow_inputs: bool = False
     verdicts: list[Verdict] = field(default_factory=list)
-
-    @contextlib.contextmanager
-    def planning_only(self) -> Iterator[list[Verdict]]:
-        """A dry run: yields the list that collects the verdicts of the plans made meanwhile."""
-        self.dry_run, self.verdicts = True, []
-        try:
-            yield self.verdicts
-        finally:
-            self.dry_run = False
-
-    @contextlib.contextmanager
-    def following_inputs(self) -> Iterator[None]:
-        self.follow_inputs = True
-        try:
-            yield
-        finally:
-            self.follow_inputs = False
 
 
 @dataclass
@@ -203,14 +186,13 @@ class Unrecorded:
 class Planner:
     """Makes the plans of one artifact directory (see `ArtifactStore.plan`)."""
 
-    def __init__(self, root: Path, manifest: ManifestFile, integrity: Integrity, unrecorded: Unrecorded, mode: RunMode):
+    def __init__(self, root: Path, manifest: ManifestFile, integrity: Integrity, unrecorded: Unrecorded):
         self.root = root
         self.manifest = manifest
         self.integrity = integrity
         self.unrecorded = unrecorded
-        self.mode = mode
 
-    def plan(self, request: PlanRequest) -> Plan:
+    def plan(self, request: PlanRequest, mode: RunMode) -> Plan:
         kind, name = request.kind, request.name
         artifact_path(self.root, kind, name)  # validates kind and name
         for record in request.input_artifacts or []:
@@ -226,10 +208,10 @@ class Planner:
         damaged: list[str] = []
         verdict = Verdict(kind, name, "run", "new" if existing is None else "forced" if request.force else "")
         if existing is None and self.unrecorded.folder(kind, name) is not None:
-            verdict = self._replace_unrecorded(request)
+            verdict = self._replace_unrecorded(request, mode)
         if existing is not None:
-            verdict, up_to_date, damaged = self._judge(request, existing, fingerprint, files, upstream)
-        self.mode.verdicts.append(verdict)
+            verdict, up_to_date, damaged = self._judge(request, mode, existing, fingerprint, files, upstream)
+        mode.verdicts.append(verdict)
         return Plan(
             kind=kind,
             name=name,
@@ -263,12 +245,12 @@ class Planner:
         earlier = fingerprint_of(*request.was) if request.was is not None else None
         return fingerprint, earlier
 
-    def _replace_unrecorded(self, request: PlanRequest) -> Verdict:
+    def _replace_unrecorded(self, request: PlanRequest, mode: RunMode) -> Verdict:
         """A folder the manifest has no record of is where the artifact would go: replaced only if forced."""
         kind, name = request.kind, request.name
         if request.force:
             return Verdict(kind, name, "run", f"forced: replaces {kind}/{name}, which {MANIFEST} has no record of")
-        if self.mode.dry_run:
+        if mode.dry_run:
             return Verdict(kind, name, "needs --force", f"{kind}/{name} is on disk but not in {MANIFEST}")
         raise self.unrecorded.refusal(
             kind,
@@ -279,7 +261,13 @@ class Planner:
         )
 
     def _judge(
-        self, request: PlanRequest, existing: ArtifactRecord, fingerprint: str, files: list[dict[str, Any]], upstream: list[dict[str, Any]]
+        self,
+        request: PlanRequest,
+        mode: RunMode,
+        existing: ArtifactRecord,
+        fingerprint: str,
+        files: list[dict[str, Any]],
+        upstream: list[dict[str, Any]],
     ) -> tuple[Verdict, bool, list[str]]:
         """(verdict, up to date, why it is damaged) of an existing artifact."""
         kind, name, force = request.kind, request.name, request.force
@@ -294,13 +282,13 @@ class Planner:
             verdict = Verdict(kind, name, "up to date" if up_to_date else "stale", "" if up_to_date else "written in the pre-0.2 layout")
         if damaged:
             verdict = Verdict(kind, name, "stale", f"damaged: {'; '.join(damaged[:3])}")
-            if request.warn is not None and not self.mode.dry_run:
+            if request.warn is not None and not mode.dry_run:
                 request.warn(f"{kind} {name!r} is damaged ({'; '.join(damaged[:3])}); rebuilding it")
         elif not same_inputs and not force:
             differences = _differences(existing, request.params, files, upstream, request.refresh_ignore)
-            if (request.refresh or self.mode.follow_inputs) and _same_recipe(existing.params, request.params, request.refresh_ignore):
+            if (request.refresh or mode.follow_inputs) and _same_recipe(existing.params, request.params, request.refresh_ignore):
                 verdict = Verdict(kind, name, "stale", differences)
-            elif self.mode.dry_run:
+            elif mode.dry_run:
                 verdict = Verdict(kind, name, "needs --force", differences)
             else:
                 raise ArtifactExists(

@@ -14,7 +14,7 @@ from embedtab.artifacts.hashes import HashCache
 from embedtab.artifacts.integrity import Integrity
 from embedtab.artifacts.locks import DirectoryLock, build_lock
 from embedtab.artifacts.manifest import ArtifactRecord, Manifest, ManifestFile, upstream_changes
-from embedtab.artifacts.plan import DryRunStop, Plan, Planner, PlanRequest, RunMode, Unrecorded
+from embedtab.artifacts.plan import Plan, Planner, PlanRequest, RunMode, Unrecorded
 from embedtab.errors import ArtifactExists, ArtifactNotFound, UnrecordedArtifact, UsageError
 
 
@@ -28,13 +28,12 @@ class ArtifactStore:
 
             lock_timeout = seconds_from_environment("EMBEDTAB_LOCK_TIMEOUT", 600.0, 7 * 86400)
         self.lock_timeout = lock_timeout
-        self.mode = RunMode()  # dry run and make-like runs: `embedtab run` switches them
         self._lock = DirectoryLock(self.root / layout.LOCK)
         self._hashes = HashCache(self.root / layout.HASH_CACHE)
         self._manifest = ManifestFile(self.root)
         self._integrity = Integrity(self.root, self._hashes)
         self._unrecorded = Unrecorded(self.root, self._manifest)
-        self._planner = Planner(self.root, self._manifest, self._integrity, self._unrecorded, self.mode)
+        self._planner = Planner(self.root, self._manifest, self._integrity, self._unrecorded)
 
     # ----------------------------------------------------------------- layout
     @property
@@ -85,8 +84,6 @@ class ArtifactStore:
         artifact changed since `plan` was made (another run published in between), this run does
         not write over it unless forced.
         """
-        if self.mode.dry_run:
-            raise DryRunStop(plan)
         path = layout.build_lock_path(self.root, plan.kind, plan.name)
         with build_lock(path, f"{plan.kind} {plan.name!r}", plan.stage, plan.input_fingerprint, self.lock_timeout) as waited:
             yield self._made_meanwhile(plan, waited)
@@ -192,6 +189,7 @@ class ArtifactStore:
         read_files: list[dict[str, Any]] | None = None,
         was: tuple[list[dict[str, Any]], Any] | None = None,
         trusted: tuple[str, ...] = (),
+        mode: RunMode | None = None,
     ) -> Plan:
         """Decide whether work is needed. `content` is anything else that identifies the inputs.
 
@@ -210,8 +208,8 @@ class ArtifactStore:
         (`trusted`: `--trust-workflow`); and a folder at the artifact's path that the manifest has
         no record of is never replaced unless forced (UnrecordedArtifact).
         """
-        arguments = {key: value for key, value in locals().items() if key != "self"}
-        return self._planner.plan(PlanRequest(**arguments))
+        arguments = {key: value for key, value in locals().items() if key not in ("self", "mode")}
+        return self._planner.plan(PlanRequest(**arguments), mode if mode is not None else RunMode())
 
     # ------------------------------------------------------------- publishing
     @contextlib.contextmanager

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedtab import tables
-from embedtab.artifacts import EMBEDDINGS_ERRORS, EMBEDDINGS_INDEX, EMBEDDINGS_INFO, PARQUET_SUMMARY, ArtifactRecord, ArtifactStore
+from embedtab.artifacts import EMBEDDINGS_ERRORS, EMBEDDINGS_INDEX, EMBEDDINGS_INFO, PARQUET_SUMMARY, ArtifactStore, Made
 from embedtab.encode import sources as src
 from embedtab.encode.inputs import ROWS
 from embedtab.encode.options import EncodeOptions
@@ -29,24 +29,24 @@ if TYPE_CHECKING:
     from embedtab.reporting import Advance
 
 
-def seal(run: EncodeRun) -> ArtifactRecord:
-    """Assemble every work shard and the reused vectors into the artifact, in input order, and
-    publish it. The skipped items are checked against on_error and max_errors before anything is written."""
+def seal(run: EncodeRun, staging: Path) -> Made:
+    """Assemble every work shard and the reused vectors into the artifact's staging folder, in
+    input order (the driver publishes it). The skipped items are checked against on_error and
+    max_errors before anything is written."""
     dim = run.work.verify() or (run.previous.record.metadata["dim"] if run.previous else 0)
     decode = run.work.errors()  # work index -> reason
     problems = _problems(run, decode)
     ok = _usable(run, problems)
     previous_npy = _previous_vectors(run, dim)
     n = len(run.scan.keys)
-    with run.store.staging(run.plan) as staging, run.reporter.progress("writing parts", total=n, unit="items") as advance:
+    with run.reporter.progress("writing parts", total=n, unit="items") as advance:
         count = _write_parts(run, staging, ok, dim, previous_npy, advance)
-        _write_errors(run, staging, problems)
-        tables.write_summary(staging, tables.part_files(staging), PARQUET_SUMMARY)
-        summary = _summary(run, count, ok, len(problems), len(decode))
-        metadata = _metadata(run, dim, count)
-        (staging / EMBEDDINGS_INFO).write_text(json.dumps({**metadata, "summary": summary}, indent=2, default=str))
-        record = run.store.publish(run.plan, staging, metadata=metadata, summary=summary, device=run.device)
-    return record
+    _write_errors(run, staging, problems)
+    tables.write_summary(staging, tables.part_files(staging), PARQUET_SUMMARY)
+    summary = _summary(run, count, ok, len(problems), len(decode))
+    metadata = _metadata(run, dim, count)
+    (staging / EMBEDDINGS_INFO).write_text(json.dumps({**metadata, "summary": summary}, indent=2, default=str))
+    return Made(metadata, summary, run.device)
 
 
 def _problems(run: EncodeRun, decode: dict[int, str]) -> dict[int, tuple[str, str]]:

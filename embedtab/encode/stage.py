@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedtab import tables
-from embedtab.artifacts import ArtifactRecord, ArtifactStore
+from embedtab.artifacts import ArtifactRecord, ArtifactStore, Driver, RunMode
 from embedtab.encode import distributed
 from embedtab.encode import sources as src
 from embedtab.encode.inputs import ROWS
@@ -80,15 +80,15 @@ def _load_encoder(run: EncodeRun) -> tuple[Encoder, float]:
 
 
 # ----------------------------------------------------------------------------- entry points
-def run_text(store: ArtifactStore, options: TextOptions, reporter: Reporter = SILENT) -> EncodeResult:
-    return _run(store, options, reporter)
+def run_text(store: ArtifactStore, options: TextOptions, reporter: Reporter = SILENT, mode: RunMode | None = None) -> EncodeResult:
+    return _run(store, options, reporter, mode)
 
 
-def run_image(store: ArtifactStore, options: ImageOptions, reporter: Reporter = SILENT) -> EncodeResult:
-    return _run(store, options, reporter)
+def run_image(store: ArtifactStore, options: ImageOptions, reporter: Reporter = SILENT, mode: RunMode | None = None) -> EncodeResult:
+    return _run(store, options, reporter, mode)
 
 
-def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> EncodeResult:
+def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter, mode: RunMode | None) -> EncodeResult:
     options.check()
     cls, model = _choose_encoder(options)
     image = ImageRun.of(options)
@@ -116,7 +116,8 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
     # The scan (ids, content keys of the texts or image files, unusable rows) is what decides the
     # vectors: other columns of the input tables may change without making the artifact stale.
     files = files_fingerprint(source.paths) if source.folder is None else []
-    plan = store.plan(
+    driver = Driver(store, mode)
+    plan = driver.plan(
         "embeddings",
         options.name,
         f"encode {kind}",
@@ -130,15 +131,24 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter) -> En
         packages=tuple(dict.fromkeys(_PACKAGES + cls.packages)),
         warn=reporter.warn,
     )
-    if plan.up_to_date:
-        return EncodeResult(plan.up_to_date_record(), True, dict(plan.up_to_date_record().summary))
     run = EncodeRun(store, options, reporter, source, scan, plan, existing, index, cls, model, Timings(started), image)
-    if options.shard or options.seal:  # sharded jobs meet in the work folder, not on the build lock
-        return _make(run)
-    with store.building(plan) as made:
-        if made is not None:  # an identical run finished it while this one waited
-            return EncodeResult(made, True, dict(made.summary))
-        return _make(run)
+    missing: list[int] = []
+
+    def work() -> bool:
+        missing.extend(_work(run))
+        return not missing
+
+    # Sharded jobs meet in the work folder, not on the build lock; the last to finish seals.
+    built = driver.build([plan], lambda staging: [seal(run, staging[0])], work=work, wait=not (options.shard or options.seal))
+    if not built.finished:
+        counts = {"items": len(scan.keys), "work_shards": run.work.shards, "done_shards": run.work.shards - len(missing)}
+        return EncodeResult(None, False, counts, missing)
+    if built.up_to_date:
+        return EncodeResult(built.record, True, dict(built.record.summary))
+    clean_work(store, options.name)
+    if run.truncated:
+        reporter.warn(f"{run.truncated} text(s) exceed the model's maximum length and were truncated")
+    return EncodeResult(built.record, False, dict(built.record.summary))
 
 
 def _check_gpu_decoding(device: str) -> None:
@@ -160,8 +170,9 @@ def _check_something_to_encode(source: src.Source, scan: Scan) -> None:
 
 
 # ----------------------------------------------------------------------------- making the artifact
-def _make(run: EncodeRun) -> EncodeResult:
-    """Encode what the plan needs (resuming finished work shards), then seal the artifact."""
+def _work(run: EncodeRun) -> list[int]:
+    """Encode the work shards this job owns that are not done yet (resuming finished ones); the
+    work shards still missing after it (other --shard jobs'), refused when sealing (--seal)."""
     options = run.options
     client, device = _connect(run)
     work = _place(run, device)
@@ -172,27 +183,14 @@ def _make(run: EncodeRun) -> EncodeResult:
         run.reporter.info(f"resuming: {len(mine) - len(todo)} of {len(mine)} work shards already done")
     backend = _encode(run, client, todo)
     run.preprocess = _preprocess(run, backend)
-
     missing = work.missing()
-    if missing:
-        if options.seal:
-            owners = sorted({s % jobs + 1 for s in missing}) if jobs > 1 else None
-            raise DataError(
-                f"cannot seal {options.name!r}: {len(missing)} of {work.shards} work shards are missing "
-                f"(e.g. {missing[:5]}) in {work.path}; run the --shard jobs first" + (f" ({owners})" if owners else "")
-            )
-        counts = {"items": len(run.scan.keys), "work_shards": work.shards, "done_shards": work.shards - len(missing)}
-        return EncodeResult(None, False, counts, missing)
-
-    with run.store.lock():  # one sealer at a time; another shard job may have sealed already
-        done = run.store.get("embeddings", options.name)
-        if done is not None and run.store.current(done, run.plan.input_fingerprint):
-            return EncodeResult(done, True, dict(done.summary))
-        record = seal(run)
-        clean_work(run.store, options.name)
-    if run.truncated:
-        run.reporter.warn(f"{run.truncated} text(s) exceed the model's maximum length and were truncated")
-    return EncodeResult(record, False, dict(record.summary))
+    if missing and options.seal:
+        owners = sorted({s % jobs + 1 for s in missing}) if jobs > 1 else None
+        raise DataError(
+            f"cannot seal {options.name!r}: {len(missing)} of {work.shards} work shards are missing "
+            f"(e.g. {missing[:5]}) in {work.path}; run the --shard jobs first" + (f" ({owners})" if owners else "")
+        )
+    return missing
 
 
 def _connect(run: EncodeRun) -> tuple[Any, str]:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from embedtab import bounds, tables
-from embedtab.artifacts import ArtifactRecord, ArtifactStore
+from embedtab.artifacts import ArtifactRecord, ArtifactStore, Driver, Made, RunMode
 from embedtab.device import array_module, gpu_arrays_available
 from embedtab.errors import DataError, UsageError
 from embedtab.reduce.fit import FitSetup, fit_pass, sample_rows
@@ -215,63 +216,64 @@ def _projection_info(
     return info
 
 
-def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILENT) -> ReduceResult:
+def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILENT, mode: RunMode | None = None) -> ReduceResult:
     """Fit a PCA on the source (or --fit-on) and project the source with it: both artifacts or neither."""
     job = _reduction(store, options)
     fit_inputs = [job.source] if job.fit_record is job.source else [job.source, job.fit_record]
-    proj_plan, emb_plan = (
-        store.plan(
+    driver = Driver(store, mode)
+    plans = [
+        driver.plan(
             kind, job.name, stage, job.params, input_artifacts=fit_inputs, force=options.force, packages=_PACKAGES, warn=reporter.warn
         )
         for kind, stage in (("projections", "reduce fit"), ("embeddings", "reduce transform"))
-    )
-    if proj_plan.up_to_date and emb_plan.up_to_date:
-        return ReduceResult(proj_plan.up_to_date_record(), emb_plan.up_to_date_record(), True)
+    ]
+    built = driver.build(plans, lambda staging: _fit_and_transform(store, job, options, staging, reporter))
+    projection, embeddings = built.records
+    return ReduceResult(projection, embeddings, built.up_to_date)
 
-    with store.building(emb_plan) as made:  # one build of this name at a time (see ArtifactStore.building)
-        if made is not None:
-            return ReduceResult(store.require("projections", job.name), made, True)
-        for record in {job.source.name: job.source, job.fit_record.name: job.fit_record}.values():
-            store.verify(record)  # a damaged input is refused, never fitted on
-        device = "cuda" if job.backend == "cuml" or (job.backend == "streaming" and gpu_arrays_available()) else "cpu"
-        xp = array_module(device == "cuda")
-        reuse = job.fit_record is job.source and not job.sample_size  # only then can kept rows spare the transform a read
-        keep_rows = _keep_rows(job.memory, job.in_dim, device, job.backend) if reuse else 0
-        reporter.info(
-            f"fitting PCA on {job.fit_rows:,} x {job.in_dim} ({'sample of ' + options.source if job.sample_size else job.fit_record.name}) "
-            f"with {job.backend} on {device}"
-        )
-        started = time.time()
-        sample = sample_rows(job.total, job.sample_size, options.seed) if job.sample_size else None
-        spectrum, kept = fit_pass(store, FitSetup(job.fit_record, sample, job.backend, job.in_dim, xp, keep_rows, reuse), reporter)
-        dims, projection = _projection(spectrum, options, job.in_dim)
-        fit_seconds = time.time() - started
-        kept_rows = sum(count for _, _, count, _ in kept.parts) if kept is not None else 0
-        info = _projection_info(job, options, dims, spectrum, projection, device, kept_rows)
-        # Transform first, publish both after: a NaN in the rows to transform leaves nothing behind.
-        with store.staging(proj_plan) as proj_staging, store.staging(emb_plan) as emb_staging:
-            projection.save(proj_staging, info)
-            rows = project_parts(store, job.source, projection, emb_staging, xp, kept, reporter)
-            del kept
-            write_sidecars(emb_staging, embeddings_meta(job.source, job.name, projection))
-            proj_record = store.prepare(
-                proj_plan, proj_staging, metadata=info, summary={"fit_seconds": round(fit_seconds, 3)}, device=device
-            )
-            # The reduced vectors also depend on the projection: record it so `status` can tell staleness.
-            emb_plan.inputs["artifacts"].append({"kind": "projections", "name": job.name, "fingerprint": proj_record.fingerprint})
-            emb_record = store.prepare(
-                emb_plan,
-                emb_staging,
-                metadata=embeddings_meta(job.source, job.name, projection),
-                summary={"rows": rows, "seconds": round(time.time() - started, 3)},
-                device=device,
-            )
-            store.commit([(proj_record, proj_staging), (emb_record, emb_staging)])  # both or neither
-        return ReduceResult(proj_record, emb_record, False)
+
+def _fit_and_transform(
+    store: ArtifactStore, job: _Reduction, options: ReduceOptions, staging: list[Path], reporter: Reporter
+) -> list[Made]:
+    """The projection into staging[0] and the source projected with it into staging[1]. The
+    transform runs before anything is published: a NaN in the rows to transform leaves nothing behind."""
+    for record in {job.source.name: job.source, job.fit_record.name: job.fit_record}.values():
+        store.verify(record)  # a damaged input is refused, never fitted on
+    device = "cuda" if job.backend == "cuml" or (job.backend == "streaming" and gpu_arrays_available()) else "cpu"
+    xp = array_module(device == "cuda")
+    reuse = job.fit_record is job.source and not job.sample_size  # only then can kept rows spare the transform a read
+    keep_rows = _keep_rows(job.memory, job.in_dim, device, job.backend) if reuse else 0
+    reporter.info(
+        f"fitting PCA on {job.fit_rows:,} x {job.in_dim} ({'sample of ' + options.source if job.sample_size else job.fit_record.name}) "
+        f"with {job.backend} on {device}"
+    )
+    started = time.time()
+    sample = sample_rows(job.total, job.sample_size, options.seed) if job.sample_size else None
+    spectrum, kept = fit_pass(store, FitSetup(job.fit_record, sample, job.backend, job.in_dim, xp, keep_rows, reuse), reporter)
+    dims, projection = _projection(spectrum, options, job.in_dim)
+    fit_seconds = time.time() - started
+    kept_rows = sum(count for _, _, count, _ in kept.parts) if kept is not None else 0
+    info = _projection_info(job, options, dims, spectrum, projection, device, kept_rows)
+    proj_staging, emb_staging = staging
+    projection.save(proj_staging, info)
+    rows = project_parts(store, job.source, projection, emb_staging, xp, kept, reporter)
+    del kept
+    meta = embeddings_meta(job.source, job.name, projection)
+    write_sidecars(emb_staging, meta)
+    return [
+        Made(info, {"fit_seconds": round(fit_seconds, 3)}, device),
+        Made(meta, {"rows": rows, "seconds": round(time.time() - started, 3)}, device),
+    ]
 
 
 def apply(
-    store: ArtifactStore, projection_name: str, source_name: str, name: str | None = None, force: bool = False, reporter: Reporter = SILENT
+    store: ArtifactStore,
+    projection_name: str,
+    source_name: str,
+    name: str | None = None,
+    force: bool = False,
+    reporter: Reporter = SILENT,
+    mode: RunMode | None = None,
 ) -> tuple[ArtifactRecord, bool]:
     """Project `source_name` with the saved projection `projection_name` (new items, same space)."""
     proj_record = store.require("projections", projection_name)
@@ -284,7 +286,8 @@ def apply(
         )
     name = name or f"{source_name}-{projection_name}"
     params = {"apply": projection_name, "source": source_name}
-    plan = store.plan(
+    driver = Driver(store, mode)
+    plan = driver.plan(
         "embeddings",
         name,
         "reduce apply",
@@ -295,23 +298,16 @@ def apply(
         refresh=True,
         warn=reporter.warn,
     )
-    if plan.up_to_date:
-        return plan.up_to_date_record(), True
-    with store.building(plan) as made:
-        if made is not None:
-            return made, True
+
+    def make(staging: list[Path]) -> list[Made]:
         store.verify(source)  # a damaged input is refused, never projected
         started = time.time()
         use_gpu = gpu_arrays_available()
-        with store.staging(plan) as staging:
-            rows = project_parts(store, source, projection, staging, array_module(use_gpu), None, reporter)
-            meta = embeddings_meta(source, projection_name, projection)
-            write_sidecars(staging, meta)
-            record = store.publish(
-                plan,
-                staging,
-                metadata={**meta, "projection_fingerprint": proj_record.fingerprint},
-                summary={"rows": rows, "seconds": round(time.time() - started, 3)},
-                device="cuda" if use_gpu else "cpu",
-            )
-        return record, False
+        rows = project_parts(store, source, projection, staging[0], array_module(use_gpu), None, reporter)
+        meta = embeddings_meta(source, projection_name, projection)
+        write_sidecars(staging[0], meta)
+        summary = {"rows": rows, "seconds": round(time.time() - started, 3)}
+        return [Made({**meta, "projection_fingerprint": proj_record.fingerprint}, summary, "cuda" if use_gpu else "cpu")]
+
+    built = driver.build([plan], make)
+    return built.record, built.up_to_date

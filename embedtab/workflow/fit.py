@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from embedtab import tables
-from embedtab.artifacts import ArtifactRecord, ArtifactStore, Plan, owner_tag
+from embedtab.artifacts import ArtifactStore, Made, owner_tag
 from embedtab.device import gpu_dataframes_available
 from embedtab.errors import ConfigError, DataError
 from embedtab.fingerprint import columns_fingerprint, files_fingerprint
@@ -83,26 +83,23 @@ def fit_inputs(store: ArtifactStore, config_path: str, data: Sequence[str], name
     return FitInputs(config, config_path, name, paths, base_dir, side, dtypes, vocabularies, use_gpu, params)
 
 
-def fit_and_publish(
-    store: ArtifactStore, plan: Plan, inputs: FitInputs, reporter: Reporter, *, dask_scheduler: str | None, part_size: int | None
-) -> ArtifactRecord:
-    """Fit in a staging folder and publish it. Categorify writes its statistics while fitting, to a
-    scratch folder beside the staging one (same disk, removed after): only what `save` writes is
-    published."""
+def fit_into(
+    store: ArtifactStore, staging: Path, inputs: FitInputs, reporter: Reporter, *, dask_scheduler: str | None, part_size: int | None
+) -> Made:
+    """Fit into the staging folder (the driver publishes it). Categorify writes its statistics
+    while fitting, to a scratch folder beside the staging one (same disk, removed after): only
+    what `save` writes is published."""
     from embedtab.workflow.compile import Context
 
     with quiet_merlin(), dask_cluster(dask_scheduler, reporter) as cluster:
-        store.staging_root().mkdir(parents=True, exist_ok=True)
-        with store.staging(plan) as staging, tempfile.TemporaryDirectory(dir=store.staging_root(), prefix=f"fit{owner_tag()}") as scratch:
+        with tempfile.TemporaryDirectory(dir=store.staging_root(), prefix=f"fit{owner_tag()}") as scratch:
             ctx = Context(out_path=scratch, base_dir=inputs.base_dir, use_gpu=inputs.use_gpu, vocabulary=inputs.vocabularies)
             workflow, fit_seconds = _fitted_workflow(inputs, ctx, cluster, part_size, reporter)
             cardinalities = _save_checked(workflow, staging, inputs)
-            return store.publish(
-                plan,
-                staging,
-                metadata=_metadata(inputs, workflow, ctx, cluster, cardinalities),
-                summary={"fit_seconds": round(fit_seconds, 3)},
-                device="cuda" if inputs.use_gpu else "cpu",
+            return Made(
+                _metadata(inputs, workflow, ctx, cluster, cardinalities),
+                {"fit_seconds": round(fit_seconds, 3)},
+                "cuda" if inputs.use_gpu else "cpu",
             )
 
 

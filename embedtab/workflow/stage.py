@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from embedtab.artifacts import ArtifactRecord, ArtifactStore
+from embedtab.artifacts import ArtifactRecord, ArtifactStore, Driver, RunMode
 from embedtab.reporting import SILENT, Reporter
 
 # Re-exported: the names this module held before it was split by job.
@@ -34,7 +34,7 @@ from embedtab.workflow.cluster import dask_cluster as dask_cluster
 from embedtab.workflow.describe import derived_aggregates as derived_aggregates
 from embedtab.workflow.describe import embedding_sizes as embedding_sizes
 from embedtab.workflow.describe import oov_counts as oov_counts
-from embedtab.workflow.fit import fit_and_publish, fit_inputs
+from embedtab.workflow.fit import fit_inputs, fit_into
 from embedtab.workflow.inputs import input_schema as input_schema
 from embedtab.workflow.merlin import categorify_paths as categorify_paths
 from embedtab.workflow.merlin import external_folder as external_folder
@@ -43,7 +43,7 @@ from embedtab.workflow.merlin import merlin_installed as merlin_installed
 from embedtab.workflow.merlin import quiet_merlin as quiet_merlin
 from embedtab.workflow.merlin import require_merlin
 from embedtab.workflow.options import FitOptions, TransformOptions  # (declared in options.py)
-from embedtab.workflow.transform import transform_and_publish, transform_inputs
+from embedtab.workflow.transform import transform_inputs, transform_into
 from embedtab.workflow.vocabulary import read_unique_file as read_unique_file
 from embedtab.workflow.vocabulary import vocabulary as vocabulary
 from embedtab.workflow.vocabulary_sources import Vocabularies as Vocabularies
@@ -57,11 +57,12 @@ class FitResult:
     up_to_date: bool
 
 
-def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) -> FitResult:
+def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT, mode: RunMode | None = None) -> FitResult:
     """Fit a workflow config on the data into workflows/<name>/ (see fit.py), unless up to date."""
     require_merlin("fit-workflow")
     inputs = fit_inputs(store, options.config, options.data, options.name)
-    plan = store.plan(
+    driver = Driver(store, mode)
+    plan = driver.plan(
         "workflows",
         inputs.name,
         "fit-workflow",
@@ -72,20 +73,19 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT) 
         packages=_PACKAGES,
         warn=reporter.warn,
     )
-    if plan.up_to_date:
-        return FitResult(plan.up_to_date_record(), True)
-    with store.building(plan) as made:
-        if made is not None:
-            return FitResult(made, True)
-        record = fit_and_publish(store, plan, inputs, reporter, dask_scheduler=options.dask_scheduler, part_size=options.part_size)
-        return FitResult(record, False)
+    scheduler, part_size = options.dask_scheduler, options.part_size
+    built = driver.build(
+        [plan], lambda staging: [fit_into(store, staging[0], inputs, reporter, dask_scheduler=scheduler, part_size=part_size)]
+    )
+    return FitResult(built.record, built.up_to_date)
 
 
-def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporter = SILENT) -> FitResult:
+def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporter = SILENT, mode: RunMode | None = None) -> FitResult:
     """Apply a fitted workflow to the data into datasets/<name>/ (see transform.py), unless up to date."""
     require_merlin("transform")
     inputs = transform_inputs(store, options.workflow, options.data, options.name, mask=options.mask, trust=options.trust_workflow)
-    plan = store.plan(
+    driver = Driver(store, mode)
+    plan = driver.plan(
         "datasets",
         inputs.name,
         "transform",
@@ -98,10 +98,8 @@ def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporte
         warn=reporter.warn,
         trusted=(inputs.record.key,) if inputs.record and options.trust_workflow else (),
     )
-    if plan.up_to_date:
-        return FitResult(plan.up_to_date_record(), True)
-    with store.building(plan) as made:
-        if made is not None:
-            return FitResult(made, True)
-        record = transform_and_publish(store, plan, inputs, reporter, dask_scheduler=options.dask_scheduler, part_size=options.part_size)
-        return FitResult(record, False)
+    scheduler, part_size = options.dask_scheduler, options.part_size
+    built = driver.build(
+        [plan], lambda staging: [transform_into(store, staging[0], inputs, reporter, dask_scheduler=scheduler, part_size=part_size)]
+    )
+    return FitResult(built.record, built.up_to_date)

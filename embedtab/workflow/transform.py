@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from embedtab import tables
-from embedtab.artifacts import ArtifactRecord, ArtifactStore, Plan
+from embedtab.artifacts import ArtifactRecord, ArtifactStore, Made
 from embedtab.device import gpu_dataframes_available
 from embedtab.errors import DataError, UsageError
 from embedtab.fingerprint import columns_fingerprint, file_fingerprint, files_fingerprint, hash_value
@@ -101,14 +101,14 @@ class Masked:
     targets: dict[str, list[tuple[int, bool]]] | None = None  # see mask_dataset.mask_targets
 
 
-def transform_and_publish(
-    store: ArtifactStore, plan: Plan, inputs: TransformInputs, reporter: Reporter, *, dask_scheduler: str | None, part_size: int | None
-) -> ArtifactRecord:
-    """Load the workflow (its files verified first, unless trusted), transform in a staging folder,
-    count what came out and publish it."""
+def transform_into(
+    store: ArtifactStore, staging: Path, inputs: TransformInputs, reporter: Reporter, *, dask_scheduler: str | None, part_size: int | None
+) -> Made:
+    """Load the workflow (its files verified first, unless trusted), transform into the staging
+    folder (the driver publishes it) and count what came out."""
     workflow, _ = load_workflow(store, inputs.workflow, trust=inputs.trust)
     use_gpu = gpu_dataframes_available()
-    with quiet_merlin(), dask_cluster(dask_scheduler, reporter) as cluster, store.staging(plan) as staging:
+    with quiet_merlin(), dask_cluster(dask_scheduler, reporter) as cluster:
         reporter.info(f"transforming {len(inputs.paths)} file(s) with workflow {inputs.workflow!r} ({cluster} Dask)")
         started = time.time()
         masked = _write_transformed(store, staging, inputs, workflow, use_gpu, part_size)
@@ -123,9 +123,7 @@ def transform_and_publish(
             "rows": rows,
             "masking": {"spec": inputs.masking, "masked_rows": masked.rows} if inputs.mask else None,
         }
-        return store.publish(
-            plan, staging, metadata=metadata, summary=_summary(rows, seconds, oov, masked), device="cuda" if use_gpu else "cpu"
-        )
+        return Made(metadata, _summary(rows, seconds, oov, masked), "cuda" if use_gpu else "cpu")
 
 
 def _write_transformed(
