@@ -12,7 +12,7 @@ BIN            = $(VENV)/bin
 STAMP          = $(VENV)/.embedtab-installed
 MODERN_STAMP   = $(MODERN)/.embedtab-installed
 
-.PHONY: setup setup-modern demo test test-pinned test-modern lint clean-demo
+.PHONY: setup setup-modern demo day2 test test-pinned test-modern lint clean-demo
 
 setup: $(STAMP)
 
@@ -34,6 +34,17 @@ $(MODERN_STAMP): pyproject.toml
 demo: setup
 	EMBEDTAB_ARTIFACTS=artifacts-demo HF_HUB_OFFLINE=1 $(BIN)/embedtab run configs/pipeline.yaml
 	EMBEDTAB_ARTIFACTS=artifacts-demo $(BIN)/embedtab status
+
+## Day 2, the daily update: a copy of configs/ and sample_data/ in ./demo-shop runs the chain
+## (day 1), takes sample_data/next_day/ over (new items with texts and images, new users, day 4),
+## and runs the same command again: only the new work is done and no id moves.
+day2: setup
+	rm -rf demo-shop && mkdir -p demo-shop && cp -r configs demo-shop/ && cp -r sample_data demo-shop/
+	rm -rf demo-shop/sample_data/next_day
+	cd demo-shop && HF_HUB_OFFLINE=1 ../$(BIN)/embedtab run configs/pipeline.yaml -A artifacts
+	cp -r sample_data/next_day/. demo-shop/sample_data/
+	cd demo-shop && HF_HUB_OFFLINE=1 ../$(BIN)/embedtab run configs/pipeline.yaml -A artifacts
+	cd demo-shop && ../$(BIN)/embedtab status -A artifacts
 
 ## The test suite in both environments (what CI runs): the pinned stack runs everything, including
 ## the cross-environment test that hands one artifact directory back and forth with the modern one;
@@ -60,4 +71,4 @@ test-modern: setup-modern
 	$(MODERN)/bin/python -m pytest -q
 
 clean-demo:
-	rm -rf artifacts-demo
+	rm -rf artifacts-demo demo-shop

@@ -72,4 +72,17 @@ def collect(store: ArtifactStore, verify: bool = False) -> dict[str, Any]:
             for name, keys in store.unfinished_work("embeddings").items()
         ],
         "reclaimable_bytes": store.reclaimable_bytes(),
+        # Per categorified column of each workflow: ids held, added since the fit it replaced, moved
+        # (always 0: a fit that would move one is refused, see embedtab/workflow/growth.py).
+        "id_spaces": id_spaces(manifest.artifacts.values()),
     }
+
+
+def id_spaces(records: Any) -> list[dict[str, Any]]:
+    """The id spaces the workflows recorded (workflows fitted by earlier releases recorded none)."""
+    return [
+        {"workflow": record.name, "column": column, **space}
+        for record in sorted(records, key=lambda r: r.name)
+        if record.kind == "workflows"
+        for column, space in record.metadata.get("id_spaces", {}).items()
+    ]

@@ -25,9 +25,18 @@ def encoded(record: ArtifactRecord) -> list[str]:
     return lines
 
 
-def reduced(projection: ArtifactRecord) -> list[str]:
-    """`reduce`: dims, backend, the variance kept and its curve, the saved projection."""
+def reduced(projection: ArtifactRecord, embeddings: ArtifactRecord | None = None) -> list[str]:
+    """`reduce`: dims, backend, the variance kept and its curve, the saved projection; or, for an
+    update, the kept projection and the vectors reused."""
     info = projection.metadata
+    if projection.summary.get("kept") and embeddings is not None:
+        done = embeddings.summary
+        return [
+            f"the saved projection re-applied, not refitted ({info['input_dim']} -> {info['dims']} dims, "
+            f"{info['explained_variance_ratio_total']:.1%} of the variance; --force refits)",
+            f"{done.get('reused', 0):,} of {done.get('rows', 0):,} vectors kept bit for bit (their items did not change), "
+            f"{done.get('rows', 0) - done.get('reused', 0):,} projected",
+        ]
     curve = "  ".join(f"{k}:{v:.0%}" for k, v in info.get("explained_variance_curve", {}).items())
     return [
         f"{info['input_dim']} -> {info['dims']} dims with {info['backend']} on {info.get('device', 'cpu')}: "
@@ -52,10 +61,16 @@ def fitted(record: ArtifactRecord) -> list[str]:
     cards = record.metadata.get("cardinalities", {})
     if not cards:
         return ["no categorical columns"]
-    return [
+    lines = [
         "cardinalities (default embedding dim): "
         + ", ".join(f"{column} {sizes['cardinality']:,} ({sizes['embedding_dim']})" for column, sizes in cards.items())
     ]
+    grown = {column: space for column, space in record.metadata.get("id_spaces", {}).items() if space.get("grown_from")}
+    if grown:
+        lines.append(
+            "grown from the earlier fit, every earlier id kept: " + ", ".join(f"{column} +{s['added']:,}" for column, s in grown.items())
+        )
+    return lines
 
 
 def transformed(record: ArtifactRecord) -> list[str]:
@@ -98,7 +113,7 @@ def of_stage(command: str, record: ArtifactRecord, projection: ArtifactRecord | 
     if command.startswith("encode"):
         return encoded(record)
     if command == "reduce":
-        return reduced(projection) if projection is not None else []
+        return reduced(projection, record) if projection is not None else []
     makers: dict[str, Any] = {"apply": applied, "fit-workflow": fitted, "transform": transformed, "lookup": looked_up}
     return makers[command](record)
 

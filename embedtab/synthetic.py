@@ -8,6 +8,10 @@ Layout written:
     users.parquet          user_id, age (some null), gender, top_category (some null)
     interactions/day_N.parquet   user_id, item_id, timestamp (unix s), device_type, click
     images/<item_id>.jpg   small JPEGs (one missing, one corrupt, on purpose)
+    next_day/              the day after, laid out as above, to copy over it (README, "Day 2"):
+                           items.parquet and users.parquet grown (new ids among the old ones, as a
+                           sorted export has them), images/ of the new items, and
+                           interactions/day_<days+1>.parquet mixing old and new items and users
 
 Deliberate defects, so every stage meets them: null ages, one empty description, one item whose
 image file is missing, one corrupt JPEG, and "new" items that appear only on the last day.
@@ -132,8 +136,11 @@ def generate(
     images: bool = True,
     repeat_fraction: float = 0.0,
     seed: int = 7,
+    next_day_items: int = 6,
+    next_day_users: int = 10,
 ) -> Path:
-    """Write the data set under `out`; same arguments, same data."""
+    """Write the data set under `out` (and its next day under out/next_day unless next_day_items
+    is 0); same arguments, same data."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     items = _items(rng, n_items, repeat_fraction)
@@ -144,7 +151,71 @@ def generate(
         _write_images(rng, items, out / "images", image_size)
     user_ids = _write_users(rng, n_users, out / "users.parquet")
     _write_interactions(rng, items, user_ids, n_items, new_items, days, rows_per_day, out / "interactions")
+    if next_day_items:
+        # Its own generator: the days above stay what they were without a next day.
+        _write_next_day(np.random.default_rng(seed + 1), out, items, user_ids, next_day_items, next_day_users, days, rows_per_day, images)
     return out
+
+
+def _write_next_day(
+    rng: np.random.Generator,
+    out: Path,
+    items: dict,
+    user_ids: np.ndarray,
+    n_new: int,
+    n_new_users: int,
+    days: int,
+    rows: int,
+    images: bool,
+    image_size: int = 48,
+) -> None:
+    """out/next_day/: the catalog and users grown (sorted by id, so new ids land among the old
+    ones), the new items' images, and one more day of interactions, half of them with new items
+    or new users."""
+    taken = set(items["item_id"])
+    new_ids = [int(i) for i in rng.choice(np.array(sorted(set(range(100_000, 1_000_000)) - taken)), size=n_new, replace=False)]
+    new = _items(rng, n_new, 0.0)
+    new["item_id"] = new_ids
+    new["image_path"] = [f"images/{i}.jpg" for i in new_ids]
+    grown = {column: values + new[column] for column, values in items.items()}
+    order = np.argsort(grown["item_id"], kind="stable")
+    grown = {column: [values[i] for i in order] for column, values in grown.items()}
+    folder = out / "next_day"
+    _write(grown, folder / "items.parquet")
+    if images:
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        for item_id, category in zip(new["item_id"], new["category"]):
+            (folder / "images" / f"{item_id}.jpg").write_bytes(_image(rng, category, image_size))
+    users = pq.read_table(out / "users.parquet")
+    new_users = rng.choice(np.array(sorted(set(range(1, 20 * len(user_ids))) - set(user_ids.tolist()))), size=n_new_users, replace=False)
+    more = pa.table(
+        {
+            "user_id": pa.array(new_users, pa.int64()),
+            "age": pa.array(rng.integers(16, 80, size=n_new_users), pa.int64()),
+            "gender": pa.array(rng.choice(["F", "M", "X"], size=n_new_users)),
+            "top_category": pa.array(rng.choice(CATEGORIES, size=n_new_users)),
+        }
+    )
+    all_users = pa.concat_tables([users, more]).sort_by("user_id")
+    pq.write_table(all_users, folder / "users.parquet")
+    everyone = all_users.column("user_id").to_numpy()
+    item_ids = np.asarray(grown["item_id"])
+    item_idx = rng.choice(len(item_ids), size=rows)
+    new_rows = np.flatnonzero(rng.random(rows) < 0.25)
+    item_idx[new_rows] = [int(np.searchsorted(item_ids, i)) for i in rng.choice(new_ids, size=len(new_rows))]
+    user = rng.choice(everyone, size=rows)
+    user[: len(new_users)] = new_users  # every new user shows up
+    table = {
+        "user_id": user.tolist(),
+        "item_id": item_ids[item_idx].tolist(),
+        "timestamp": (DAY0 + days * 86_400 + np.sort(rng.integers(0, 86_400, size=rows))).astype(np.int64).tolist(),
+        "device_type": rng.choice(DEVICES, p=[0.6, 0.3, 0.1], size=rows).tolist(),
+        "click": (rng.random(rows) < 0.3).astype(np.int8).tolist(),
+    }
+    schema = pa.schema(
+        [("user_id", pa.int64()), ("item_id", pa.int64()), ("timestamp", pa.int64()), ("device_type", pa.string()), ("click", pa.int8())]
+    )
+    _write(table, folder / "interactions" / f"day_{days + 1}.parquet", schema)
 
 
 def _write_images(rng: np.random.Generator, items: dict, image_dir: Path, image_size: int) -> None:
@@ -222,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-images", action="store_true")
     parser.add_argument("--repeat-fraction", type=float, default=0.0, help="share of items whose description repeats an earlier one")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--next-day-items", type=int, default=6, help="new items in next_day/ (0: no next day)")
+    parser.add_argument("--next-day-users", type=int, default=10, help="new users in next_day/")
     args = parser.parse_args(argv)
     path = generate(
         args.out,
@@ -234,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         not args.no_images,
         args.repeat_fraction,
         args.seed,
+        args.next_day_items,
+        args.next_day_users,
     )
     print(path)
     return 0

@@ -46,6 +46,7 @@ PARQUET_SUMMARY = "_metadata"
 EMBEDDINGS_INDEX = "_index.parquet"
 EMBEDDINGS_ERRORS = "_errors.parquet"
 EMBEDDINGS_INFO = "_embeddings.json"
+REDUCED_KEYS = "_source_keys.parquet"  # reduced embeddings: the source's content key per id (reduce/update.py)
 LOOKUP_TABLE = "table.parquet"
 LOOKUP_DENSE = "_embeddings.npy"
 LOOKUP_INFO = "_lookup.json"

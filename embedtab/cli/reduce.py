@@ -83,4 +83,6 @@ def reduce(
             }
         )
         return
-    report_result(result.embeddings.record, result.embeddings.up_to_date, False, summaries.reduced(result.projection.record))
+    report_result(
+        result.embeddings.record, result.embeddings.up_to_date, False, summaries.reduced(result.projection.record, result.embeddings.record)
+    )

@@ -78,6 +78,7 @@ def _footer(report: dict) -> None:
             markup=False,
         )
     _print_work(report)
+    _print_id_spaces(report)
     for pending in report["pending"]:
         stdout.print(f"[yellow]interrupted publication pending:[/yellow] {pending} (the next writer finishes it)")
     if report["reclaimable_bytes"]:
@@ -86,6 +87,14 @@ def _footer(report: dict) -> None:
             "(removed by the next command that writes here)",
             markup=False,
         )
+
+
+def _print_id_spaces(report: dict) -> None:
+    by_workflow: dict[str, list[str]] = {}
+    for space in report["id_spaces"]:
+        by_workflow.setdefault(space["workflow"], []).append(f"{space['column']} {space['ids']:,} (+{space['added']:,})")
+    for workflow, spaces in by_workflow.items():
+        stdout.print(f"id spaces of workflows/{workflow} (ids, +added by its last fit; none moved): {', '.join(spaces)}", markup=False)
 
 
 def _print_work(report: dict) -> None:

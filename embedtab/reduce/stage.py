@@ -39,6 +39,8 @@ from embedtab.reduce.options import ReduceOptions, check_backend, parse_memory
 from embedtab.reduce.pca import Projection, Spectrum
 from embedtab.reduce.transform import BLOCK as BLOCK
 from embedtab.reduce.transform import embeddings_meta, project_parts, write_sidecars
+from embedtab.reduce.update import Kept as KeptReduction
+from embedtab.reduce.update import Reuse, copy_projection, kept_reduction, write_source_keys
 from embedtab.reporting import SILENT, Reporter
 
 IN_MEMORY_LIMIT = 256 * 2**20  # auto: inputs above this (as float32) stream on the CPU
@@ -217,19 +219,53 @@ def _projection_info(
 
 
 def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILENT, mode: RunMode | None = None) -> ReduceResult:
-    """Fit a PCA on the source (or --fit-on) and project the source with it: both artifacts or neither."""
+    """Fit a PCA on the source (or --fit-on) and project the source with it: both artifacts or
+    neither. Over an earlier run of the same command whose source changed, the saved projection is
+    re-applied instead of refitted (update.py); --force refits."""
     job = _reduction(store, options)
     fit_inputs = [job.source] if job.fit_record is job.source else [job.source, job.fit_record]
+    kept = kept_reduction(store, job.name, job.params, options.force, job.fit_record is job.source)
     driver = Driver(store, mode)
     plans = [
         driver.plan(
-            kind, job.name, stage, job.params, input_artifacts=fit_inputs, force=options.force, packages=_PACKAGES, warn=reporter.warn
+            kind,
+            job.name,
+            stage,
+            job.params,
+            input_artifacts=fit_inputs,
+            force=options.force,
+            packages=_PACKAGES,
+            refresh=kept is not None,  # a grown source updates the reduction
+            warn=reporter.warn,
         )
         for kind, stage in (("projections", "reduce fit"), ("embeddings", "reduce transform"))
     ]
-    built = driver.build(plans, lambda staging: _fit_and_transform(store, job, options, staging, reporter))
+    if kept is not None:
+        built = driver.build(plans, lambda staging: _update(store, job, kept, staging, reporter))
+    else:
+        built = driver.build(plans, lambda staging: _fit_and_transform(store, job, options, staging, reporter))
     projection, embeddings = built.records
     return ReduceResult(projection, embeddings, built.up_to_date)
+
+
+def _update(store: ArtifactStore, job: _Reduction, kept: KeptReduction, staging: list[Path], reporter: Reporter) -> list[Made]:
+    """The kept projection into staging[0], unchanged; the source projected with it into
+    staging[1], unchanged items with their earlier vectors."""
+    store.verify(job.source)  # a damaged input is refused, never projected
+    proj_staging, emb_staging = staging
+    copy_projection(store, kept, proj_staging)
+    projection = Projection.load(proj_staging)
+    reporter.info(f"updating {job.name!r}: the saved projection applied to {job.source.name!r} (not refitted; --force refits)")
+    started = time.time()
+    use_gpu = gpu_arrays_available()
+    reuse = Reuse(store, kept, job.source)
+    rows = project_parts(store, job.source, projection, emb_staging, array_module(use_gpu), None, reporter, reuse)
+    meta = embeddings_meta(job.source, job.name, projection)
+    write_sidecars(emb_staging, meta)
+    write_source_keys(store, job.source, emb_staging)
+    device = "cuda" if use_gpu else "cpu"
+    summary = {"rows": rows, "reused": len(reuse.index), "seconds": round(time.time() - started, 3), "refitted": False}
+    return [Made(dict(kept.projection.metadata), {"fit_seconds": 0.0, "kept": True}, device), Made(meta, summary, device)]
 
 
 def _fit_and_transform(
@@ -260,6 +296,7 @@ def _fit_and_transform(
     del kept
     meta = embeddings_meta(job.source, job.name, projection)
     write_sidecars(emb_staging, meta)
+    write_source_keys(store, job.source, emb_staging)
     return [
         Made(info, {"fit_seconds": round(fit_seconds, 3)}, device),
         Made(meta, {"rows": rows, "seconds": round(time.time() - started, 3)}, device),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +89,18 @@ def _read_blocks(
 
 
 def project_parts(
-    store: ArtifactStore, source: ArtifactRecord, projection: Projection, staging: Path, xp: Any, kept: Kept | None, reporter: Reporter
+    store: ArtifactStore,
+    source: ArtifactRecord,
+    projection: Projection,
+    staging: Path,
+    xp: Any,
+    kept: Kept | None,
+    reporter: Reporter,
+    reuse: Callable[[pa.Array, np.ndarray], np.ndarray] | None = None,
 ) -> int:
     """Project the source into staging, one output part per source part: the parts the fit kept
-    from memory, the others read again; both in the same blocks (see BLOCK). Returns the rows."""
+    from memory, the others read again; both in the same blocks (see BLOCK). `reuse` puts back
+    earlier vectors of unchanged items (update.py). Returns the rows."""
     finite = Finite(source.name)
     writer = tables.PartWriter(staging, id_column(source))
     done = {path for path, *_ in kept.parts} if kept is not None else set()
@@ -127,7 +135,7 @@ def project_parts(
                 for ids, out, path, suspect in projected(blocks, workers):
                     if suspect is not None:
                         finite.check(ids, suspect)
-                    writer.write(path, ids, out)
+                    writer.write(path, ids, reuse(ids, out) if reuse is not None else out)
                     advance(len(ids))
     finally:
         writer.close()
@@ -147,6 +155,7 @@ def embeddings_meta(source: ArtifactRecord, projection_name: str, projection: Pr
         "normalize": projection.normalize,
         "explained_variance_ratio_total": round(float(projection.explained_variance_ratio.sum()), 6),
         "source": source.name,
+        "source_encoder": source.metadata.get("encoder"),  # what an update checks before reusing a vector
     }
 
 

@@ -38,6 +38,9 @@ class Context:
     # (vocabulary spec, categorified column) -> the values in id order; supplied by the stage, which
     # knows the artifact directory. None: configs with a `vocabulary` cannot be compiled.
     vocabulary: Callable[[cfg.Vocabulary, str], Any] | None = None
+    # (categorified column, the graph before the op or None for raw columns) -> its grown vocabulary
+    # for an `append` op, None on a first fit (growth.py)
+    grown: Callable[[str, Any], Any] | None = None
 
 
 def side_table_path(op: cfg.Join, base_dir: Path) -> Path:
@@ -91,6 +94,11 @@ def _apply(node: Any, op: Any, ctx: Context, names: list[str]) -> Any:
             # NVTabular's own mechanism: the values are written as the category file at once and
             # fit skips these columns, so ids follow the given order (first id 2 + OOV slots).
             kwargs["vocabs"] = {name: ctx.vocabulary(op.vocabulary, name) for name in names}
+        if op.append and ctx.grown is not None:
+            # The same mechanism for an append-only refit: earlier values keep their ids (growth.py).
+            grown = {name: ctx.grown(name, None if isinstance(node, list) else node) for name in names}
+            if all(vocab is not None for vocab in grown.values()):
+                kwargs["vocabs"] = grown
         return node >> ops.Categorify(**kwargs)
     if isinstance(op, cfg.Normalize):
         return node >> ops.Normalize(out_dtype=np.dtype(op.out_dtype))

@@ -109,6 +109,21 @@ class Categorify(_Op):
     dtype: Literal["int32", "int64"] | None = None
     encode_type: Literal["joint", "combo"] = "joint"
     vocabulary: Vocabulary | None = None
+    # Append-only: a refit keeps every id of the workflow it replaces and numbers new values after them.
+    append: bool = False
+
+    @model_validator(mode="after")
+    def _append_only(self) -> Categorify:
+        if not self.append:
+            return self
+        if self.vocabulary is not None:
+            raise ValueError("append: a vocabulary from a workflow or table already follows its source; drop append")
+        if self.freq_threshold or self.max_size or self.encode_type == "combo":
+            raise ValueError("append keeps every value it has numbered: drop freq_threshold, max_size and encode_type: combo")
+        if self.num_buckets:
+            # (a grown vocabulary is given to NVTabular as `vocabs`, numbered after one OOV slot)
+            raise ValueError("append cannot be combined with num_buckets (NVTabular 23.08 numbers a grown vocabulary after one OOV id)")
+        return self
 
     @model_validator(mode="after")
     def _fixed_vocabulary(self) -> Categorify:
@@ -387,10 +402,14 @@ class WorkflowConfig(_Model):
     def as_params(self) -> dict[str, Any]:
         """The config as recorded (and fingerprinted); options added after 0.1 are left out when
         unset, so artifacts fitted by 0.1 from the same YAML stay up to date."""
-        return _prune(self.model_dump(mode="json"), ("vocabulary", "ids", "columns"))
+        return _prune(self.model_dump(mode="json"), ("vocabulary", "ids", "columns", "append"))
 
     def masking_spec(self) -> dict[str, Any] | None:
         return self.as_params().get("masking")
+
+    def appended(self) -> bool:
+        """Whether the workflow numbers any column append-only."""
+        return any(isinstance(op, Categorify) and op.append for g in self.features for op in g.ops)
 
     def vocabulary_sources(self) -> list[Vocabulary]:
         return [op.vocabulary for g in self.features for op in g.ops if isinstance(op, Categorify) and op.vocabulary]
@@ -398,7 +417,7 @@ class WorkflowConfig(_Model):
 
 def _prune(value: Any, keys: tuple[str, ...]) -> Any:
     if isinstance(value, dict):
-        return {k: _prune(v, keys) for k, v in value.items() if not (k in keys and v is None)}
+        return {k: _prune(v, keys) for k, v in value.items() if not (k in keys and v in (None, False))}
     if isinstance(value, list):
         return [_prune(v, keys) for v in value]
     return value

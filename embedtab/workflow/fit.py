@@ -24,6 +24,7 @@ from embedtab.workflow.checks import check_config_against_data, check_groupby, c
 from embedtab.workflow.cluster import dask_cluster
 from embedtab.workflow.config import WorkflowConfig, load_config
 from embedtab.workflow.describe import derived_aggregates, embedding_sizes, schema_summary
+from embedtab.workflow.growth import Growth
 from embedtab.workflow.inputs import count_rows, dataset, input_schema
 from embedtab.workflow.merlin import quiet_merlin
 from embedtab.workflow.vocabulary_sources import Vocabularies
@@ -43,6 +44,7 @@ class FitInputs:
     side_tables: list[Path]
     dtypes: dict[str, Any]  # column -> dtype of the data
     vocabularies: Vocabularies
+    growth: Growth  # the earlier fit of this workflow and what the refit must keep of it
     use_gpu: bool
     params: dict[str, Any]  # the recipe the plan records
 
@@ -61,7 +63,7 @@ class FitInputs:
         }
 
 
-def fit_inputs(store: ArtifactStore, config_path: str, data: Sequence[str], name: str | None) -> FitInputs:
+def fit_inputs(store: ArtifactStore, config_path: str, data: Sequence[str], name: str | None, force: bool = False) -> FitInputs:
     """Load the config, find the data, check one against the other and resolve the vocabulary
     sources (a workflow's sources are artifacts the plan must know of)."""
     from embedtab.workflow.compile import side_table_path
@@ -79,8 +81,9 @@ def fit_inputs(store: ArtifactStore, config_path: str, data: Sequence[str], name
     if name in [r.name for r in vocabularies.records]:
         raise ConfigError(f"{config_path}: workflow {name!r} cannot take a vocabulary from itself")
     use_gpu = gpu_dataframes_available()
+    growth = Growth(store, config, name, paths, force, use_gpu)
     params = {"config": config.as_params(), "config_path": str(config_path), "data": [str(p) for p in paths]}
-    return FitInputs(config, config_path, name, paths, base_dir, side, dtypes, vocabularies, use_gpu, params)
+    return FitInputs(config, config_path, name, paths, base_dir, side, dtypes, vocabularies, growth, use_gpu, params)
 
 
 def fit_into(
@@ -93,11 +96,15 @@ def fit_into(
 
     with quiet_merlin(), dask_cluster(dask_scheduler, reporter) as cluster:
         with tempfile.TemporaryDirectory(dir=store.staging_root(), prefix=f"fit{owner_tag()}") as scratch:
-            ctx = Context(out_path=scratch, base_dir=inputs.base_dir, use_gpu=inputs.use_gpu, vocabulary=inputs.vocabularies)
+            ctx = Context(
+                out_path=scratch, base_dir=inputs.base_dir, use_gpu=inputs.use_gpu, vocabulary=inputs.vocabularies, grown=inputs.growth
+            )
             workflow, fit_seconds = _fitted_workflow(inputs, ctx, cluster, part_size, reporter)
             cardinalities = _save_checked(workflow, staging, inputs)
+            # No earlier id moved (columns numbered by another workflow follow it: its own fit guards them).
+            id_spaces = inputs.growth.check(staging, [c for c in cardinalities if c not in inputs.vocabularies.used])
             return Made(
-                _metadata(inputs, workflow, ctx, cluster, cardinalities),
+                {**_metadata(inputs, workflow, ctx, cluster, cardinalities), "id_spaces": id_spaces},
                 {"fit_seconds": round(fit_seconds, 3)},
                 "cuda" if inputs.use_gpu else "cpu",
             )

@@ -60,7 +60,7 @@ class FitResult:
 def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT, mode: RunMode | None = None) -> FitResult:
     """Fit a workflow config on the data into workflows/<name>/ (see fit.py), unless up to date."""
     require_merlin("fit-workflow")
-    inputs = fit_inputs(store, options.config, options.data, options.name)
+    inputs = fit_inputs(store, options.config, options.data, options.name, options.force)
     driver = Driver(store, mode)
     plan = driver.plan(
         "workflows",
@@ -71,8 +71,13 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT, 
         input_artifacts=inputs.vocabularies.records,
         force=options.force,
         packages=_PACKAGES,
+        # An append-only workflow grows with its data (growth.py): new data is an update, not a replacement.
+        refresh=inputs.config.appended(),
+        refresh_ignore=("data",),
         warn=reporter.warn,
     )
+    if plan.existing is not None and not plan.up_to_date:
+        inputs.growth.refuse_damaged(same_inputs=plan.existing.input_fingerprint == plan.input_fingerprint)
     scheduler, part_size = options.dask_scheduler, options.part_size
     built = driver.build(
         [plan], lambda staging: [fit_into(store, staging[0], inputs, reporter, dask_scheduler=scheduler, part_size=part_size)]
@@ -95,6 +100,7 @@ def transform(store: ArtifactStore, options: TransformOptions, reporter: Reporte
         force=options.force,
         packages=_PACKAGES,
         refresh=True,
+        refresh_ignore=("data",),  # a folder or glob that grew (a new day) is an update
         warn=reporter.warn,
         trusted=(inputs.record.key,) if inputs.record and options.trust_workflow else (),
     )

@@ -1,0 +1,194 @@
+"""Ids that never move: append-only vocabularies, and the guard on every refit.
+
+A trained model's id embeddings, the lookup tables and any index over item vectors are indexed by
+Categorify id, so once a workflow has numbered a value its id must not change. NVTabular numbers
+a vocabulary afresh on each fit (by frequency), so adding three items renumbers the rest.
+
+`categorify: {append: true}`: when the workflow is refitted over an earlier fit of itself, each
+such column is given to NVTabular as `vocabs=` (its own mechanism: the saved workflow holds the
+vocabulary, and plain `nvtabular.Workflow.load` applies it): the earlier values in their id order,
+then the values new in the data in order of first appearance. Known values keep their ids, new ones
+take the next ids, unseen ones stay out of vocabulary, and a value that left the data keeps its id.
+The first fit is NVTabular's own.
+
+Every refit that is not forced is checked after the fit, append or not: an earlier value whose id
+changed or vanished refuses the fit (nothing is published), naming how many and examples;
+`--force` renumbers from scratch. The workflow's metadata records per id space how many ids it
+holds, how many were added since the fit it replaced and that none moved (`embedtab status`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from embedtab import tables
+from embedtab.artifacts import ArtifactRecord, ArtifactStore, workflow_vocabulary
+from embedtab.errors import DataError, IntegrityError
+from embedtab.workflow.config import WorkflowConfig
+from embedtab.workflow.vocabulary import Vocabulary, read_unique_file
+
+
+class Growth:
+    """The earlier fit of a workflow (if any, and not forced) and what the refit must keep of it."""
+
+    def __init__(self, store: ArtifactStore, config: WorkflowConfig, name: str, paths: list[Path], force: bool, use_gpu: bool = False):
+        self.store, self.name, self.paths, self.use_gpu = store, name, paths, use_gpu
+        self.appended = config.appended()
+        self.previous: ArtifactRecord | None = None if force else store.get("workflows", name)
+        self.intact = False
+        self.damage: IntegrityError | None = None  # why the earlier fit cannot be read
+        self.grown: dict[str, int] = {}  # column -> ids the earlier fit held, for the grown columns
+        if self.previous is not None:
+            try:
+                store.verify(self.previous)
+                self.intact = True
+            except IntegrityError as exc:
+                self.damage = exc
+
+    def refuse_damaged(self, same_inputs: bool) -> None:
+        """A damaged earlier fit of an append-only workflow is rebuilt only where that gives the
+        same ids: from the same data, when it was a first fit (NVTabular numbers the same data the
+        same way). Growing from it would keep wrong ids, and a fresh fit of other data renumbers."""
+        if self.damage is None or not self.appended or self.previous is None:
+            return
+        first_fit = not any(space.get("grown_from") for space in self.previous.metadata.get("id_spaces", {}).values())
+        if same_inputs and first_fit:
+            return
+        raise IntegrityError(
+            f"{self.damage}; the ids of workflow {self.name!r} cannot grow from it: restore it, or pass --force to renumber from scratch"
+        )
+
+    def earlier(self, column: str) -> Vocabulary | None:
+        """The earlier fit's vocabulary of `column` (values and ids), None if it had none."""
+        if self.previous is None or not self.intact:
+            return None
+        cards = self.previous.metadata.get("cardinalities", {})
+        path = self.store.path("workflows", self.name) / workflow_vocabulary(column)
+        if column not in cards or not path.is_file() or column not in pq.read_schema(path).names:
+            return None
+        return read_unique_file(path, column, cards[column]["cardinality"])
+
+    def __call__(self, column: str, node: Any = None) -> Any:
+        """The grown vocabulary of an append column for `vocabs=` (a pandas Series in id order), or
+        None on a first fit (NVTabular numbers it). `node`: the graph that makes the column from the
+        data (ops before the categorify, a join), None when it is a raw input column."""
+        import pandas as pd
+
+        if self.previous is None or not self.intact:
+            return None
+        earlier = self.earlier(column)
+        seen = self._distinct(column) if node is None else self._derived(column, node)
+        if earlier is None:
+            values = seen
+        else:
+            if len(earlier.ids) and not np.array_equal(earlier.ids, np.arange(earlier.ids[0], earlier.ids[0] + len(earlier.ids))):
+                raise DataError(
+                    f"workflow {self.name!r}: the ids of {column!r} are not consecutive; they cannot grow (pass --force to renumber)"
+                )
+            order = np.argsort(earlier.ids, kind="stable")
+            known = earlier.values.take(pa.array(order))
+            seen = _same_type(seen, known.type, column, self.name)
+            values = pa.concat_arrays([known, seen.filter(pc.invert(pc.is_in(seen, value_set=known)))])
+            self.grown[column] = len(known)
+        return pd.Series(values.to_pandas(), name=column)
+
+    def _distinct(self, column: str) -> pa.Array:
+        """The column's distinct non-null values in the data, in order of first appearance (files in order)."""
+        uniques = [tables.read_column(path, column).unique() for path in self.paths]
+        if not uniques:
+            return pa.array([])
+        try:
+            return pa.chunked_array(uniques).unique().drop_null()
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            kinds = ", ".join(sorted({str(u.type) for u in uniques}))
+            raise DataError(f"{column}: the data files hold it as different types ({kinds})") from None
+
+    def _derived(self, column: str, node: Any) -> pa.Array:
+        """The distinct values of a column the graph derives (a bucketized age, a joined column),
+        in order of first appearance: the graph before the categorify run by NVTabular itself."""
+        import nvtabular as nvt
+        import pandas as pd
+
+        from embedtab.workflow.inputs import dataset
+
+        data = dataset(self.paths, self.use_gpu, None)
+        workflow = nvt.Workflow(node)
+        workflow.fit(data)  # (only what precedes the categorify: stateless ops, or statistics it needs)
+        values = workflow.transform(data).to_ddf()[column].compute()
+        values = values.to_pandas() if hasattr(values, "to_pandas") else values
+        return pa.array(pd.unique(values.dropna()))
+
+    def check(self, saved: Path, columns: list[str]) -> dict[str, dict[str, Any]]:
+        """After the fit: refuse it if any earlier id moved (every such column named); the id
+        spaces for the metadata."""
+        spaces: dict[str, dict[str, Any]] = {}
+        moves: list[str] = []
+        for column in columns:
+            path = saved / workflow_vocabulary(column)
+            if not path.is_file() or column not in pq.read_schema(path).names:
+                continue  # a joint or combo vocabulary (one file over several columns): not an id space of one column
+            now = read_unique_file(path, column, 1 << 62)
+            earlier = self.earlier(column)
+            if earlier is not None:
+                moved = _moved(column, earlier, now)
+                if moved:
+                    moves.append(moved)
+            spaces[column] = {
+                "ids": int(len(now.ids)),
+                "added": int(len(now.ids) - (len(earlier.ids) if earlier is not None else 0)),
+                "moved": 0,
+                "grown_from": self.previous.fingerprint if earlier is not None and self.previous is not None else None,
+            }
+        if moves:
+            raise DataError(
+                f"refitting workflow {self.name!r} would move {'; '.join(moves)}; nothing was written. Declare `append: true` "
+                "on its categorify ops to keep them, or pass --force to renumber (every model, dataset and lookup built "
+                "on the old ids must then be rebuilt)"
+            )
+        return spaces
+
+
+def _moved(column: str, earlier: Vocabulary, now: Vocabulary) -> str | None:
+    """'N of M <column> ids (examples)' when earlier values got other ids or none; else None."""
+    import pandas as pd
+
+    try:
+        current = now.values.cast(earlier.values.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        current = now.values
+    index = pd.Index(current.to_pandas())
+    position = index.get_indexer(earlier.values.to_pandas()) if len(index) else np.full(len(earlier.ids), -1)
+    new_ids = np.where(position >= 0, now.ids[np.maximum(position, 0)] if len(now.ids) else -1, -1)
+    moved = np.flatnonzero(new_ids != earlier.ids)
+    if not len(moved):
+        return None
+    examples = ", ".join(
+        f"{earlier.values[int(i)].as_py()!r}: {int(earlier.ids[i])} -> {int(new_ids[i]) if new_ids[i] >= 0 else 'gone'}" for i in moved[:3]
+    )
+    return f"{len(moved):,} of {len(earlier.ids):,} {column} ids ({examples})"
+
+
+def _same_type(values: pa.Array, known: pa.DataType, column: str, workflow: str) -> pa.Array:
+    """The data's values as the earlier vocabulary's type, where no value changes; else DataError."""
+    if values.type == known:
+        return values
+    numeric = (pa.types.is_integer, pa.types.is_floating)
+    strings = (pa.types.is_string, pa.types.is_large_string)
+    same_kind = (any(f(values.type) for f in numeric) and any(f(known) for f in numeric)) or (
+        any(f(values.type) for f in strings) and any(f(known) for f in strings)
+    )
+    if same_kind:
+        try:
+            return values.cast(known)  # a safe cast: 3.5 or an overflow is an error
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    raise DataError(
+        f"{column}: workflow {workflow!r} numbered {known} values and the data's {column} is {values.type}; "
+        "ids cannot grow across a type change: convert the column back, or pass --force to renumber from scratch"
+    )

@@ -1,0 +1,63 @@
+"""reduce over a grown source: the saved projection is re-applied, never refitted, and unchanged
+items keep their reduced bytes (embedtab/reduce/update.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from embedtab import reduce, tables
+from embedtab.encode import TextOptions, run_text
+from embedtab.reduce import ReduceOptions
+
+
+def write_catalog(path, ids, titles):
+    pq.write_table(pa.table({"item_id": pa.array(ids, pa.int64()), "title": pa.array(titles)}), path)
+
+
+def vectors_by_id(store, name) -> dict[int, bytes]:
+    table = tables.read_parts(tables.part_files(store.path("embeddings", name)))
+    return {i: v.tobytes() for i, v in zip(table.column("item_id").to_pylist(), tables.vectors(table))}
+
+
+def test_a_grown_source_is_projected_with_the_saved_projection_and_old_rows_keep_their_bytes(store, tmp_path):
+    path = tmp_path / "catalog.parquet"
+    ids = list(range(100, 160))
+    titles = [f"item number {i}: a {['red', 'green', 'blue'][i % 3]} {['lamp', 'chair', 'mug', 'sofa'][i % 4]}" for i in ids]
+    write_catalog(path, ids, titles)
+    run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))
+    day1 = reduce.run(store, ReduceOptions("text", dims=8))
+    projection_bytes = (store.path("projections", "text-pca8") / "projection.npz").read_bytes()
+    before = vectors_by_id(store, "text-pca8")
+
+    # Day 2: three new items inserted among the old ones (every later row moves), one title edited.
+    new_ids, new_titles = [5, 999999, 100500], ["a brand new lamp", "a brand new mug", "a brand new chair"]
+    grown_ids = ids[:20] + new_ids + ids[20:]
+    grown_titles = titles[:19] + ["item number 119: now a yellow lamp"] + new_titles + titles[20:]
+    write_catalog(path, grown_ids, grown_titles)
+    encoded = run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))
+    assert encoded.summary["reused"] == 59 and encoded.summary["encoded"] == 4
+
+    day2 = reduce.run(store, ReduceOptions("text", dims=8))  # the same command: an update, no --force
+    assert not day2.up_to_date
+    assert (store.path("projections", "text-pca8") / "projection.npz").read_bytes() == projection_bytes  # not refitted
+    assert day2.projection.metadata == day1.projection.metadata and day2.projection.summary["kept"] is True
+    assert day2.embeddings.summary["reused"] == 59
+    after = vectors_by_id(store, "text-pca8")
+    assert sorted(after) == sorted(grown_ids)
+    unchanged = [i for i in ids if i != 119]
+    assert all(after[i] == before[i] for i in unchanged)  # bit for bit
+    assert after[119] != before[119]  # its text changed: projected afresh
+    source = vectors_by_id(store, "text")
+    from embedtab.reduce import Projection
+
+    projection = Projection.load(store.path("projections", "text-pca8"))
+    fresh = projection.transform(np.stack([np.frombuffer(source[i], np.float32) for i in [119, *new_ids]]), np)
+    got = np.stack([np.frombuffer(after[i], np.float32) for i in [119, *new_ids]])
+    np.testing.assert_allclose(got, fresh, atol=1e-5)
+
+    assert reduce.run(store, ReduceOptions("text", dims=8)).up_to_date
+    refit = reduce.run(store, ReduceOptions("text", dims=8, force=True))  # --force refits on today's source
+    assert refit.projection.metadata["fit_on"]["fingerprint"] == store.get("embeddings", "text").fingerprint
+    assert refit.projection.metadata["fit_on"]["fingerprint"] != day1.projection.metadata["fit_on"]["fingerprint"]
