@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from embedtab import reduce, tables
 from embedtab.encode import TextOptions, run_text
+from embedtab.errors import ArtifactExists
 from embedtab.reduce import ReduceOptions
 
 
@@ -61,3 +63,17 @@ def test_a_grown_source_is_projected_with_the_saved_projection_and_old_rows_keep
     refit = reduce.run(store, ReduceOptions("text", dims=8, force=True))  # --force refits on today's source
     assert refit.projection.metadata["fit_on"]["fingerprint"] == store.get("embeddings", "text").fingerprint
     assert refit.projection.metadata["fit_on"]["fingerprint"] != day1.projection.metadata["fit_on"]["fingerprint"]
+
+
+def test_vectors_of_another_encoder_are_never_projected_with_the_kept_projection(store, tmp_path):
+    path = tmp_path / "catalog.parquet"
+    ids = list(range(40))
+    write_catalog(path, ids, [f"a {['red', 'blue'][i % 2]} thing number {i}" for i in ids])
+    run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))
+    reduce.run(store, ReduceOptions("text", dims=4))
+    # The same items through another encoder setting: another vector space.
+    run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"], normalize=False, force=True))
+    with pytest.raises(ArtifactExists, match="embeddings/text changed|made from other inputs"):
+        reduce.run(store, ReduceOptions("text", dims=4))  # a refit of another space: --force, as before
+    refit = reduce.run(store, ReduceOptions("text", dims=4, force=True))
+    assert refit.projection.summary.get("kept") is None

@@ -224,7 +224,7 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
     re-applied instead of refitted (update.py); --force refits."""
     job = _reduction(store, options)
     fit_inputs = [job.source] if job.fit_record is job.source else [job.source, job.fit_record]
-    kept = kept_reduction(store, job.name, job.params, options.force, job.fit_record is job.source)
+    kept = kept_reduction(store, job.name, job.params, options.force, job.source, job.fit_record is job.source)
     driver = Driver(store, mode)
     plans = [
         driver.plan(

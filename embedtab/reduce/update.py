@@ -40,13 +40,19 @@ class Kept:
     embeddings: ArtifactRecord
 
 
-def kept_reduction(store: ArtifactStore, name: str, params: dict[str, Any], force: bool, fits_on_source: bool) -> Kept | None:
+def kept_reduction(
+    store: ArtifactStore, name: str, params: dict[str, Any], force: bool, source: ArtifactRecord, fits_on_source: bool
+) -> Kept | None:
     """The earlier reduction of this name to update instead of refitting, if there is one: made by
-    the same command (params), fitted on its source, intact; None otherwise (or forced)."""
+    the same command (params), fitted on its source, from vectors of the same encoder (another
+    model's vectors live in another space: the projection is refitted), intact; None otherwise
+    (or forced). Reductions made before updates existed record no encoder: they are refitted once."""
     if force or not fits_on_source:
         return None
     projection, embeddings = store.get("projections", name), store.get("embeddings", name)
     if projection is None or embeddings is None or projection.params != params or embeddings.params != params:
+        return None
+    if "source_encoder" not in embeddings.metadata or embeddings.metadata["source_encoder"] != source.metadata.get("encoder"):
         return None
     if store.damaged_files(projection) or store.damaged_files(embeddings):
         return None  # a damaged reduction is rebuilt, as any damaged artifact is

@@ -43,7 +43,6 @@ class Growth:
         self.previous: ArtifactRecord | None = None if force else store.get("workflows", name)
         self.intact = False
         self.damage: IntegrityError | None = None  # why the earlier fit cannot be read
-        self.grown: dict[str, int] = {}  # column -> ids the earlier fit held, for the grown columns
         if self.previous is not None:
             try:
                 store.verify(self.previous)
@@ -95,7 +94,6 @@ class Growth:
             known = earlier.values.take(pa.array(order))
             seen = _same_type(seen, known.type, column, self.name)
             values = pa.concat_arrays([known, seen.filter(pc.invert(pc.is_in(seen, value_set=known)))])
-            self.grown[column] = len(known)
         return pd.Series(values.to_pandas(), name=column)
 
     def _distinct(self, column: str) -> pa.Array:
