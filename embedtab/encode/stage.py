@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedtab import tables
-from embedtab.artifacts import ArtifactRecord, ArtifactStore, Driver, RunMode
+from embedtab.artifacts import ArtifactRecord, ArtifactStore, Built, Driver, RunMode
 from embedtab.encode import distributed
 from embedtab.encode import sources as src
 from embedtab.encode.inputs import ROWS
@@ -140,14 +140,19 @@ def _run(store: ArtifactStore, options: EncodeOptions, reporter: Reporter, mode:
 
     # Sharded jobs meet in the work folder, not on the build lock; the last to finish seals.
     built = driver.build([plan], lambda staging: [seal(run, staging[0])], work=work, wait=not (options.shard or options.seal))
+    return _result(run, built, missing)
+
+
+def _result(run: EncodeRun, built: Built, missing: list[int]) -> EncodeResult:
+    """What the run did: the shards still missing, the artifact up to date, or the one it made."""
     if not built.finished:
-        counts = {"items": len(scan.keys), "work_shards": run.work.shards, "done_shards": run.work.shards - len(missing)}
+        counts = {"items": len(run.scan.keys), "work_shards": run.work.shards, "done_shards": run.work.shards - len(missing)}
         return EncodeResult(None, False, counts, missing)
     if built.up_to_date:
         return EncodeResult(built.record, True, dict(built.record.summary))
-    clean_work(store, options.name)
+    clean_work(run.store, run.options.name)
     if run.truncated:
-        reporter.warn(f"{run.truncated} text(s) exceed the model's maximum length and were truncated")
+        run.reporter.warn(f"{run.truncated} text(s) exceed the model's maximum length and were truncated")
     return EncodeResult(built.record, False, dict(built.record.summary))
 
 

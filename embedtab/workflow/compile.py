@@ -70,6 +70,34 @@ def _side_table(op: cfg.Join, ctx: Context) -> Any:
     return frame
 
 
+def _categorify(node: Any, op: cfg.Categorify, ctx: Context, names: list[str]) -> Any:
+    """`node >> Categorify`, with a given or grown vocabulary as `vocabs=` where there is one."""
+    import nvtabular as nvt
+
+    kwargs: dict[str, Any] = {
+        "freq_threshold": op.freq_threshold,
+        "max_size": op.max_size,
+        "out_path": ctx.out_path,
+        "encode_type": op.encode_type,
+    }
+    if op.num_buckets is not None:
+        kwargs["num_buckets"] = op.num_buckets
+    if op.dtype is not None:
+        kwargs["dtype"] = op.dtype
+    if op.vocabulary is not None:
+        if ctx.vocabulary is None:
+            raise ConfigError("categorify: a vocabulary needs an artifact directory to resolve it")
+        # NVTabular's own mechanism: the values are written as the category file at once and
+        # fit skips these columns, so ids follow the given order (first id 2 + OOV slots).
+        kwargs["vocabs"] = {name: ctx.vocabulary(op.vocabulary, name) for name in names}
+    if op.append and ctx.grown is not None:
+        # The same mechanism for an append-only refit: earlier values keep their ids (growth.py).
+        grown = {name: ctx.grown(name, None if isinstance(node, list) else node) for name in names}
+        if all(vocab is not None for vocab in grown.values()):
+            kwargs["vocabs"] = grown
+    return node >> nvt.ops.Categorify(**kwargs)
+
+
 def _apply(node: Any, op: Any, ctx: Context, names: list[str]) -> Any:
     """`node >> op`; `names` are the columns the node carries at this point (for vocabularies)."""
     import numpy as np
@@ -78,28 +106,7 @@ def _apply(node: Any, op: Any, ctx: Context, names: list[str]) -> Any:
 
     ops = nvt.ops
     if isinstance(op, cfg.Categorify):
-        kwargs: dict[str, Any] = {
-            "freq_threshold": op.freq_threshold,
-            "max_size": op.max_size,
-            "out_path": ctx.out_path,
-            "encode_type": op.encode_type,
-        }
-        if op.num_buckets is not None:
-            kwargs["num_buckets"] = op.num_buckets
-        if op.dtype is not None:
-            kwargs["dtype"] = op.dtype
-        if op.vocabulary is not None:
-            if ctx.vocabulary is None:
-                raise ConfigError("categorify: a vocabulary needs an artifact directory to resolve it")
-            # NVTabular's own mechanism: the values are written as the category file at once and
-            # fit skips these columns, so ids follow the given order (first id 2 + OOV slots).
-            kwargs["vocabs"] = {name: ctx.vocabulary(op.vocabulary, name) for name in names}
-        if op.append and ctx.grown is not None:
-            # The same mechanism for an append-only refit: earlier values keep their ids (growth.py).
-            grown = {name: ctx.grown(name, None if isinstance(node, list) else node) for name in names}
-            if all(vocab is not None for vocab in grown.values()):
-                kwargs["vocabs"] = grown
-        return node >> ops.Categorify(**kwargs)
+        return _categorify(node, op, ctx, names)
     if isinstance(op, cfg.Normalize):
         return node >> ops.Normalize(out_dtype=np.dtype(op.out_dtype))
     if isinstance(op, cfg.NormalizeMinMax):
