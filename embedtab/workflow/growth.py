@@ -50,6 +50,13 @@ class Growth:
             except IntegrityError as exc:
                 self.damage = exc
 
+    @property
+    def owns_ids(self) -> bool:
+        """Whether the workflow numbers an id space append-only, now or in its earlier fit: its
+        refits (new data, or an edited config, even one that drops `append`) are updates that the
+        guard checks, not replacements that need --force."""
+        return self.appended or (self.previous is not None and _declares_append(self.previous.params.get("config")))
+
     def refuse_damaged(self, same_inputs: bool) -> None:
         """A damaged earlier fit of an append-only workflow is rebuilt only where that gives the
         same ids: from the same data, when it was a first fit (NVTabular numbers the same data the
@@ -170,6 +177,15 @@ def _moved(column: str, earlier: Vocabulary, now: Vocabulary) -> str | None:
         f"{earlier.values[int(i)].as_py()!r}: {int(earlier.ids[i])} -> {int(new_ids[i]) if new_ids[i] >= 0 else 'gone'}" for i in moved[:3]
     )
     return f"{len(moved):,} of {len(earlier.ids):,} {column} ids ({examples})"
+
+
+def _declares_append(value: Any) -> bool:
+    """Whether a recorded config (as_params) has a categorify op with `append: true`."""
+    if isinstance(value, dict):
+        return (value.get("op") == "categorify" and value.get("append") is True) or any(_declares_append(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_declares_append(v) for v in value)
+    return False
 
 
 def _same_type(values: pa.Array, known: pa.DataType, column: str, workflow: str) -> pa.Array:

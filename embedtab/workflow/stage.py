@@ -71,9 +71,10 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT, 
         input_artifacts=inputs.vocabularies.records,
         force=options.force,
         packages=_PACKAGES,
-        # An append-only workflow grows with its data (growth.py): new data is an update, not a replacement.
-        refresh=inputs.config.appended(),
-        refresh_ignore=("data",),
+        # A workflow that numbers its ids append-only grows with its data and its config (growth.py):
+        # a refit is an update, checked by the guard (no earlier id moves), not a replacement.
+        refresh=inputs.growth.owns_ids,
+        refresh_ignore=("data", "config", "config_path") if inputs.growth.owns_ids else ("data",),
         warn=reporter.warn,
     )
     if plan.existing is not None and not plan.up_to_date:

@@ -173,3 +173,20 @@ def test_append_refuses_what_would_drop_or_shift_ids(store, catalog, tmp_path, e
     _, path = catalog
     with pytest.raises(ConfigError, match=message):
         stage.fit(store, stage.FitOptions(write_config(tmp_path, config(**extra)), [str(path)], name="item"))
+
+
+def test_dropping_the_append_declaration_is_refused_with_the_ids_it_would_move(store, catalog, tmp_path):
+    items, path = catalog
+    stage.fit(store, stage.FitOptions(write_config(tmp_path, config()), [str(path)], name="item"))
+    grown_catalog(items).to_parquet(path)
+    stage.fit(store, stage.FitOptions(write_config(tmp_path, config()), [str(path)], name="item"))  # day 2: grown
+    before = store.get("workflows", "item").fingerprint
+    plain = write_config(tmp_path, config(append=False), "plain.yaml")  # the declaration removed
+    with pytest.raises(DataError, match=r"would move .*[\d,]+ of 203 item_id ids \(.* -> .*\); nothing was written"):
+        stage.fit(store, stage.FitOptions(plain, [str(path)], name="item"))
+    assert store.get("workflows", "item").fingerprint == before
+    # An edit that moves nothing (another op beside the ids) is an update.
+    extra = config()
+    extra["features"].append({"columns": ["price"], "ops": ["log"]})
+    grown = stage.fit(store, stage.FitOptions(write_config(tmp_path, extra, "extra.yaml"), [str(path)], name="item"))
+    assert not grown.up_to_date and grown.record.metadata["id_spaces"]["item_id"]["added"] == 0
