@@ -77,3 +77,29 @@ def test_vectors_of_another_encoder_are_never_projected_with_the_kept_projection
         reduce.run(store, ReduceOptions("text", dims=4))  # a refit of another space: --force, as before
     refit = reduce.run(store, ReduceOptions("text", dims=4, force=True))
     assert refit.projection.summary.get("kept") is None
+
+
+def test_ids_of_another_type_are_projected_afresh_not_reused(store, tmp_path):
+    path = tmp_path / "catalog.parquet"
+    ids = list(range(40))
+    titles = [f"a {['red', 'blue'][i % 2]} thing number {i}" for i in ids]
+    write_catalog(path, ids, titles)
+    run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))
+    reduce.run(store, ReduceOptions("text", dims=4))
+    pq.write_table(pa.table({"item_id": pa.array([str(i) for i in ids]), "title": pa.array(titles)}), path)
+    run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"], force=True))
+    updated = reduce.run(store, ReduceOptions("text", dims=4))
+    assert updated.embeddings.summary["reused"] == 0 and updated.embeddings.summary["rows"] == 40
+
+
+def test_damaged_reduced_vectors_are_projected_again_not_reused(store, tmp_path):
+    path = tmp_path / "catalog.parquet"
+    ids = list(range(40))
+    write_catalog(path, ids, [f"a {['red', 'blue'][i % 2]} thing number {i}" for i in ids])
+    run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))
+    reduce.run(store, ReduceOptions("text", dims=4))
+    (store.path("embeddings", "text-pca4") / "_source_keys.parquet").unlink()
+    write_catalog(path, [*ids, 99], [*(f"a {['red', 'blue'][i % 2]} thing number {i}" for i in ids), "a new thing"])
+    run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))
+    updated = reduce.run(store, ReduceOptions("text", dims=4))  # the projection is intact: kept, not refitted
+    assert updated.projection.summary["kept"] is True and updated.embeddings.summary["reused"] == 0

@@ -43,6 +43,7 @@ from embedtab.artifacts.layout import (
     WORK,
     check_name,
     lookup_dense_name,
+    workflow_vocabularies,
     workflow_vocabulary,
 )
 from embedtab.artifacts.locks import owner_tag
@@ -102,5 +103,6 @@ __all__ = [
     "now_iso",
     "owner_tag",
     "sha256_file",
+    "workflow_vocabularies",
     "workflow_vocabulary",
 ]

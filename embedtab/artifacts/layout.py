@@ -101,6 +101,15 @@ def workflow_vocabulary(column: str) -> str:
     return f"categories/unique.{column}.parquet"
 
 
+def workflow_vocabularies(directory: Path) -> dict[str, Path]:
+    """column -> its vocabulary file, for every one a fitted workflow folder holds (named by the
+    column the Categorify read, before any rename after it)."""
+    prefix, suffix = workflow_vocabulary("|").split("|")
+    folder = directory / Path(prefix).parent
+    found = sorted(folder.glob(Path(prefix).name + "*" + suffix)) if folder.is_dir() else []
+    return {path.name[len(Path(prefix).name) : -len(suffix)]: path for path in found}
+
+
 def lookup_dense_name(source: str | None = None) -> str:
     """The dense .npy of a lookup: one table, or one per source when several are not concatenated."""
     return LOOKUP_DENSE if source is None else f"_{source}.npy"

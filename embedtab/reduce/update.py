@@ -34,10 +34,12 @@ from embedtab.reduce.rows import id_column
 
 @dataclass
 class Kept:
-    """The reduction being updated: its projection and reduced embeddings, both intact."""
+    """The reduction being updated: its projection (intact) and reduced embeddings, whose vectors
+    are reused only if they are intact too."""
 
     projection: ArtifactRecord
     embeddings: ArtifactRecord
+    reusable: bool = True
 
 
 def kept_reduction(
@@ -54,9 +56,10 @@ def kept_reduction(
         return None
     if "source_encoder" not in embeddings.metadata or embeddings.metadata["source_encoder"] != source.metadata.get("encoder"):
         return None
-    if store.damaged_files(projection) or store.damaged_files(embeddings):
-        return None  # a damaged reduction is rebuilt, as any damaged artifact is
-    return Kept(projection, embeddings)
+    if store.damaged_files(projection):
+        return None  # a damaged projection cannot be kept: refitted, as any damaged artifact is rebuilt
+    # Damaged reduced vectors (or their keys) are not reused: every row is projected again.
+    return Kept(projection, embeddings, reusable=not store.damaged_files(embeddings))
 
 
 def copy_projection(store: ArtifactStore, kept: Kept, staging: Path) -> None:
@@ -90,12 +93,13 @@ class Reuse:
         today = store.path(source.kind, source.name) / EMBEDDINGS_INDEX
         keys = earlier / REDUCED_KEYS
         same_encoder = kept.embeddings.metadata.get("source_encoder") == source.metadata.get("encoder")
-        if not (same_encoder and keys.is_file() and today.is_file()):
+        if not (kept.reusable and same_encoder and keys.is_file() and today.is_file()):
             return
         column = id_column(source)
-        before = pq.read_table(keys).to_pandas()
-        now = pq.read_table(today, columns=[column, "key"]).to_pandas()
-        same = before.merge(now, on=[column, "key"], how="inner")  # (ids are unique in an artifact)
+        before, now = pq.read_table(keys), pq.read_table(today, columns=[column, "key"])
+        if column not in before.column_names or before.schema.field(column).type != now.schema.field(column).type:
+            return  # the ids changed type (or column): nothing is the same item any more
+        same = before.to_pandas().merge(now.to_pandas(), on=[column, "key"], how="inner")  # (ids are unique in an artifact)
         if same.empty:
             return
         vectors = np.concatenate([x for _, x, _ in tables.iter_embeddings(tables.part_files(earlier), column)])

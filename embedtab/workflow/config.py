@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from embedtab.errors import ConfigError
 from embedtab.yamlfile import MAX_BYTES, MAX_DEPTH, MAX_VALUES, clip, read_yaml, shown, yaml_line  # noqa: F401 (re-exported)
@@ -110,7 +110,7 @@ class Categorify(_Op):
     encode_type: Literal["joint", "combo"] = "joint"
     vocabulary: Vocabulary | None = None
     # Append-only: a refit keeps every id of the workflow it replaces and numbers new values after them.
-    append: bool = False
+    append: StrictBool = False  # (true or false, not 'yes' or 1)
 
     @model_validator(mode="after")
     def _append_only(self) -> Categorify:

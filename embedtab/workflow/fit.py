@@ -26,7 +26,7 @@ from embedtab.workflow.config import WorkflowConfig, load_config
 from embedtab.workflow.describe import derived_aggregates, embedding_sizes, schema_summary
 from embedtab.workflow.growth import Growth
 from embedtab.workflow.inputs import count_rows, dataset, input_schema
-from embedtab.workflow.merlin import quiet_merlin
+from embedtab.workflow.merlin import null_hint, quiet_merlin
 from embedtab.workflow.vocabulary_sources import Vocabularies
 
 
@@ -102,7 +102,7 @@ def fit_into(
             workflow, fit_seconds = _fitted_workflow(inputs, ctx, cluster, part_size, reporter)
             cardinalities = _save_checked(workflow, staging, inputs)
             # No earlier id moved (columns numbered by another workflow follow it: its own fit guards them).
-            id_spaces = inputs.growth.check(staging, [c for c in cardinalities if c not in inputs.vocabularies.used])
+            id_spaces = inputs.growth.check(staging, skip=set(inputs.vocabularies.used))
             return Made(
                 {**_metadata(inputs, workflow, ctx, cluster, cardinalities), "id_spaces": id_spaces},
                 {"fit_seconds": round(fit_seconds, 3)},
@@ -126,8 +126,8 @@ def _fitted_workflow(inputs: FitInputs, ctx: Any, cluster: str, part_size: int |
     started = time.time()
     try:
         workflow.fit(dataset(inputs.paths, inputs.use_gpu, part_size))
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise DataError(f"fitting {inputs.config_path} on {inputs.paths[0].name}: {type(exc).__name__}: {exc}") from None
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
+        raise DataError(f"fitting {inputs.config_path} on {inputs.paths[0].name}: {type(exc).__name__}: {exc}{null_hint(exc)}") from None
     return workflow, time.time() - started
 
 

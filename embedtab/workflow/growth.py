@@ -28,40 +28,56 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from embedtab import tables
-from embedtab.artifacts import ArtifactRecord, ArtifactStore, workflow_vocabulary
+from embedtab.artifacts import ArtifactRecord, ArtifactStore, workflow_vocabularies
 from embedtab.errors import DataError, IntegrityError
 from embedtab.workflow.config import WorkflowConfig
 from embedtab.workflow.vocabulary import Vocabulary, read_unique_file
 
 
 class Growth:
-    """The earlier fit of a workflow (if any, and not forced) and what the refit must keep of it."""
+    """The earlier fit of a workflow and what a refit must keep of it (see the module docstring).
+
+    Vocabularies are found by their files (`categories/unique.<column>.parquet`, named by the column
+    the Categorify read, whatever a rename after it calls the output), never by the recorded
+    cardinalities, so neither a rename nor an edited manifest hides an id space from the guard."""
 
     def __init__(self, store: ArtifactStore, config: WorkflowConfig, name: str, paths: list[Path], force: bool, use_gpu: bool = False):
-        self.store, self.name, self.paths, self.use_gpu = store, name, paths, use_gpu
+        self.store, self.name, self.paths, self.use_gpu, self.force = store, name, paths, use_gpu, force
         self.appended = config.appended()
-        self.previous: ArtifactRecord | None = None if force else store.get("workflows", name)
-        self.intact = False
+        self._read(store.get("workflows", name))
+
+    def _read(self, replaced: ArtifactRecord | None) -> None:
+        self.replaced = replaced  # the fit this one replaces, forced or not
+        self.previous = None if self.force else replaced  # the fit whose ids this one keeps
         self.damage: IntegrityError | None = None  # why the earlier fit cannot be read
-        if self.previous is not None:
-            try:
-                store.verify(self.previous)
-                self.intact = True
-            except IntegrityError as exc:
-                self.damage = exc
+        self._earlier: dict[str, Vocabulary] = {}
+        if replaced is None:
+            return
+        try:
+            directory = self.store.verify(replaced)
+        except IntegrityError as exc:
+            self.damage = exc
+            return
+        self._earlier = _vocabularies(directory)
+
+    def sync(self, existing: ArtifactRecord | None) -> None:
+        """Read the earlier fit again if another run published one since (the plan's `existing`)."""
+        before = self.replaced.fingerprint if self.replaced is not None else None
+        if (existing.fingerprint if existing is not None else None) != before:
+            self._read(existing)
 
     @property
     def owns_ids(self) -> bool:
         """Whether the workflow numbers an id space append-only, now or in its earlier fit: its
         refits (new data, or an edited config, even one that drops `append`) are updates that the
         guard checks, not replacements that need --force."""
-        return self.appended or (self.previous is not None and _declares_append(self.previous.params.get("config")))
+        return self.appended or (self.replaced is not None and _declares_append(self.replaced.params.get("config")))
 
     def refuse_damaged(self, same_inputs: bool) -> None:
         """A damaged earlier fit of an append-only workflow is rebuilt only where that gives the
         same ids: from the same data, when it was a first fit (NVTabular numbers the same data the
         same way). Growing from it would keep wrong ids, and a fresh fit of other data renumbers."""
-        if self.damage is None or not self.appended or self.previous is None:
+        if self.damage is None or not self.owns_ids or self.previous is None:
             return
         first_fit = not any(space.get("grown_from") for space in self.previous.metadata.get("id_spaces", {}).values())
         if same_inputs and first_fit:
@@ -71,14 +87,8 @@ class Growth:
         )
 
     def earlier(self, column: str) -> Vocabulary | None:
-        """The earlier fit's vocabulary of `column` (values and ids), None if it had none."""
-        if self.previous is None or not self.intact:
-            return None
-        cards = self.previous.metadata.get("cardinalities", {})
-        path = self.store.path("workflows", self.name) / workflow_vocabulary(column)
-        if column not in cards or not path.is_file() or column not in pq.read_schema(path).names:
-            return None
-        return read_unique_file(path, column, cards[column]["cardinality"])
+        """The earlier fit's vocabulary of `column` (values and ids), None if it had none (or forced)."""
+        return self._earlier.get(column) if self.previous is not None else None
 
     def __call__(self, column: str, node: Any = None) -> Any:
         """The grown vocabulary of an append column for `vocabs=` (a pandas Series in id order), or
@@ -86,7 +96,7 @@ class Growth:
         data (ops before the categorify, a join), None when it is a raw input column."""
         import pandas as pd
 
-        if self.previous is None or not self.intact:
+        if self.previous is None or self.damage is not None:
             return None
         earlier = self.earlier(column)
         seen = self._distinct(column) if node is None else self._derived(column, node)
@@ -104,12 +114,22 @@ class Growth:
         return pd.Series(values.to_pandas(), name=column)
 
     def _distinct(self, column: str) -> pa.Array:
-        """The column's distinct non-null values in the data, in order of first appearance (files in order)."""
-        uniques = [tables.read_column(path, column).unique() for path in self.paths]
+        """The column's distinct non-null values in the data, in order of first appearance (files in
+        order). Nulls in a number column are refused: NVTabular 23.08 cannot encode them against a
+        given vocabulary (in a string column they map to the null id, 1, as on a first fit)."""
+        uniques = []
+        for path in self.paths:
+            values = tables.read_column(path, column)
+            if values.null_count and (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
+                raise DataError(
+                    f"{path}: {values.null_count:,} null {column} value(s); an append-only refit gives NVTabular the "
+                    "vocabulary, and NVTabular 23.08 cannot encode nulls in a number column against one: drop or fill them"
+                )
+            uniques.append(_widened(values.unique().drop_null()))
         if not uniques:
             return pa.array([])
         try:
-            return pa.chunked_array(uniques).unique().drop_null()
+            return pa.chunked_array(uniques).unique()
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             kinds = ", ".join(sorted({str(u.type) for u in uniques}))
             raise DataError(f"{column}: the data files hold it as different types ({kinds})") from None
@@ -129,28 +149,25 @@ class Growth:
         values = values.to_pandas() if hasattr(values, "to_pandas") else values
         return pa.array(pd.unique(values.dropna()))
 
-    def check(self, saved: Path, columns: list[str]) -> dict[str, dict[str, Any]]:
-        """After the fit: refuse it if any earlier id moved (every such column named); the id
-        spaces for the metadata."""
+    def check(self, saved: Path, skip: set[str]) -> dict[str, dict[str, Any]]:
+        """After the fit: refuse it if any earlier id moved or vanished (every such column named),
+        unless forced; the id spaces for the metadata (`skip`: columns another workflow numbers)."""
+        now = {column: vocab for column, vocab in _vocabularies(saved).items() if column not in skip}
+        before = {column: vocab for column, vocab in self._earlier.items() if column not in skip}
+        moves = [f"all {len(vocab.ids):,} {column} ids (no longer categorified)" for column, vocab in before.items() if column not in now]
         spaces: dict[str, dict[str, Any]] = {}
-        moves: list[str] = []
-        for column in columns:
-            path = saved / workflow_vocabulary(column)
-            if not path.is_file() or column not in pq.read_schema(path).names:
-                continue  # a joint or combo vocabulary (one file over several columns): not an id space of one column
-            now = read_unique_file(path, column, 1 << 62)
-            earlier = self.earlier(column)
-            if earlier is not None:
-                moved = _moved(column, earlier, now)
-                if moved:
-                    moves.append(moved)
+        for column, vocab in now.items():
+            earlier = before.get(column)
+            moved = _moved(column, earlier, vocab) if earlier is not None else None
+            if moved is not None:
+                moves.append(moved[1])
             spaces[column] = {
-                "ids": int(len(now.ids)),
-                "added": int(len(now.ids) - (len(earlier.ids) if earlier is not None else 0)),
-                "moved": 0,
+                "ids": int(len(vocab.ids)),
+                "added": int(len(vocab.ids) - (len(earlier.ids) if earlier is not None and not self.force else 0)),
+                "moved": moved[0] if moved is not None else 0,  # (only ever non-zero with --force)
                 "grown_from": self.previous.fingerprint if earlier is not None and self.previous is not None else None,
             }
-        if moves:
+        if moves and not self.force:
             raise DataError(
                 f"refitting workflow {self.name!r} would move {'; '.join(moves)}; nothing was written. Declare `append: true` "
                 "on its categorify ops to keep them, or pass --force to renumber (every model, dataset and lookup built "
@@ -159,8 +176,32 @@ class Growth:
         return spaces
 
 
-def _moved(column: str, earlier: Vocabulary, now: Vocabulary) -> str | None:
-    """'N of M <column> ids (examples)' when earlier values got other ids or none; else None."""
+def _vocabularies(directory: Path) -> dict[str, Vocabulary]:
+    """Every single-column vocabulary of a fitted workflow folder (joint and combo files, whose
+    values span several columns, are not an id space of one column)."""
+    found = {}
+    for column, path in workflow_vocabularies(directory).items():
+        if column in pq.read_schema(path).names:
+            found[column] = read_unique_file(path, column, 1 << 62)
+    return found
+
+
+def _widened(values: pa.Array) -> pa.Array:
+    """Integers as int64 and strings as string, so files that differ only in width combine."""
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    if pa.types.is_integer(values.type) and values.type != pa.int64():
+        try:
+            return values.cast(pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return values  # (a uint64 beyond int64: left as it is)
+    if pa.types.is_large_string(values.type):
+        return values.cast(pa.string())
+    return values
+
+
+def _moved(column: str, earlier: Vocabulary, now: Vocabulary) -> tuple[int, str] | None:
+    """(how many, 'N of M <column> ids (examples)') when earlier values got other ids or none; else None."""
     import pandas as pd
 
     try:
@@ -176,7 +217,7 @@ def _moved(column: str, earlier: Vocabulary, now: Vocabulary) -> str | None:
     examples = ", ".join(
         f"{earlier.values[int(i)].as_py()!r}: {int(earlier.ids[i])} -> {int(new_ids[i]) if new_ids[i] >= 0 else 'gone'}" for i in moved[:3]
     )
-    return f"{len(moved):,} of {len(earlier.ids):,} {column} ids ({examples})"
+    return len(moved), f"{len(moved):,} of {len(earlier.ids):,} {column} ids ({examples})"
 
 
 def _declares_append(value: Any) -> bool:

@@ -10,6 +10,7 @@ workflow folder embedtab did not write is refused unless the caller passes `trus
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -46,7 +47,15 @@ def quiet_merlin() -> Iterator[None]:
         )
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        yield
+        # Merlin's executor logs a whole traceback before it re-raises; the error reaches the user
+        # as one line (with --debug, with its traceback), so the log would only say it twice.
+        log = logging.getLogger("merlin")
+        level = log.level
+        log.setLevel(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            log.setLevel(level)
 
 
 def external_folder(name: str) -> Path | None:
@@ -88,3 +97,12 @@ def categorify_paths(workflow: Any) -> dict[str, str]:
     for node in Graph.get_nodes_by_op_type([workflow.output_node], Categorify):
         found.update(node.op.categories)
     return found
+
+
+def null_hint(exc: BaseException) -> str:
+    """What NVTabular's message hides when a null id meets a given (or grown) vocabulary: its
+    Categorify casts the column to integers and fails on the null."""
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and "non-finite values (NA or inf) to integer" in str(cause):
+        return " (a null id: NVTabular 23.08 cannot encode nulls against a given or grown vocabulary; drop or fill them)"
+    return ""

@@ -61,6 +61,9 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT, 
     """Fit a workflow config on the data into workflows/<name>/ (see fit.py), unless up to date."""
     require_merlin("fit-workflow")
     inputs = fit_inputs(store, options.config, options.data, options.name, options.force)
+    growth = inputs.growth
+    # A damaged earlier fit of an append-only workflow is said here, after the decision (not "rebuilding it" first).
+    held_back = growth.damage is not None and growth.owns_ids
     driver = Driver(store, mode)
     plan = driver.plan(
         "workflows",
@@ -73,12 +76,15 @@ def fit(store: ArtifactStore, options: FitOptions, reporter: Reporter = SILENT, 
         packages=_PACKAGES,
         # A workflow that numbers its ids append-only grows with its data and its config (growth.py):
         # a refit is an update, checked by the guard (no earlier id moves), not a replacement.
-        refresh=inputs.growth.owns_ids,
-        refresh_ignore=("data", "config", "config_path") if inputs.growth.owns_ids else ("data",),
-        warn=reporter.warn,
+        refresh=growth.owns_ids,
+        refresh_ignore=("data", "config", "config_path") if growth.owns_ids else ("data",),
+        warn=None if held_back else reporter.warn,
     )
+    growth.sync(plan.existing)  # (another run may have published one since the inputs were read)
     if plan.existing is not None and not plan.up_to_date:
-        inputs.growth.refuse_damaged(same_inputs=plan.existing.input_fingerprint == plan.input_fingerprint)
+        growth.refuse_damaged(same_inputs=plan.existing.input_fingerprint == plan.input_fingerprint)
+        if held_back and plan.damaged:
+            reporter.warn(f"workflows {plan.name!r} is damaged ({'; '.join(plan.damaged[:3])}); rebuilding it")
     scheduler, part_size = options.dask_scheduler, options.part_size
     built = driver.build(
         [plan], lambda staging: [fit_into(store, staging[0], inputs, reporter, dask_scheduler=scheduler, part_size=part_size)]

@@ -20,7 +20,7 @@ from embedtab.workflow.cluster import dask_cluster
 from embedtab.workflow.describe import derived_aggregates, oov_counts, schema_summary
 from embedtab.workflow.inputs import count_rows, dataset, input_schema
 from embedtab.workflow.mask_dataset import mask_columns, mask_ids, mask_targets
-from embedtab.workflow.merlin import external_folder, load_workflow, quiet_merlin
+from embedtab.workflow.merlin import external_folder, load_workflow, null_hint, quiet_merlin
 
 
 @dataclass
@@ -150,8 +150,10 @@ def _write_transformed(
         output.schema = _final_cat_paths(output.schema, workflow_dir)
         output.to_parquet(str(staging), out_files_per_proc=1)
         _final_file_list(staging, store.path("datasets", inputs.name))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise DataError(f"transforming {inputs.paths[0].name} with {inputs.workflow!r}: {type(exc).__name__}: {exc}") from None
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise DataError(
+            f"transforming {inputs.paths[0].name} with {inputs.workflow!r}: {type(exc).__name__}: {exc}{null_hint(exc)}"
+        ) from None
     return masked
 
 

@@ -26,6 +26,7 @@ NEW_IDS = [5, 999999, 100500]  # below, above and inside the day-1 ids
 
 
 def config(append: bool = True, **extra) -> dict:
+    extra = {key.rstrip("_"): value for key, value in extra.items()}  # (append_="yes": a raw value)
     categorify = {"dtype": "int32", **({"append": True} if append else {}), **extra}
     return {
         "features": [
@@ -190,3 +191,57 @@ def test_dropping_the_append_declaration_is_refused_with_the_ids_it_would_move(s
     extra["features"].append({"columns": ["price"], "ops": ["log"]})
     grown = stage.fit(store, stage.FitOptions(write_config(tmp_path, extra, "extra.yaml"), [str(path)], name="item"))
     assert not grown.up_to_date and grown.record.metadata["id_spaces"]["item_id"]["added"] == 0
+
+
+def test_a_rename_after_the_categorify_hides_nothing(store, catalog, tmp_path):
+    items, path = catalog
+    renamed = {"features": [{"columns": ["item_id"], "ops": [{"categorify": {"append": True}}, {"rename": {"postfix": "_idx"}}]}]}
+    yaml = write_config(tmp_path, renamed)
+    stage.fit(store, stage.FitOptions(yaml, [str(path)], name="item"))
+    before = vocab(store, "item")
+    grown_catalog(items).to_parquet(path)
+    day2 = stage.fit(store, stage.FitOptions(yaml, [str(path)], name="item"))
+    after = vocab(store, "item")
+    assert {value: after[value] for value in before} == before
+    assert day2.record.metadata["id_spaces"]["item_id"]["added"] == 3
+
+
+def test_an_id_space_dropped_from_an_append_only_config_is_refused(store, catalog, tmp_path):
+    _, path = catalog
+    stage.fit(store, stage.FitOptions(write_config(tmp_path, config()), [str(path)], name="item"))
+    before = store.get("workflows", "item").fingerprint
+    fewer = config()
+    del fewer["features"][1]  # category and brand no longer categorified
+    with pytest.raises(DataError, match=r"would move all 20 brand ids \(no longer categorified\); all 8 category ids"):
+        stage.fit(store, stage.FitOptions(write_config(tmp_path, fewer, "fewer.yaml"), [str(path)], name="item"))
+    assert store.get("workflows", "item").fingerprint == before
+
+
+def test_null_ids_in_a_growing_fit_are_one_line_and_nothing_is_published(store, catalog, tmp_path):
+    items, path = catalog
+    yaml = write_config(tmp_path, config())
+    stage.fit(store, stage.FitOptions(yaml, [str(path)], name="item"))
+    before = store.get("workflows", "item").fingerprint
+    grown = grown_catalog(items)
+    grown["item_id"] = grown["item_id"].astype("Int64")
+    grown.loc[7, "item_id"] = None
+    grown.to_parquet(path)
+    with pytest.raises(DataError, match=r"catalog.parquet: 1 null item_id value\(s\); .*in a number column .*drop or fill them$"):
+        stage.fit(store, stage.FitOptions(yaml, [str(path)], name="item"))
+    assert store.get("workflows", "item").fingerprint == before
+
+
+def test_force_renumbers_and_says_how_many_ids_moved(store, catalog, tmp_path):
+    items, path = catalog
+    yaml = write_config(tmp_path, config(append=False))
+    stage.fit(store, stage.FitOptions(yaml, [str(path)], name="item"))
+    grown_catalog(items).to_parquet(path)
+    forced = stage.fit(store, stage.FitOptions(yaml, [str(path)], name="item", force=True))
+    space = forced.record.metadata["id_spaces"]["item_id"]
+    assert space["moved"] == 200 and space["added"] == 203 and space["grown_from"] is None
+
+
+def test_append_takes_true_or_false_only(store, catalog, tmp_path):
+    _, path = catalog
+    with pytest.raises(ConfigError, match="append"):
+        stage.fit(store, stage.FitOptions(write_config(tmp_path, config(append=False, append_="yes")), [str(path)], name="item"))
