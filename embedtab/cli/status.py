@@ -92,9 +92,10 @@ def _footer(report: dict) -> None:
 def _print_id_spaces(report: dict) -> None:
     by_workflow: dict[str, list[str]] = {}
     for space in report["id_spaces"]:
-        by_workflow.setdefault(space["workflow"], []).append(f"{space['column']} {space['ids']:,} (+{space['added']:,})")
+        moved = f", {space['moved']:,} moved by --force" if space.get("moved") else ""
+        by_workflow.setdefault(space["workflow"], []).append(f"{space['column']} {space['ids']:,} (+{space['added']:,}{moved})")
     for workflow, spaces in by_workflow.items():
-        stdout.print(f"id spaces of workflows/{workflow} (ids, +added by its last fit; none moved): {', '.join(spaces)}", markup=False)
+        stdout.print(f"id spaces of workflows/{workflow} (ids, +added by its last fit): {', '.join(spaces)}", markup=False)
 
 
 def _print_work(report: dict) -> None:
