@@ -172,7 +172,9 @@ def test_a_failed_stage_stops_its_dependents_keeps_the_rest_and_a_rerun_continue
     assert statuses["embeddings/bad-pca1"] == "ran" and statuses["embeddings/t"] == "up to date"
 
 
-def test_ctrl_c_keeps_finished_stages_and_a_rerun_resumes(tmp_path):
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "Error: interrupted"), (signal.SIGTERM, 143, "Error: terminated (SIGTERM)")])
+def test_ctrl_c_keeps_finished_stages_and_a_rerun_resumes(tmp_path, sig, code, said):
+    """Ctrl-C, and SIGTERM as CI timeouts and `docker stop` send it, unwind the same way."""
     small, big = items(tmp_path / "small.parquet", 5), items(tmp_path / "big.parquet", 3000)
     path = write(
         tmp_path / "pipeline.yaml",
@@ -193,10 +195,11 @@ def test_ctrl_c_keeps_finished_stages_and_a_rerun_resumes(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and not list((root / "work" / "embeddings" / "big").rglob("shard-*.json")):
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Error: interrupted" in err
+    assert proc.returncode == code, err
+    assert said in err
+    assert not [p for p in (root / ".staging").iterdir() if not p.name.startswith("trash")]  # nothing half-written left
     store = ArtifactStore(root)
     assert store.get("embeddings", "small") is not None and store.get("embeddings", "big") is None
     rerun = subprocess.run(

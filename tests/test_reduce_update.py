@@ -103,3 +103,52 @@ def test_damaged_reduced_vectors_are_projected_again_not_reused(store, tmp_path)
     run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))
     updated = reduce.run(store, ReduceOptions("text", dims=4))  # the projection is intact: kept, not refitted
     assert updated.projection.summary["kept"] is True and updated.embeddings.summary["reused"] == 0
+
+
+def _grown_day(store, path, ids, titles):
+    """Day 1 encoded and reduced; then two new items encoded (the source grew)."""
+    write_catalog(path, ids, titles)
+    run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))
+
+
+def test_a_reduction_of_a_reduction_is_refitted_only_when_asked(store, tmp_path):
+    path, ids = tmp_path / "catalog.parquet", list(range(40))
+    _grown_day(store, path, ids, [f"a {['red', 'blue'][i % 2]} thing number {i}" for i in ids])
+    reduce.run(store, ReduceOptions("text", dims=8))
+    reduce.run(store, ReduceOptions("text-pca8", dims=4, name="p4"))
+    reduce.run(store, ReduceOptions("text", dims=8, whiten=True, name="text-pca8", force=True))  # another space upstream
+    with pytest.raises(ArtifactExists):  # not re-applied silently: its source has no encoder identity to check
+        reduce.run(store, ReduceOptions("text-pca8", dims=4, name="p4"))
+
+
+def test_a_damaged_projection_kept_over_a_grown_source_is_refused_not_refitted(store, tmp_path):
+    from embedtab.errors import IntegrityError
+
+    path, ids = tmp_path / "catalog.parquet", list(range(40))
+    titles = [f"a {['red', 'blue'][i % 2]} thing number {i}" for i in ids]
+    _grown_day(store, path, ids, titles)
+    reduce.run(store, ReduceOptions("text", dims=8))
+    _grown_day(store, path, [*ids, 77], [*titles, "a new lamp"])
+    reduce.run(store, ReduceOptions("text", dims=8))  # day 2: kept, fitted on day 1's vectors
+    npz = store.path("projections", "text-pca8") / "projection.npz"
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 1
+    npz.write_bytes(bytes(data))
+    _grown_day(store, path, [*ids, 77, 78], [*titles, "a new lamp", "a new mug"])
+    with pytest.raises(IntegrityError, match=r"projections 'text-pca8' is damaged .*a refit would move every reduced vector"):
+        reduce.run(store, ReduceOptions("text", dims=8))
+
+
+def test_fit_on_another_artifact_that_did_not_change_is_re_applied(store, tmp_path):
+    path, ids = tmp_path / "catalog.parquet", list(range(40))
+    titles = [f"a {['red', 'blue'][i % 2]} thing number {i}" for i in ids]
+    write_catalog(tmp_path / "base.parquet", ids, titles)
+    run_text(store, TextOptions(inputs=[str(tmp_path / "base.parquet")], name="base", text_columns=["title"]))
+    _grown_day(store, path, ids, titles)
+    reduce.run(store, ReduceOptions("text", dims=8, fit_on="base", name="fb"))
+    before = vectors_by_id(store, "fb")
+    _grown_day(store, path, [*ids, 77], [*titles, "a new lamp"])
+    day2 = reduce.run(store, ReduceOptions("text", dims=8, fit_on="base", name="fb"))  # no --force needed
+    assert day2.projection.summary["kept"] is True and day2.embeddings.summary["reused"] == 40
+    after = vectors_by_id(store, "fb")
+    assert all(after[i] == before[i] for i in ids)

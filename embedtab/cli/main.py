@@ -6,7 +6,9 @@ Exit codes: 0 success (including "up to date"), 1 data/runtime error, 2 usage/co
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Annotated, Any, Optional
 
 import typer
@@ -159,8 +161,34 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+_TERMINATED = _INTERRUPTED.replace("interrupted", "terminated (SIGTERM)", 1)
+_terms: list[int] = []  # SIGTERMs received during this run
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a CI timeout, `docker stop`, `kill`) unwinds like Ctrl-C: staging folders are
+    removed on the way out and finished work is kept; the exit code is 143."""
+    _terms.append(signum)
+    raise KeyboardInterrupt
+
+
+def _interrupted() -> int:
+    return _fail(_TERMINATED, 143) if _terms else _fail(_INTERRUPTED, 130)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (main() exits with it)."""
+    _terms.clear()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    try:
+        return _run(argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list[str] | None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = common.state.debug or "--debug" in args
     command = typer.main.get_command(app)
@@ -168,12 +196,12 @@ def run(argv: list[str] | None = None) -> int:
     try:
         result = command.main(args=args, prog_name="embedtab", standalone_mode=False)
         if result == 130:  # typer turns Ctrl-C into a silent exit code 130
-            return _fail(_INTERRUPTED, 130)
+            return _interrupted()
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
-        return _fail("aborted", 130)
+        return _interrupted() if _terms else _fail("aborted", 130)
     except typer.TyperException as exc:  # click-style usage errors (typer vendors click)
         ctx = getattr(exc, "ctx", None)
         if type(exc).__name__ == "NoArgsIsHelpError":
@@ -189,7 +217,7 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        return _fail(_INTERRUPTED, 130)
+        return _interrupted()
     except OSError as exc:  # the machine refused: full disk, read-only folder, permissions
         if debug:
             raise

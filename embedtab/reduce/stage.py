@@ -40,7 +40,7 @@ from embedtab.reduce.pca import Projection, Spectrum
 from embedtab.reduce.transform import BLOCK as BLOCK
 from embedtab.reduce.transform import embeddings_meta, project_parts, write_sidecars
 from embedtab.reduce.update import Kept as KeptReduction
-from embedtab.reduce.update import Reuse, copy_projection, kept_reduction, write_source_keys
+from embedtab.reduce.update import Reuse, copy_projection, kept_reduction, refuse_damaged_projection, write_source_keys
 from embedtab.reporting import SILENT, Reporter
 
 IN_MEMORY_LIMIT = 256 * 2**20  # auto: inputs above this (as float32) stream on the CPU
@@ -224,7 +224,8 @@ def run(store: ArtifactStore, options: ReduceOptions, reporter: Reporter = SILEN
     re-applied instead of refitted (update.py); --force refits."""
     job = _reduction(store, options)
     fit_inputs = [job.source] if job.fit_record is job.source else [job.source, job.fit_record]
-    kept = kept_reduction(store, job.name, job.params, options.force, job.source, job.fit_record is job.source)
+    refuse_damaged_projection(store, job.name, job.fit_record, options.force)
+    kept = kept_reduction(store, job.name, job.params, options.force, job.source, job.fit_record)
     driver = Driver(store, mode)
     plans = [
         driver.plan(

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from embedtab import tables
 from embedtab.artifacts import EMBEDDINGS_INDEX, PROJECTION_ARRAYS, PROJECTION_INFO, REDUCED_KEYS, ArtifactRecord, ArtifactStore
+from embedtab.errors import IntegrityError
 from embedtab.reduce.rows import id_column
 
 
@@ -43,23 +44,49 @@ class Kept:
 
 
 def kept_reduction(
-    store: ArtifactStore, name: str, params: dict[str, Any], force: bool, source: ArtifactRecord, fits_on_source: bool
+    store: ArtifactStore, name: str, params: dict[str, Any], force: bool, source: ArtifactRecord, fit_record: ArtifactRecord
 ) -> Kept | None:
-    """The earlier reduction of this name to update instead of refitting, if there is one: made by
-    the same command (params), fitted on its source, from vectors of the same encoder (another
-    model's vectors live in another space: the projection is refitted), intact; None otherwise
-    (or forced). Reductions made before updates existed record no encoder: they are refitted once."""
-    if force or not fits_on_source:
+    """The earlier reduction of this name to update instead of refitting, if there is one (None
+    when forced): made by the same command (params), with its projection intact, and still valid:
+
+    * fitted on another artifact (`--fit-on OTHER`) that has not changed since: a refit would give
+      the same projection, so it is re-applied (and unchanged items keep their bytes);
+    * fitted on the source itself, when the source comes from `encode` with the same encoder: its
+      new vectors are in the space the projection was fitted in. A source of another kind (a
+      reduction, `--apply` output) has no identity for its space, so a change to it is a refit
+      (`--force`, or `embedtab run`), as before. So are reductions made before updates existed.
+    """
+    if force:
         return None
     projection, embeddings = store.get("projections", name), store.get("embeddings", name)
     if projection is None or embeddings is None or projection.params != params or embeddings.params != params:
         return None
-    if "source_encoder" not in embeddings.metadata or embeddings.metadata["source_encoder"] != source.metadata.get("encoder"):
-        return None
+    if fit_record.name != source.name:
+        if projection.metadata.get("fit_on", {}).get("fingerprint") != fit_record.fingerprint:
+            return None
+    else:
+        encoder = source.metadata.get("encoder")
+        if encoder is None or embeddings.metadata.get("source_encoder") != encoder:
+            return None
     if store.damaged_files(projection):
-        return None  # a damaged projection cannot be kept: refitted, as any damaged artifact is rebuilt
+        return None  # (refused or refitted by the caller: see reduce/stage.py)
     # Damaged reduced vectors (or their keys) are not reused: every row is projected again.
     return Kept(projection, embeddings, reusable=not store.damaged_files(embeddings))
+
+
+def refuse_damaged_projection(store: ArtifactStore, name: str, fit_record: ArtifactRecord, force: bool) -> None:
+    """A damaged projection is refitted only where the refit gives it back: fitted on what the fit
+    reads today. One kept over earlier versions of its source would come back as another
+    projection, moving every reduced vector, every lookup row and every model built on them."""
+    projection = store.get("projections", name)
+    if force or projection is None:
+        return
+    damaged = store.damaged_files(projection)
+    if damaged and projection.metadata.get("fit_on", {}).get("fingerprint") != fit_record.fingerprint:
+        raise IntegrityError(
+            f"projections {name!r} is damaged ({'; '.join(damaged[:3])}) and was fitted on an earlier version of "
+            f"embeddings {fit_record.name!r}: a refit would move every reduced vector. Restore it, or pass --force to refit"
+        )
 
 
 def copy_projection(store: ArtifactStore, kept: Kept, staging: Path) -> None:
@@ -70,7 +97,7 @@ def copy_projection(store: ArtifactStore, kept: Kept, staging: Path) -> None:
 
 
 def write_source_keys(store: ArtifactStore, source: ArtifactRecord, staging: Path) -> None:
-    """`_source_keys.parquet`: id, content key and encoder of every source row, when the source
+    """`_source_keys.parquet`: id, content key and row of every source row, when the source
     has encode's index (rows follow the source's, so a row number is also the reduced row)."""
     index = store.path(source.kind, source.name) / EMBEDDINGS_INDEX
     if not index.is_file() or EMBEDDINGS_INDEX not in {out.path for out in source.outputs}:
