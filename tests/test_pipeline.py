@@ -172,7 +172,9 @@ def test_a_failed_stage_stops_its_dependents_keeps_the_rest_and_a_rerun_continue
     assert statuses["embeddings/bad-pca1"] == "ran" and statuses["embeddings/t"] == "up to date"
 
 
-@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "Error: interrupted"), (signal.SIGTERM, 143, "Error: terminated (SIGTERM)")])
+@pytest.mark.parametrize(
+    "sig, code, said", [(signal.SIGINT, 130, "Error: interrupted"), (signal.SIGTERM, 143, "Error: terminated (SIGTERM)")]
+)
 def test_ctrl_c_keeps_finished_stages_and_a_rerun_resumes(tmp_path, sig, code, said):
     """Ctrl-C, and SIGTERM as CI timeouts and `docker stop` send it, unwind the same way."""
     small, big = items(tmp_path / "small.parquet", 5), items(tmp_path / "big.parquet", 3000)
