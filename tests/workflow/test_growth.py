@@ -245,3 +245,18 @@ def test_append_takes_true_or_false_only(store, catalog, tmp_path):
     _, path = catalog
     with pytest.raises(ConfigError, match="append"):
         stage.fit(store, stage.FitOptions(write_config(tmp_path, config(append=False, append_="yes")), [str(path)], name="item"))
+
+
+def test_a_second_growth_while_one_is_being_made_stops_at_once(store, catalog, tmp_path):
+    from embedtab.errors import ArtifactBusy
+    from tests.test_hardening import held_build_lock
+
+    items, path = catalog
+    yaml = write_config(tmp_path, config())
+    stage.fit(store, stage.FitOptions(yaml, [str(path)], name="item"))
+    before = store.get("workflows", "item").fingerprint
+    grown_catalog(items).to_parquet(path)
+    with held_build_lock(store.root, "workflows.item", "another growth's inputs"):  # another run growing it from other data
+        with pytest.raises(ArtifactBusy, match=r"workflows 'item' is being made right now by pid 4242 .*from other inputs"):
+            stage.fit(store, stage.FitOptions(yaml, [str(path)], name="item"))
+    assert store.get("workflows", "item").fingerprint == before and vocab(store, "item")
