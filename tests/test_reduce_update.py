@@ -18,6 +18,10 @@ def write_catalog(path, ids, titles):
     pq.write_table(pa.table({"item_id": pa.array(ids, pa.int64()), "title": pa.array(titles)}), path)
 
 
+def titled(ids) -> list[str]:
+    return [f"a {['red', 'blue'][i % 2]} thing number {i}" for i in ids]
+
+
 def vectors_by_id(store, name) -> dict[int, bytes]:
     table = tables.read_parts(tables.part_files(store.path("embeddings", name)))
     return {i: v.tobytes() for i, v in zip(table.column("item_id").to_pylist(), tables.vectors(table))}
@@ -68,7 +72,7 @@ def test_a_grown_source_is_projected_with_the_saved_projection_and_old_rows_keep
 def test_vectors_of_another_encoder_are_never_projected_with_the_kept_projection(store, tmp_path):
     path = tmp_path / "catalog.parquet"
     ids = list(range(40))
-    write_catalog(path, ids, [f"a {['red', 'blue'][i % 2]} thing number {i}" for i in ids])
+    write_catalog(path, ids, titled(ids))
     run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))
     reduce.run(store, ReduceOptions("text", dims=4))
     # The same items through another encoder setting: another vector space.
@@ -82,7 +86,7 @@ def test_vectors_of_another_encoder_are_never_projected_with_the_kept_projection
 def test_ids_of_another_type_are_projected_afresh_not_reused(store, tmp_path):
     path = tmp_path / "catalog.parquet"
     ids = list(range(40))
-    titles = [f"a {['red', 'blue'][i % 2]} thing number {i}" for i in ids]
+    titles = titled(ids)
     write_catalog(path, ids, titles)
     run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))
     reduce.run(store, ReduceOptions("text", dims=4))
@@ -95,11 +99,11 @@ def test_ids_of_another_type_are_projected_afresh_not_reused(store, tmp_path):
 def test_damaged_reduced_vectors_are_projected_again_not_reused(store, tmp_path):
     path = tmp_path / "catalog.parquet"
     ids = list(range(40))
-    write_catalog(path, ids, [f"a {['red', 'blue'][i % 2]} thing number {i}" for i in ids])
+    write_catalog(path, ids, titled(ids))
     run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))
     reduce.run(store, ReduceOptions("text", dims=4))
     (store.path("embeddings", "text-pca4") / "_source_keys.parquet").unlink()
-    write_catalog(path, [*ids, 99], [*(f"a {['red', 'blue'][i % 2]} thing number {i}" for i in ids), "a new thing"])
+    write_catalog(path, [*ids, 99], [*titled(ids), "a new thing"])
     run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))
     updated = reduce.run(store, ReduceOptions("text", dims=4))  # the projection is intact: kept, not refitted
     assert updated.projection.summary["kept"] is True and updated.embeddings.summary["reused"] == 0
@@ -113,7 +117,7 @@ def _grown_day(store, path, ids, titles):
 
 def test_a_reduction_of_a_reduction_is_refitted_only_when_asked(store, tmp_path):
     path, ids = tmp_path / "catalog.parquet", list(range(40))
-    _grown_day(store, path, ids, [f"a {['red', 'blue'][i % 2]} thing number {i}" for i in ids])
+    _grown_day(store, path, ids, titled(ids))
     reduce.run(store, ReduceOptions("text", dims=8))
     reduce.run(store, ReduceOptions("text-pca8", dims=4, name="p4"))
     reduce.run(store, ReduceOptions("text", dims=8, whiten=True, name="text-pca8", force=True))  # another space upstream
@@ -125,7 +129,7 @@ def test_a_damaged_projection_kept_over_a_grown_source_is_refused_not_refitted(s
     from embedtab.errors import IntegrityError
 
     path, ids = tmp_path / "catalog.parquet", list(range(40))
-    titles = [f"a {['red', 'blue'][i % 2]} thing number {i}" for i in ids]
+    titles = titled(ids)
     _grown_day(store, path, ids, titles)
     reduce.run(store, ReduceOptions("text", dims=8))
     _grown_day(store, path, [*ids, 77], [*titles, "a new lamp"])
@@ -141,7 +145,7 @@ def test_a_damaged_projection_kept_over_a_grown_source_is_refused_not_refitted(s
 
 def test_fit_on_another_artifact_that_did_not_change_is_re_applied(store, tmp_path):
     path, ids = tmp_path / "catalog.parquet", list(range(40))
-    titles = [f"a {['red', 'blue'][i % 2]} thing number {i}" for i in ids]
+    titles = titled(ids)
     write_catalog(tmp_path / "base.parquet", ids, titles)
     run_text(store, TextOptions(inputs=[str(tmp_path / "base.parquet")], name="base", text_columns=["title"]))
     _grown_day(store, path, ids, titles)

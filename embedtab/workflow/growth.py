@@ -50,15 +50,21 @@ class Growth:
         self.replaced = replaced  # the fit this one replaces, forced or not
         self.previous = None if self.force else replaced  # the fit whose ids this one keeps
         self.damage: IntegrityError | None = None  # why the earlier fit cannot be read
-        self._earlier: dict[str, Vocabulary] = {}
+        self._directory: Path | None = None  # the earlier fit's folder, once verified
+        self._vocabularies: dict[str, Vocabulary] | None = None  # read from it when first needed
         if replaced is None:
             return
         try:
-            directory = self.store.verify(replaced)
+            self._directory = self.store.verify(replaced)
         except IntegrityError as exc:
             self.damage = exc
-            return
-        self._earlier = _vocabularies(directory)
+
+    @property
+    def _earlier(self) -> dict[str, Vocabulary]:
+        """The earlier fit's vocabularies, read only by a fit that runs (an up-to-date one needs none)."""
+        if self._vocabularies is None:
+            self._vocabularies = _vocabularies(self._directory) if self._directory is not None else {}
+        return self._vocabularies
 
     def sync(self, existing: ArtifactRecord | None) -> None:
         """Read the earlier fit again if another run published one since (the plan's `existing`)."""
