@@ -9,7 +9,7 @@ from typing import Any
 
 from embedtab.errors import ConfigError
 from embedtab.workflow import config as cfg
-from embedtab.workflow.functions import TIME_FUNCTIONS, Prefix
+from embedtab.workflow.functions import CASTS, TIME_FUNCTIONS, Prefix
 from embedtab.yamlfile import clip, file_problem
 
 _Prefix = Prefix  # workflows saved by embedtab 0.1 pickled the renamer under this name
@@ -202,5 +202,18 @@ def compile_workflow(config: cfg.WorkflowConfig, ctx: Context, features: Any = N
                     plain.append(name)
         output = grouped[plain] >> nvt.ops.AddMetadata()
         for tags, names in tagged.items():
-            output = output + (grouped[names] >> nvt.ops.AddTags([Tags(t) for t in tags]))
+            output = output + (_shaped(grouped[names], tags, spec) >> nvt.ops.AddTags([Tags(t) for t in tags]))
     return nvt.Workflow(output)
+
+
+def _shaped(node: Any, tags: tuple[str, ...], spec: cfg.GroupBy) -> Any:
+    """Lists cut to their last `max_length` entries and padded with 0 (the padding id) to it, which
+    NVTabular records as the lists' fixed value count; group statistics cast to floats."""
+    import numpy as np
+    import nvtabular as nvt
+
+    if "list" in tags and spec.max_length is not None:
+        return node >> nvt.ops.ListSlice(-spec.max_length, pad=True, pad_value=0)
+    if "continuous" in tags:
+        return node >> nvt.ops.LambdaOp(CASTS[spec.continuous_dtype], dtype=np.dtype(spec.continuous_dtype))
+    return node

@@ -33,27 +33,9 @@ from embedtab.errors import ConfigError
 from embedtab.yamlfile import MAX_BYTES, MAX_DEPTH, MAX_VALUES, clip, read_yaml, shown, yaml_line  # noqa: F401 (re-exported)
 
 # merlin.schema.Tags values accepted under `tags:` (kept here so validation needs no merlin import).
-TAGS = (
-    "user_id",
-    "item_id",
-    "session_id",
-    "id",
-    "user",
-    "item",
-    "session",
-    "context",
-    "categorical",
-    "continuous",
-    "list",
-    "sequence",
-    "text",
-    "time",
-    "embedding",
-    "target",
-    "regression",
-    "classification",
-    "binary_classification",
-    "multi_class_classification",
+TAGS = tuple(
+    "user_id item_id session_id id user item session context categorical continuous list sequence text time embedding "
+    "target regression classification binary_classification multi_class_classification".split()
 )
 TIME_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos")
 INT64_MAX = 2**63 - 1  # counts, sizes and buckets: NVTabular keeps them in int64
@@ -337,6 +319,11 @@ class GroupBy(_Model):
     aggs: dict[str, list[Literal[AGGREGATIONS]]] = Field(min_length=1)  # type: ignore[valid-type]
     ascending: bool = True
     name_sep: str = "-"
+    # Every list keeps its last max_length entries (the latest, after `sort`), padded with 0 (the
+    # padding id) to that length: Transformers4Rec sizes its inputs from this fixed length.
+    max_length: int | None = Field(None, ge=1, le=100_000)
+    # Statistics of a group (count, sum, mean, ...) are continuous features, and models take floats.
+    continuous_dtype: Literal["float32", "float64"] = "float32"
 
 
 class MaskGroup(_Model):
@@ -390,6 +377,20 @@ class WorkflowConfig(_Model):
         return self
 
     @model_validator(mode="after")
+    def _raw_groupby_keys(self) -> WorkflowConfig:
+        # NVTabular's Groupby takes its keys from the input rows, not from the graph: an op on a
+        # key would be dropped from the values but kept in the schema (e.g. a categorical domain
+        # over raw ids), so only tags may be given to a key.
+        for key in self.groupby.by if self.groupby else []:
+            for group in self.features:
+                ops = [op.op for op in group.ops if not isinstance(op, AddTags)]
+                if key in group.flat_columns() and ops:
+                    raise ValueError(
+                        f"groupby.by: {shown(key)} is grouped on its input values, so {ops[0]} would not apply to it; give it only tags"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _id_masking_keeps_rows(self) -> WorkflowConfig:
         # `ids` masks are decided on the input rows and applied to the output rows, one to one.
         if self.masking and any(g.ids for g in self.masking.groups):
@@ -401,8 +402,9 @@ class WorkflowConfig(_Model):
 
     def as_params(self) -> dict[str, Any]:
         """The config as recorded (and fingerprinted); options added after 0.1 are left out when
-        unset, so artifacts fitted by 0.1 from the same YAML stay up to date."""
-        return _prune(self.model_dump(mode="json"), ("vocabulary", "ids", "columns", "append"))
+        unset, so artifacts fitted by 0.1 from the same YAML stay up to date. (A groupby's
+        continuous_dtype is always recorded: a session workflow fitted with integer counts is refit.)"""
+        return _prune(self.model_dump(mode="json"), ("vocabulary", "ids", "columns", "append", "max_length"))
 
     def masking_spec(self) -> dict[str, Any] | None:
         return self.as_params().get("masking")

@@ -13,9 +13,13 @@ def embedding_sizes(workflow: Any, skip: frozenset[str] | set[str] = frozenset()
 
     sizes = nvt.ops.get_embedding_sizes(workflow)
     # With list columns (after a groupby) NVTabular returns (single-hot, multi-hot) dicts.
+    # A fixed-length list (groupby max_length) counts as single-hot there; it is a list all the same.
     single, multi = sizes if isinstance(sizes, tuple) else (sizes, {})
+    lists = {col.name for col in workflow.output_schema if col.is_list}
     out = {col: {"cardinality": int(card), "embedding_dim": int(dim)} for col, (card, dim) in single.items()}
     out.update({col: {"cardinality": int(card), "embedding_dim": int(dim), "multi_hot": True} for col, (card, dim) in multi.items()})
+    for col in lists & out.keys():
+        out[col]["multi_hot"] = True
     return dict(sorted((k, v) for k, v in out.items() if k not in skip))
 
 
@@ -27,6 +31,9 @@ def schema_summary(schema: Any) -> list[dict[str, Any]]:
         entry = {"name": col.name, "dtype": str(dtype), "tags": sorted(str(getattr(t, "value", t)) for t in col.tags)}
         if col.is_list:
             entry["list"] = True
+            count = col.properties.get("value_count") or {}
+            if count.get("max"):  # a fixed length (groupby max_length), what Transformers4Rec sizes by
+                entry["value_count"] = {"min": int(count.get("min") or 0), "max": int(count["max"])}
         out.append(entry)
     return out
 

@@ -50,6 +50,15 @@ def weekday_cos(col):
     return np.cos(_TWO_PI * _weekday(col) / 7.0).astype("float32")
 
 
+def as_float32(col):
+    return col.astype("float32")
+
+
+def as_float64(col):
+    return col.astype("float64")
+
+
+CASTS = {"float32": as_float32, "float64": as_float64}
 TIME_FUNCTIONS = {f.__name__: f for f in (hour_sin, hour_cos, weekday_sin, weekday_cos)}
 
 

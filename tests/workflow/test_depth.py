@@ -134,7 +134,8 @@ def test_session_groupby_equals_nvtabular(store, sample, tmp_path):
                 >> ops.Categorify(dtype="int64", out_path=out, vocabs={"device_type": vocab["device_type"]})
                 >> ops.AddTags([Tags.CONTEXT])
             )
-            + (nvt.ColumnSelector(["user_id", "timestamp"]) >> ops.AddMetadata())
+            + (["user_id"] >> ops.AddTags([Tags.USER_ID, Tags.USER]))
+            + (nvt.ColumnSelector(["timestamp"]) >> ops.AddMetadata())
         )
         grouped = feats >> ops.Groupby(
             groupby_cols=["user_id"],
@@ -144,8 +145,12 @@ def test_session_groupby_equals_nvtabular(store, sample, tmp_path):
         )
         direct = nvt.Workflow(
             grouped[["user_id", "timestamp-first"]]
-            + (grouped[["item_id-list", "device_type-list"]] >> ops.AddTags([Tags.LIST]))
-            + (grouped[["item_id-count"]] >> ops.AddTags([Tags.CONTINUOUS]))
+            + (grouped[["item_id-list", "device_type-list"]] >> ops.ListSlice(-20, pad=True, pad_value=0) >> ops.AddTags([Tags.LIST]))
+            + (
+                grouped[["item_id-count"]]
+                >> ops.LambdaOp(lambda col: col.astype("float32"), dtype=np.float32)
+                >> ops.AddTags([Tags.CONTINUOUS])
+            )
         )
         direct.fit(Dataset(data, cpu=True))
         theirs = direct.transform(Dataset(data, cpu=True)).to_ddf().compute().reset_index(drop=True)
@@ -163,6 +168,68 @@ def test_session_groupby_equals_nvtabular(store, sample, tmp_path):
     assert "list" in tags["device_type-list"] and "id" not in tags["device_type-list"]
     assert tags["item_id-count"] == {"item", "continuous"}
     assert [n for n, t in tags.items() if {"item", "id"} <= t] == ["item_id-list"]
+    # ... and sizes its inputs from a fixed list length; continuous inputs are float32; the user is tagged.
+    assert {"user", "id"} <= tags["user_id"] and "categorical" not in tags["user_id"]
+    for name in ("item_id-list", "device_type-list"):
+        assert ours[name].map(len).eq(20).all()
+        column = next(c for c in fitted.record.metadata["output_schema"] if c["name"] == name)
+        assert column["value_count"] == {"min": 20, "max": 20}
+    assert ours["item_id-count"].dtype == np.float32
+    counts = ours["item_id-count"].astype(int)
+    assert [list(row[n:]) for row, n in zip(ours["item_id-list"], counts)] == [[0] * (20 - n) for n in counts]  # padded with 0
+
+
+def test_a_session_list_keeps_its_latest_entries_and_a_declared_target_keeps_its_tag(store, sample, tmp_path):
+    config = {
+        "features": [
+            {"columns": ["item_id"], "ops": [{"categorify": {"dtype": "int64"}}, {"tags": ["item_id", "item"]}]},
+            {"columns": ["click"], "ops": [{"tags": ["target", "binary_classification"]}]},
+            {"columns": ["user_id"], "ops": [{"tags": ["user_id", "user"]}]},
+            {"columns": ["timestamp"]},
+        ],
+        "groupby": {
+            "by": ["user_id"],
+            "sort": ["timestamp"],
+            "aggs": {"item_id": ["list", "count"], "click": ["list", "sum"]},
+            "max_length": 3,
+            "continuous_dtype": "float64",
+        },
+    }
+    data = [str(sample / "interactions" / "day_1.parquet")]
+    fitted = stage.fit(store, stage.FitOptions(write_config(tmp_path, config, "s.yaml"), data))
+    stage.transform(store, stage.TransformOptions("s", data))
+    ours = read_dataset(store.path("datasets", "s")).set_index("user_id")
+    raw = pd.read_parquet(data[0]).sort_values("timestamp", kind="stable")
+    for user, rows in raw.groupby("user_id"):
+        clicks = rows["click"].tolist()[-3:]
+        assert list(ours.loc[user, "click-list"]) == clicks + [0] * (3 - len(clicks))  # the latest 3, padded
+        assert ours.loc[user, "click-sum"] == rows["click"].sum()  # statistics over the whole group
+    assert ours["item_id-count"].dtype == np.float64 and ours["item_id-list"].map(len).eq(3).all()
+    tags = {c["name"]: set(c["tags"]) for c in fitted.record.metadata["output_schema"]}
+    assert {"target", "list"} <= tags["click-list"] and {"target", "continuous"} <= tags["click-sum"]
+    assert [n for n, t in tags.items() if "target" in t] == ["click-list", "click-sum"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"max_length": 0}, r"groupby.max_length: Input should be greater than or equal to 1"),
+        ({"continuous_dtype": "int32"}, r"groupby.continuous_dtype: Input should be 'float32' or 'float64'"),
+        # NVTabular groups by the input column: a categorify of the key would be dropped from the
+        # values and kept in the schema
+        ({"user_op": {"categorify": {}}}, r"groupby.by: 'user_id' is grouped on its input values, so categorify would not apply to it"),
+    ],
+)
+def test_session_settings_that_would_mislead_a_model_are_refused(store, sample, tmp_path, change, message):
+    config = yaml.safe_load((CONFIGS / "session.yaml").read_text())
+    if "user_op" in change:
+        group = next(g for g in config["features"] if g["columns"] == ["user_id"])
+        group["ops"].insert(0, change.pop("user_op"))
+    config["groupby"].update(change)
+    fit_id_space(store, sample)
+    with pytest.raises(ConfigError, match=message):
+        stage.fit(store, stage.FitOptions(write_config(tmp_path, config), [str(sample / "interactions" / "day_1.parquet")]))
+    assert not store.path("workflows", "session").exists()
 
 
 def test_groupby_on_a_column_the_groups_do_not_produce(store, sample, tmp_path):
