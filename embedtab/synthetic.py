@@ -150,7 +150,7 @@ def generate(
     if images:
         _write_images(rng, items, out / "images", image_size)
     user_ids = _write_users(rng, n_users, out / "users.parquet")
-    _write_interactions(rng, items, user_ids, n_items, new_items, days, rows_per_day, out / "interactions")
+    _write_interactions(rng, items, pq.read_table(out / "users.parquet"), n_items, new_items, days, rows_per_day, out / "interactions")
     if next_day_items:
         # Its own generator: the days above stay what they were without a next day.
         _write_next_day(np.random.default_rng(seed + 1), out, items, user_ids, next_day_items, next_day_users, days, rows_per_day, images)
@@ -198,24 +198,14 @@ def _write_next_day(
     )
     all_users = pa.concat_tables([users, more]).sort_by("user_id")
     pq.write_table(all_users, folder / "users.parquet")
-    everyone = all_users.column("user_id").to_numpy()
-    item_ids = np.asarray(grown["item_id"])
-    item_idx = rng.choice(len(item_ids), size=rows)
-    new_rows = np.flatnonzero(rng.random(rows) < 0.25)
-    item_idx[new_rows] = [int(np.searchsorted(item_ids, i)) for i in rng.choice(new_ids, size=len(new_rows))]
-    user = rng.choice(everyone, size=rows)
-    user[: len(new_users)] = new_users  # every new user shows up
-    table = {
-        "user_id": user.tolist(),
-        "item_id": item_ids[item_idx].tolist(),
-        "timestamp": (DAY0 + days * 86_400 + np.sort(rng.integers(0, 86_400, size=rows))).astype(np.int64).tolist(),
-        "device_type": rng.choice(DEVICES, p=[0.6, 0.3, 0.1], size=rows).tolist(),
-        "click": (rng.random(rows) < 0.3).astype(np.int8).tolist(),
-    }
-    schema = pa.schema(
-        [("user_id", pa.int64()), ("item_id", pa.int64()), ("timestamp", pa.int64()), ("device_type", pa.string()), ("click", pa.int8())]
-    )
-    _write(table, folder / "interactions" / f"day_{days + 1}.parquet", schema)
+    everyone, leaning = all_users.column("user_id").to_numpy(), _leanings(rng, all_users)
+    item_ids, categories = np.asarray(grown["item_id"]), _codes(grown["category"])
+    who = rng.integers(0, len(everyone), size=rows)  # row -> user index
+    who[: len(new_users)] = np.searchsorted(everyone, new_users)  # every new user shows up
+    item_idx = _pick(rng, leaning[who], categories, np.ones(len(item_ids)))
+    fresh = np.flatnonzero(rng.random(rows) < NEW_SHARE)
+    item_idx[fresh] = _pick(rng, leaning[who[fresh]], categories, np.isin(item_ids, new_ids).astype(np.float64))
+    _write(_day(rng, everyone[who], item_ids, item_idx, days), folder / "interactions" / f"day_{days + 1}.parquet", _SCHEMA)
 
 
 def _write_images(rng: np.random.Generator, items: dict, image_dir: Path, image_size: int) -> None:
@@ -245,40 +235,71 @@ def _write_users(rng: np.random.Generator, n_users: int, path: Path) -> np.ndarr
     return user_ids
 
 
+_SCHEMA = pa.schema(
+    [("user_id", pa.int64()), ("item_id", pa.int64()), ("timestamp", pa.int64()), ("device_type", pa.string()), ("click", pa.int8())]
+)
+LEAN = 0.8  # share of a user's interactions within the category they lean to
+NEW_SHARE = 0.25  # share of the last day's interactions with the items released that day
+
+
+def _codes(values: list | np.ndarray) -> np.ndarray:
+    return np.array([CATEGORIES.index(v) for v in values], dtype=np.int64)
+
+
+def _leanings(rng: np.random.Generator, users: pa.Table) -> np.ndarray:
+    """The category (its index) each user leans to: their top_category, or a hidden one where that is null."""
+    top = users.column("top_category").to_pylist()
+    hidden = rng.choice(CATEGORIES, size=len(top))
+    return _codes([t or h for t, h in zip(top, hidden)])
+
+
+def _pick(rng: np.random.Generator, leaning: np.ndarray, categories: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """One item index per row, whose user leans to category `leaning[row]`: with probability LEAN
+    among the items of that category, otherwise among all; popularity-weighted either way
+    (`weights`, 0 for items not on offer)."""
+    picked = np.empty(len(leaning), dtype=np.int64)
+    lean = np.where(rng.random(len(leaning)) < LEAN, leaning, -1)  # -1: among all items
+    for code in range(-1, len(CATEGORIES)):
+        rows = np.flatnonzero(lean == code)
+        w = weights if code < 0 else weights * (categories == code)
+        if len(rows):
+            w = w if w.sum() > 0 else weights  # nothing of that category on offer
+            picked[rows] = rng.choice(len(w), size=len(rows), p=w / w.sum())
+    return picked
+
+
+def _day(rng: np.random.Generator, users: np.ndarray, item_ids: np.ndarray, item_idx: np.ndarray, day: int) -> dict[str, list]:
+    n = len(users)
+    return {
+        "user_id": users.tolist(),
+        "item_id": item_ids[item_idx].tolist(),
+        "timestamp": (DAY0 + day * 86_400 + np.sort(rng.integers(0, 86_400, size=n))).astype(np.int64).tolist(),
+        "device_type": rng.choice(DEVICES, p=[0.6, 0.3, 0.1], size=n).tolist(),
+        "click": (rng.random(n) < 0.3).astype(np.int8).tolist(),
+    }
+
+
 def _write_interactions(
-    rng: np.random.Generator, items: dict, user_ids: np.ndarray, n_items: int, new_items: int, days: int, rows_per_day: int, folder: Path
+    rng: np.random.Generator, items: dict, users: pa.Table, n_items: int, new_items: int, days: int, rows_per_day: int, folder: Path
 ) -> None:
-    """Older items are more popular (Zipf-like); the last `new_items` appear only on the last day."""
+    """Older items are more popular (Zipf-like); users lean to a category (LEAN); the last
+    `new_items` are released on the last day and take NEW_SHARE of its interactions, each picked
+    first by a user who leans to its category."""
     old = n_items - new_items
     weights = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    categories, item_ids = _codes(items["category"]), np.asarray(items["item_id"])
+    user_ids, leaning = users.column("user_id").to_numpy(), _leanings(rng, users)
     for day in range(days):
-        last = day == days - 1
-        pool = n_items if last else old
-        p = weights[:pool] / weights[:pool].sum()
-        item_idx = rng.choice(pool, size=rows_per_day, p=p)
-        if last and new_items:
-            item_idx[:new_items] = np.arange(old, n_items)  # every new item shows up at least once
-        ts = DAY0 + day * 86_400 + np.sort(rng.integers(0, 86_400, size=rows_per_day))
-        rows = {
-            "user_id": rng.choice(user_ids, size=rows_per_day).tolist(),
-            "item_id": np.asarray(items["item_id"])[item_idx].tolist(),
-            "timestamp": ts.astype(np.int64).tolist(),
-            "device_type": rng.choice(DEVICES, p=[0.6, 0.3, 0.1], size=rows_per_day).tolist(),
-            "click": (rng.random(rows_per_day) < 0.3).astype(np.int8).tolist(),
-        }
-        _write(
-            rows,
-            folder / f"day_{day + 1}.parquet",
-            pa.schema(
-                [
-                    ("user_id", pa.int64()),
-                    ("item_id", pa.int64()),
-                    ("timestamp", pa.int64()),
-                    ("device_type", pa.string()),
-                    ("click", pa.int8()),
-                ]
-            ),
-        )
+        who = rng.integers(0, len(user_ids), size=rows_per_day)  # row -> user index
+        item_idx = _pick(rng, leaning[who], categories, weights * (np.arange(n_items) < old))
+        if day == days - 1 and new_items:
+            fresh = np.union1d(np.arange(new_items), np.flatnonzero(rng.random(rows_per_day) < NEW_SHARE))
+            item_idx[fresh] = _pick(rng, leaning[who[fresh]], categories, (np.arange(n_items) >= old).astype(np.float64))
+            item_idx[:new_items] = np.arange(old, n_items)  # every new item shows up at least once ...
+            for row in range(new_items):  # ... with a user who leans to its category, where there is one
+                fans = np.flatnonzero(leaning == categories[old + row])
+                who[row] = rng.choice(fans) if len(fans) else who[row]
+        _write(_day(rng, user_ids[who], item_ids, item_idx, day), folder / f"day_{day + 1}.parquet", _SCHEMA)
 
 
 def main(argv: list[str] | None = None) -> int:
