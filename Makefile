@@ -4,15 +4,19 @@
 #   .venv         Python 3.11, the full pinned stack of constraints.txt (NVTabular 23.08 needs <= 3.11)
 #   .venv-modern  Python 3.12, the base install with the newest numpy 2 / pandas / pyarrow / torch /
 #                 sentence-transformers / open-clip the registry offers, no NVTabular
+#   .venv-train   Python 3.11, the trainers (Transformers4Rec, merlin-dataloader; requirements-train.txt)
+#                 and no embedtab: examples/ train there on the artifacts the other two make
 PYTHON        ?= python3.11
 MODERN_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3.12)
 VENV          ?= .venv
 MODERN        ?= .venv-modern
+TRAIN         ?= .venv-train
 BIN            = $(VENV)/bin
 STAMP          = $(VENV)/.embedtab-installed
 MODERN_STAMP   = $(MODERN)/.embedtab-installed
+TRAIN_STAMP    = $(TRAIN)/.installed
 
-.PHONY: setup setup-modern demo day2 test test-pinned test-modern lint clean-demo
+.PHONY: setup setup-modern setup-train demo day2 train-examples test test-pinned test-modern lint clean-demo
 
 setup: $(STAMP)
 
@@ -30,6 +34,14 @@ $(MODERN_STAMP): pyproject.toml
 	$(MODERN)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev,dask]'
 	touch $(MODERN_STAMP)
 
+setup-train: $(TRAIN_STAMP)
+
+# embedtab is not installed here on purpose: what trains in it reads the artifacts alone.
+$(TRAIN_STAMP): requirements-train.txt
+	test -x $(TRAIN)/bin/python || $(PYTHON) -m venv $(TRAIN)
+	$(TRAIN)/bin/pip install --quiet -r requirements-train.txt
+	touch $(TRAIN_STAMP)
+
 ## Run the whole chain on sample_data/ into ./artifacts-demo and print `embedtab status`.
 demo: setup
 	EMBEDTAB_ARTIFACTS=artifacts-demo HF_HUB_OFFLINE=1 $(BIN)/embedtab run configs/pipeline.yaml
@@ -46,26 +58,33 @@ day2: setup
 	cd demo-shop && HF_HUB_OFFLINE=1 ../$(BIN)/embedtab run configs/pipeline.yaml -A artifacts
 	cd demo-shop && ../$(BIN)/embedtab status -A artifacts
 
+## Train on the demo's artifacts with both trainers (examples/), in the training environment.
+train-examples: demo setup-train
+	$(TRAIN)/bin/python examples/train_transformers4rec.py artifacts-demo
+	$(TRAIN)/bin/python examples/train_with_content_lookups.py artifacts-demo
+
 ## The test suite in both environments (what CI runs): the pinned stack runs everything, including
 ## the cross-environment test that hands one artifact directory back and forth with the modern one;
 ## the modern stack runs every test that does not need NVTabular. Both always run; the last line
 ## reports both, and the target fails if either failed.
-test: setup setup-modern
+test: setup setup-modern setup-train
 	@lint=0; pinned=0; modern=0; \
 	$(MAKE) --no-print-directory lint || lint=$$?; \
-	EMBEDTAB_MODERN_PYTHON="$(CURDIR)/$(MODERN)/bin/python" $(BIN)/python -m pytest -q || pinned=$$?; \
+	EMBEDTAB_MODERN_PYTHON="$(CURDIR)/$(MODERN)/bin/python" EMBEDTAB_TRAIN_PYTHON="$(CURDIR)/$(TRAIN)/bin/python" \
+		$(BIN)/python -m pytest -q || pinned=$$?; \
 	$(MODERN)/bin/python -m pytest -q || modern=$$?; \
 	echo "make test: lint exit $$lint, pinned environment (.venv) pytest exit $$pinned, modern environment (.venv-modern) pytest exit $$modern"; \
 	test $$lint -eq 0 && test $$pinned -eq 0 && test $$modern -eq 0
 
 ## ruff (lint and format) and mypy, configured in pyproject.toml, on the pinned environment.
 lint: setup
-	$(BIN)/ruff check embedtab tests benchmarks
-	$(BIN)/ruff format --check embedtab tests benchmarks
+	$(BIN)/ruff check embedtab tests benchmarks examples
+	$(BIN)/ruff format --check embedtab tests benchmarks examples
 	$(BIN)/mypy
 
-test-pinned: setup setup-modern
-	EMBEDTAB_MODERN_PYTHON="$(CURDIR)/$(MODERN)/bin/python" $(BIN)/python -m pytest -q
+test-pinned: setup setup-modern setup-train
+	EMBEDTAB_MODERN_PYTHON="$(CURDIR)/$(MODERN)/bin/python" EMBEDTAB_TRAIN_PYTHON="$(CURDIR)/$(TRAIN)/bin/python" \
+		$(BIN)/python -m pytest -q
 
 test-modern: setup-modern
 	$(MODERN)/bin/python -m pytest -q

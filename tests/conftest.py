@@ -143,3 +143,18 @@ def fit_id_space(store, sample) -> None:
 
     for which, data in (("item", "items.parquet"), ("user", "users.parquet"), ("context", "interactions")):
         stage.fit(store, stage.FitOptions(str(CONFIGS / f"{which}.yaml"), [str(sample / data)]))
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """The demo's artifact directory, made by the demo script itself (read-only for the tests)."""
+    import subprocess
+    import sys
+
+    from embedtab.artifacts import ArtifactStore
+
+    root = tmp_path_factory.mktemp("demo") / "artifacts"
+    env = {**os.environ, "EMBEDTAB_ARTIFACTS": str(root), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return ArtifactStore(root)

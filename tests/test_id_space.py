@@ -9,11 +9,9 @@ NVTabular where embedtab cannot be imported.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,16 +25,6 @@ from tests.conftest import REPO, SAMPLE
 from tests.workflow.test_stage import read_dataset
 
 pytestmark = pytest.mark.merlin  # NVTabular workflows (the [merlin] extra)
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory) -> ArtifactStore:
-    """The demo's artifact directory, made by the demo script itself (read-only for the tests)."""
-    root = tmp_path_factory.mktemp("demo") / "artifacts"
-    env = {**os.environ, "EMBEDTAB_ARTIFACTS": str(root), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh")], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return ArtifactStore(root)
 
 
 def catalog_ids(store: ArtifactStore) -> dict:
