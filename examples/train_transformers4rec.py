@@ -22,12 +22,18 @@ import warnings
 from pathlib import Path
 
 
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("artifacts", type=Path, help="embedtab's artifact directory (e.g. artifacts-demo)")
     parser.add_argument("--dataset", default="sessions", help="the sessions dataset's name under datasets/")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epochs", type=positive, default=5)
+    parser.add_argument("--batch-size", type=positive, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     args = parser.parse_args(argv)
@@ -40,9 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     from transformers4rec.torch.utils.data_utils import MerlinDataLoader
 
     torch.manual_seed(args.seed)
+    if not (args.artifacts / "datasets" / args.dataset / "schema.pbtxt").is_file():
+        parser.error(f"{args.artifacts / 'datasets' / args.dataset} is not a dataset embedtab wrote (no schema.pbtxt)")
     dataset = Dataset(str(args.artifacts / "datasets" / args.dataset), engine="parquet", cpu=True)
     schema = dataset.schema
     length = schema["item_id-list"].value_count.max  # the fixed list length the workflow wrote
+    if not length:
+        parser.error("item_id-list has no fixed length in the schema: set groupby.max_length in the session config (e.g. 20)")
     inputs = tr.TabularSequenceFeatures.from_schema(
         schema, max_sequence_length=length, continuous_projection=16, masking="mlm", d_output=64
     )
@@ -54,16 +64,22 @@ def main(argv: list[str] | None = None) -> int:
 
     losses: list[float] = []
     for epoch in range(args.epochs):
-        total, steps = 0.0, 0
+        total, steps, skipped = 0.0, 0, 0
         for features, _ in batches:
             loss = model(features, training=True)["loss"]
+            if not torch.isfinite(loss):  # a batch of one-item sessions has no item left to predict
+                skipped += 1
+                continue
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total, steps = total + float(loss), steps + 1
-        losses.append(total / steps)
+        losses.append(total / steps if steps else math.nan)
         if not args.json:
-            print(f"epoch {epoch + 1}: mean loss {losses[-1]:.4f} over {steps} steps")
+            print(
+                f"epoch {epoch + 1}: mean loss {losses[-1]:.4f} over {steps} steps"
+                + (f" ({skipped} without a target skipped)" if skipped else "")
+            )
     # what from_schema embeds and projects: the CATEGORICAL and CONTINUOUS columns (user_id is
     # tagged USER_ID, not categorical: the raw id of the sequence's user, left out of the inputs)
     inputs_used = sorted(schema.select_by_tag(Tags.CATEGORICAL).column_names + schema.select_by_tag(Tags.CONTINUOUS).column_names)

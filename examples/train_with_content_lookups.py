@@ -31,6 +31,12 @@ from pathlib import Path
 import numpy as np
 
 OOV = 2  # NVTabular 23.08 Categorify: 0 padding, 1 null, 2 out of vocabulary, 3.. the values
+
+
+def TABLES(artifacts: Path) -> list[Path]:  # noqa: N802 - the dense tables of the two lookups, text then image
+    return [artifacts / "lookups" / f"{source}-train" / "_embeddings.npy" for source in ("text", "image")]
+
+
 USER_INPUTS = ("user_id", "gender", "top_category")
 
 
@@ -41,9 +47,8 @@ def loader(artifacts: Path, name: str, batch_size: int, shuffle: bool, content: 
 
     transforms = []
     if content:  # a row's vectors, looked up by its content key in embedtab's dense tables
-        for source in ("text", "image"):
-            table = str(artifacts / "lookups" / f"{source}-train" / "_embeddings.npy")
-            transforms.append(EmbeddingOperator(table, lookup_key="item_id_content", embedding_name=f"{source}_vec"))
+        for source, table in zip(("text", "image"), TABLES(artifacts)):
+            transforms.append(EmbeddingOperator(str(table), lookup_key="item_id_content", embedding_name=f"{source}_vec"))
     dataset = Dataset(str(artifacts / "datasets" / name), engine="parquet", cpu=True)
     return Loader(dataset, batch_size=batch_size, shuffle=shuffle, transforms=transforms), dataset.schema
 
@@ -102,9 +107,8 @@ def cold_start_recall(model, artifacts: Path, batches, trained_ids: set[int], in
     (first seen on the validation day), and for the rest."""
     import torch
 
-    text = torch.from_numpy(np.load(artifacts / "lookups" / "text-train" / "_embeddings.npy"))
-    image = torch.from_numpy(np.load(artifacts / "lookups" / "image-train" / "_embeddings.npy"))
-    catalog = torch.arange(OOV + 1, len(text))  # every item id (0-2 are padding, null and OOV)
+    text, image = (torch.from_numpy(np.load(table)) for table in TABLES(artifacts)) if content else (None, None)
+    catalog = torch.arange(OOV + 1, int(model.item.num_embeddings))  # every item id (0-2 are padding, null and OOV)
     seen = torch.tensor([int(i) in trained_ids for i in catalog])
     with torch.no_grad():
         as_trained = torch.where(seen, catalog, torch.full_like(catalog, OOV))  # an untrained id reads as OOV
@@ -137,9 +141,7 @@ def run(artifacts: Path, epochs: int, batch_size: int, seed: int, content: bool)
         in_training.update(features["item_id_content"].view(-1).tolist())
         rows += len(features["item_id"])
     trained_ids.discard(OOV)  # masked rows: their items' own ids are never trained
-    dims = None
-    if content:
-        dims = tuple(np.load(artifacts / "lookups" / f"{s}-train" / "_embeddings.npy", mmap_mode="r").shape[1] for s in ("text", "image"))
+    dims = tuple(np.load(table, mmap_mode="r").shape[1] for table in TABLES(artifacts)) if content else None
     model = build_model(schema, dims)
     losses = train(model, train_rows, epochs, content)
     valid_rows, _ = loader(artifacts, "valid", 1024, shuffle=False, content=False)
@@ -148,16 +150,29 @@ def run(artifacts: Path, epochs: int, batch_size: int, seed: int, content: bool)
     )
 
 
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("artifacts", type=Path, help="embedtab's artifact directory (e.g. artifacts-demo)")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--seeds", type=int, default=3, help="train each variant with seeds 0..N-1 and average")
+    parser.add_argument("--epochs", type=positive, default=20)
+    parser.add_argument("--batch-size", type=positive, default=256, help="rows per batch (in-batch softmax: 2 or more)")
+    parser.add_argument("--seeds", type=positive, default=3, help="train each variant with seeds 0..N-1 and average")
     parser.add_argument("--only", choices=("content", "ids"), help="train one variant")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")  # Merlin's import-time notices about TensorFlow and Triton
+    if args.batch_size < 2:
+        parser.error("--batch-size: in-batch softmax needs 2 or more rows (each row's item against the others)")
+    wanted = [args.artifacts / "datasets" / "train", args.artifacts / "datasets" / "valid"]
+    wanted += TABLES(args.artifacts) if args.only != "ids" else []
+    missing = [str(path) for path in wanted if not path.exists()]
+    if missing:
+        parser.error(f"not in the artifact directory: {', '.join(missing)} (make demo builds them)")
     variants = {"content": [True], "ids": [False]}.get(args.only, [True, False])
     results = [run(args.artifacts, args.epochs, args.batch_size, seed, content) for content in variants for seed in range(args.seeds)]
     if args.json:

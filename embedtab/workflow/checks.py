@@ -94,6 +94,11 @@ def check_groupby(config: WorkflowConfig, workflow_features: Any, paths: Sequenc
         raise ConfigError(
             f"{config_path}: groupby: {names(missing)} not produced by the feature groups (they produce {names(outputs, 30)})"
         )
+    if spec.max_length is not None:  # padded with 0: a list of text cannot hold it
+        produced = nvt.Workflow(workflow_features).fit_schema(schema).output_schema
+        text = [c for c, aggs in spec.aggs.items() if "list" in aggs and not np.issubdtype(np.dtype(produced[c].dtype.to_numpy), np.number)]
+        if text:
+            raise ConfigError(f"{config_path}: groupby.max_length pads lists with 0, and {names(text)} hold text: categorify them first")
 
 
 def check_id_masking(config: WorkflowConfig, cardinalities: dict[str, Any], source: str) -> None:

@@ -207,13 +207,15 @@ def compile_workflow(config: cfg.WorkflowConfig, ctx: Context, features: Any = N
 
 
 def _shaped(node: Any, tags: tuple[str, ...], spec: cfg.GroupBy) -> Any:
-    """Lists cut to their last `max_length` entries and padded with 0 (the padding id) to it, which
+    """Lists cut to their latest `max_length` entries and padded with 0 (the padding id) to it, which
     NVTabular records as the lists' fixed value count; group statistics cast to floats."""
     import numpy as np
     import nvtabular as nvt
 
     if "list" in tags and spec.max_length is not None:
-        return node >> nvt.ops.ListSlice(-spec.max_length, pad=True, pad_value=0)
+        # the latest entries: the tail of an ascending sort, the head of a descending one
+        start, end = (-spec.max_length, None) if spec.ascending else (0, spec.max_length)
+        return node >> nvt.ops.ListSlice(start, end, pad=True, pad_value=0)
     if "continuous" in tags:
         return node >> nvt.ops.LambdaOp(CASTS[spec.continuous_dtype], dtype=np.dtype(spec.continuous_dtype))
     return node

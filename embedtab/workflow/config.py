@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, model_validator
 
 from embedtab.errors import ConfigError
 from embedtab.yamlfile import MAX_BYTES, MAX_DEPTH, MAX_VALUES, clip, read_yaml, shown, yaml_line  # noqa: F401 (re-exported)
@@ -321,7 +321,7 @@ class GroupBy(_Model):
     name_sep: str = "-"
     # Every list keeps its last max_length entries (the latest, after `sort`), padded with 0 (the
     # padding id) to that length: Transformers4Rec sizes its inputs from this fixed length.
-    max_length: int | None = Field(None, ge=1, le=100_000)
+    max_length: StrictInt | None = Field(None, ge=1, le=100_000)  # (not true, "20" or 20.0)
     # Statistics of a group (count, sum, mean, ...) are continuous features, and models take floats.
     continuous_dtype: Literal["float32", "float64"] = "float32"
 
@@ -381,7 +381,10 @@ class WorkflowConfig(_Model):
         # NVTabular's Groupby takes its keys from the input rows, not from the graph: an op on a
         # key would be dropped from the values but kept in the schema (e.g. a categorical domain
         # over raw ids), so only tags may be given to a key.
+        raw = set(self.input_columns())
         for key in self.groupby.by if self.groupby else []:
+            if key not in raw:
+                raise ValueError(f"groupby.by: {shown(key)} is not an input column (NVTabular groups by the input rows' columns)")
             for group in self.features:
                 ops = [op.op for op in group.ops if not isinstance(op, AddTags)]
                 if key in group.flat_columns() and ops:

@@ -205,6 +205,13 @@ def test_a_session_list_keeps_its_latest_entries_and_a_declared_target_keeps_its
         assert list(ours.loc[user, "click-list"]) == clicks + [0] * (3 - len(clicks))  # the latest 3, padded
         assert ours.loc[user, "click-sum"] == rows["click"].sum()  # statistics over the whole group
     assert ours["item_id-count"].dtype == np.float64 and ours["item_id-list"].map(len).eq(3).all()
+    config["groupby"]["ascending"] = False  # newest first: the latest 3 are the head
+    stage.fit(store, stage.FitOptions(write_config(tmp_path, config, "d.yaml"), data))
+    stage.transform(store, stage.TransformOptions("d", data))
+    newest_first = read_dataset(store.path("datasets", "d")).set_index("user_id")
+    for user, rows in raw.groupby("user_id"):
+        clicks = rows["click"].tolist()[::-1][:3]
+        assert list(newest_first.loc[user, "click-list"]) == clicks + [0] * (3 - len(clicks))
     tags = {c["name"]: set(c["tags"]) for c in fitted.record.metadata["output_schema"]}
     assert {"target", "list"} <= tags["click-list"] and {"target", "continuous"} <= tags["click-sum"]
     assert [n for n, t in tags.items() if "target" in t] == ["click-list", "click-sum"]
@@ -214,6 +221,9 @@ def test_a_session_list_keeps_its_latest_entries_and_a_declared_target_keeps_its
     "change, message",
     [
         ({"max_length": 0}, r"groupby.max_length: Input should be greater than or equal to 1"),
+        ({"max_length": True}, r"groupby.max_length: Input should be a valid integer"),  # (not 1)
+        ({"by": ["uid"]}, r"groupby.by: 'uid' is not an input column \(NVTabular groups by the input rows' columns\)"),
+        ({"text_list": True}, r"groupby.max_length pads lists with 0, and device_type hold text: categorify them first"),
         ({"continuous_dtype": "int32"}, r"groupby.continuous_dtype: Input should be 'float32' or 'float64'"),
         # NVTabular groups by the input column: a categorify of the key would be dropped from the
         # values and kept in the schema
@@ -225,6 +235,8 @@ def test_session_settings_that_would_mislead_a_model_are_refused(store, sample, 
     if "user_op" in change:
         group = next(g for g in config["features"] if g["columns"] == ["user_id"])
         group["ops"].insert(0, change.pop("user_op"))
+    if change.pop("text_list", False):
+        next(g for g in config["features"] if g["columns"] == ["device_type"])["ops"] = [{"tags": ["context"]}]
     config["groupby"].update(change)
     fit_id_space(store, sample)
     with pytest.raises(ConfigError, match=message):
