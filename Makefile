@@ -23,7 +23,7 @@ setup: $(STAMP)
 # Re-install only when the dependency declarations change.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[merlin,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[merlin,serve,dev]'
 	touch $(STAMP)
 
 setup-modern: $(MODERN_STAMP)

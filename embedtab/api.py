@@ -229,6 +229,12 @@ class Artifacts:
         result = self._made("transform", workflow, {"data": _paths(data), **options})
         return self._wrap(result.record, result.up_to_date)
 
+    def export_triton(self, name: str = "triton", **options: Any) -> Artifact:
+        """`embedtab export triton`: a versioned Triton model repository at exports/<name>/. options:
+        the fields of `embedtab.export.options.ExportOptions` (lookups, workflows, version, keep, force)."""
+        result = self._made("export triton", name, options)
+        return self._wrap(result.record, result.up_to_date)
+
     def lookup(self, embeddings: str | Sequence[str], **options: Any) -> Artifact:
         """`embedtab lookup`: row i of the table is the embedding of the item with categorified id i.
         options: the fields of `embedtab.lookup_options.LookupOptions` (workflow, column, concat,

@@ -160,6 +160,8 @@ MaxPixels = integer(1, MAX_PIXELS)
 Rows = integer(1)  # a number of rows: 1 or more
 Dims = integer(1, MAX_DIMS)
 Seed = integer(0, MAX_SEED)
+ModelVersion = integer(1, 2**63 - 1)  # Triton's model versions are positive int64
+Versions = integer(1, 1000)  # how many versions a model repository keeps
 PartSize = Annotated[
     int,
     Allowed(

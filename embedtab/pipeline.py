@@ -219,6 +219,10 @@ def load(path: str | os.PathLike[str], store: ArtifactStore) -> Pipeline:
                 )
             producers[output] = stage
         stages.append(stage)
+    for stage in stages:  # "every artifact of a kind": those the pipeline makes
+        stage.needs = [
+            key for need in stage.needs for key in (sorted(k for k in producers if k[0] == need[0]) if need[1] == registry.ALL else [need])
+        ]
     existing = {(r.kind, r.name) for r in store.records()} if store.manifest_path.exists() else set()
     for stage in stages:
         for need in stage.needs:

@@ -1,7 +1,7 @@
 """The stage registry: every command that makes artifacts, declared once.
 
 For each command (`encode text`, `encode image`, `reduce`, `apply`, `fit-workflow`, `transform`,
-`lookup`) it holds:
+`lookup`, `export triton`) it holds:
 
     options   its options dataclass, whose fields are the one declaration of every option (name =
               long flag, type, default, help, recipe or not: see embedtab.options)
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from embedtab.encode.options import ImageOptions, TextOptions
+from embedtab.export.options import ExportOptions
 from embedtab.lookup_options import LookupOptions
 from embedtab.options import by_name
 from embedtab.reduce.options import ApplyOptions, ReduceOptions
@@ -96,6 +97,17 @@ def _transformed(options: TransformOptions) -> Edges:
     return [("datasets", options.name or Path(options.workflow).name)], needs
 
 
+ALL = "*"  # a need of every artifact of a kind that the pipeline makes (embedtab.pipeline expands it)
+
+
+def _exported(options: ExportOptions) -> Edges:
+    # (with no names it serves every lookup / workflow there is: it runs after all of them)
+    needs: list[Key] = []
+    for kind, names in (("lookups", options.lookups), ("workflows", options.workflows)):
+        needs.extend([(kind, n) for n in names] or [(kind, ALL)])
+    return [("exports", options.name)], needs
+
+
 def _looked_up(options: LookupOptions) -> Edges:
     needs = [*(("embeddings", e) for e in options.embeddings), ("workflows", options.workflow)]
     return [("lookups", options.output_name)], needs
@@ -134,5 +146,6 @@ COMMANDS: dict[str, Command] = {
         Command("fit-workflow", FitOptions, "config", ("embedtab.workflow.stage", "fit"), _fitted, ("fit-workflow",)),
         Command("transform", TransformOptions, "workflow", ("embedtab.workflow.stage", "transform"), _transformed, ("transform",)),
         Command("lookup", LookupOptions, "embeddings", ("embedtab.lookup", "run"), _looked_up, ("lookup",)),
+        Command("export triton", ExportOptions, "name", ("embedtab.export.triton", "run"), _exported, ("export", "triton")),
     )
 }

@@ -75,7 +75,18 @@ def collect(store: ArtifactStore, verify: bool = False) -> dict[str, Any]:
         # Per categorified column of each workflow: ids held, added since the fit it replaced, moved
         # (always 0: a fit that would move one is refused, see embedtab/workflow/growth.py).
         "id_spaces": id_spaces(manifest.artifacts.values()),
+        # Per model repository (embedtab export triton): the newest version, what each kept version serves.
+        "exports": exports(manifest.artifacts.values()),
     }
+
+
+def exports(records: Any) -> list[dict[str, Any]]:
+    """Each export's versions: model -> the artifact and fingerprint it serves in that version."""
+    return [
+        {"name": record.name, "version": record.metadata["version"], "versions": record.metadata["versions"]}
+        for record in sorted(records, key=lambda r: r.name)
+        if record.kind == "exports"
+    ]
 
 
 def id_spaces(records: Any) -> list[dict[str, Any]]:

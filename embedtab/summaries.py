@@ -108,13 +108,30 @@ def looked_up(record: ArtifactRecord) -> list[str]:
     return lines
 
 
+def exported(record: ArtifactRecord) -> list[str]:
+    """`export triton`: the version written, its models and what they serve, the versions kept."""
+    m = record.metadata
+    newest = m["versions"].get(str(m["version"]), {})
+    lines = [f"version {m['version']}: {len(newest)} models"]
+    lines += [f"{model}: {served['artifact']} ({served['fingerprint'][:12]})" for model, served in newest.items()]
+    kept = sorted({v for versions in m["models"].values() for v in versions})
+    lines.append(f"versions in the repository: {', '.join(map(str, kept))} (Triton serves the newest of each model)")
+    return lines
+
+
 def of_stage(command: str, record: ArtifactRecord, projection: ArtifactRecord | None = None) -> list[str]:
     """The lines of a pipeline stage, by its command."""
     if command.startswith("encode"):
         return encoded(record)
     if command == "reduce":
         return reduced(projection, record) if projection is not None else []
-    makers: dict[str, Any] = {"apply": applied, "fit-workflow": fitted, "transform": transformed, "lookup": looked_up}
+    makers: dict[str, Any] = {
+        "apply": applied,
+        "fit-workflow": fitted,
+        "transform": transformed,
+        "lookup": looked_up,
+        "export triton": exported,
+    }
     return makers[command](record)
 
 

@@ -30,4 +30,6 @@ step embedtab lookup --embeddings text-pca64 --workflow interactions --column it
 step embedtab lookup --embeddings image-pca16 --workflow interactions --column item_id --name image-train
 step embedtab lookup --embeddings text-pca64 --workflow item --column item_id --name text-catalog
 
+step embedtab export triton
+
 step embedtab status

@@ -7,7 +7,7 @@ The layers, from the real graph (high imports low; skipping a layer is fine, imp
     embedtab.api          the Python API the CLI runs on (its `run` drives the pipeline)
     embedtab.pipeline     `embedtab run`: the stages in order, from a pipeline file
     embedtab.stages       the stage registry: each command's options class, main argument, runner, edges
-    embedtab.lookup       reads fitted workflows (embedtab.workflow.vocabulary), so it sits above them
+    lookup | export       read fitted workflows (embedtab.workflow), so they sit above them
     encode | reduce | workflow | status | summaries | lookup_options
                           the stages (and lookup's options), and the read-only views of the
                           artifacts; none imports another
@@ -31,7 +31,7 @@ LAYERS = [
     "embedtab.api",
     "embedtab.pipeline",
     "embedtab.stages",
-    "embedtab.lookup",
+    Layer("embedtab.lookup", "embedtab.export", independent=True),
     Layer(
         "embedtab.encode",
         "embedtab.reduce",

@@ -130,6 +130,7 @@ API_CALLS = {  # command -> how its method is called with a dict of options (the
     "fit-workflow": lambda art, o: art.fit_workflow(o.pop("config"), o.pop("data"), **o),
     "transform": lambda art, o: art.transform(o.pop("workflow"), o.pop("data"), **o),
     "lookup": lambda art, o: art.lookup(o.pop("embeddings"), **o),
+    "export triton": lambda art, o: art.export_triton(o.pop("name"), **o),
 }
 
 

@@ -253,7 +253,7 @@ def test_one_changed_description_reruns_only_what_reads_it(tmp_path, monkeypatch
     pipeline = str(REPO / "configs" / "pipeline.yaml")
     assert cli(["-q", "run", pipeline, "--json", "-A", "a"]) == 0
     stages = {s["stage"]: s for s in json.loads(capsys.readouterr().out)["stages"]}
-    assert len(stages) == 17
+    assert len(stages) == 18 and list(stages)[-1] == "exports/triton"  # (it serves every workflow and lookup: last)
     # Each stage's report carries what its own command prints, and its summary.
     image = stages["embeddings/image"]
     assert image["summary"]["skipped"] == 2 and ", 2 skipped; " in image["lines"][0]
@@ -273,14 +273,15 @@ def test_one_changed_description_reruns_only_what_reads_it(tmp_path, monkeypatch
     # Nothing to do: a line per stage and one closing line, no headings.
     assert cli(["run", pipeline, "-A", "a"]) == 0
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 18 and all(line.endswith(": up to date") for line in lines[:17])
-    assert lines[17].startswith(f"all 17 stages of {pipeline} are up to date; nothing to do")
+    assert len(lines) == 19 and all(line.endswith(": up to date") for line in lines[:18])
+    assert lines[18].startswith(f"all 18 stages of {pipeline} are up to date; nothing to do")
 
     frame = pd.read_parquet("sample_data/items.parquet")
     frame.loc[5, "description"] = "A brand new description."
     frame.to_parquet("sample_data/items.parquet", index=False)
     assert cli(["-q", "run", pipeline, "--json", "-A", "a"]) == 0
     ran = [s["stage"] for s in json.loads(capsys.readouterr().out)["stages"] if s["status"] != "up to date"]
-    assert ran == ["embeddings/text", "embeddings/text-pca64", "lookups/text-train", "lookups/text-catalog"]
+    assert ran == ["embeddings/text", "embeddings/text-pca64", "lookups/text-train", "lookups/text-catalog", "exports/triton"]
+    assert ArtifactStore(tmp_path / "a").get("exports", "triton").metadata["version"] == 2  # the day's new version
     summary = ArtifactStore(tmp_path / "a").get("embeddings", "text").summary
     assert (summary["encoded"], summary["reused"]) == (1, 199)

@@ -13,6 +13,8 @@
       workflows/<name>/        an NVTabular workflow directory (metadata.json, workflow.pkl, categories/)
       datasets/<name>/         transformed parquet parts + Merlin schema
       lookups/<name>/          table.parquet (cat_id, id, present, embedding) + _embeddings.npy, _lookup.json
+      exports/<name>/          a Triton model repository: <model>/config.pbtxt, <model>/<version>/...
+                               (embedtab.export.triton)
 
 Embeddings, lookup and dataset folders are Merlin datasets as they stand: everything beside the
 data parts starts with "_" (pyarrow's discovery skips such names) and folders holding parquet
@@ -28,7 +30,7 @@ from pathlib import Path
 from embedtab.errors import UsageError
 from embedtab.yamlfile import shown
 
-KINDS = ("embeddings", "projections", "workflows", "datasets", "lookups")
+KINDS = ("embeddings", "projections", "workflows", "datasets", "lookups", "exports")
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 STAGING = ".staging"

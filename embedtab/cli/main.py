@@ -16,6 +16,7 @@ import typer
 from embedtab.cli import common
 from embedtab.cli.encode import app as encode_app
 from embedtab.cli.encode import encoders
+from embedtab.cli.export import app as export_app
 from embedtab.cli.lookup import lookup
 from embedtab.cli.pipeline import run as run_pipeline
 from embedtab.cli.reduce import reduce
@@ -30,7 +31,7 @@ app = typer.Typer(
     help=(
         "Offline embedding and feature preparation for NVIDIA Merlin recommender systems.\n\n"
         "Each subcommand reads and writes one artifact directory (--artifacts or "
-        "EMBEDTAB_ARTIFACTS): encode -> reduce -> fit-workflow/transform -> lookup; "
+        "EMBEDTAB_ARTIFACTS): encode -> reduce -> fit-workflow/transform -> lookup -> export triton; "
         "`embedtab status` shows what is there."
     ),
     no_args_is_help=True,
@@ -66,6 +67,7 @@ app.command("reduce")(reduce)
 app.command("fit-workflow")(fit_workflow)
 app.command("transform")(transform)
 app.command("lookup")(lookup)
+app.add_typer(export_app, name="export")
 app.command("status")(status)
 app.command("run")(run_pipeline)
 app.command("encoders")(encoders)

@@ -79,6 +79,10 @@ def _footer(report: dict) -> None:
         )
     _print_work(report)
     _print_id_spaces(report)
+    for export in report["exports"]:
+        for number, models in sorted(export["versions"].items(), key=lambda kv: -int(kv[0])):
+            served = ", ".join(f"{m} = {s['artifact']} {s['fingerprint'][:10]}" for m, s in models.items())
+            stdout.print(f"exports/{export['name']} version {number}: {served}", markup=False)
     for pending in report["pending"]:
         stdout.print(f"[yellow]interrupted publication pending:[/yellow] {pending} (the next writer finishes it)")
     if report["reclaimable_bytes"]:
