@@ -219,6 +219,13 @@ def load(path: str | os.PathLike[str], store: ArtifactStore) -> Pipeline:
                 )
             producers[output] = stage
         stages.append(stage)
+    _resolve_needs(stages, producers, store, path, text)
+    return Pipeline(path, _ordered(stages, producers, path), producers)
+
+
+def _resolve_needs(stages: list[Stage], producers: dict[tuple[str, str], Stage], store: ArtifactStore, path: Path, text: str) -> None:
+    """Every need is made by a stage of the file or already held by `store` (ConfigError with the
+    line otherwise); a need of every artifact of a kind becomes those the pipeline makes."""
     for stage in stages:  # "every artifact of a kind": those the pipeline makes
         stage.needs = [
             key for need in stage.needs for key in (sorted(k for k in producers if k[0] == need[0]) if need[1] == registry.ALL else [need])
@@ -242,7 +249,6 @@ def load(path: str | os.PathLike[str], store: ArtifactStore) -> Pipeline:
                     ("stages", stage.index, stage.command),
                     f"{stage.command} needs {need[0]}/{clip(need[1], 40)}, which no stage makes and {store.root}{held}",
                 )
-    return Pipeline(path, _ordered(stages, producers, path), producers)
 
 
 def _ordered(stages: list[Stage], producers: dict[tuple[str, str], Stage], path: Path) -> list[Stage]:

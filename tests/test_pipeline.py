@@ -285,3 +285,16 @@ def test_one_changed_description_reruns_only_what_reads_it(tmp_path, monkeypatch
     assert ArtifactStore(tmp_path / "a").get("exports", "triton").metadata["version"] == 2  # the day's new version
     summary = ArtifactStore(tmp_path / "a").get("embeddings", "text").summary
     assert (summary["encoded"], summary["reused"]) == (1, 199)
+
+
+def test_an_export_of_everything_runs_after_every_lookup_and_workflow_wherever_it_stands(tmp_path):
+    """`export triton:` without names serves every lookup and workflow: it waits for all of them."""
+    from embedtab.pipeline import load
+
+    text = (REPO / "configs" / "pipeline.yaml").read_text().replace("  - export triton: triton\n", "")
+    path = write(tmp_path / "p.yaml", text.replace("stages:\n", "stages:\n  - export triton: triton\n", 1))
+    stages = load(path, ArtifactStore(tmp_path / "a")).stages
+    at = next(i for i, s in enumerate(stages) if s.command == "export triton")
+    served = {o for s in stages for o in s.outputs if o[0] in ("lookups", "workflows")}
+    assert set(stages[at].needs) == served and len(served) == 8
+    assert all(i < at for i, s in enumerate(stages) if set(s.outputs) & served)
