@@ -17,10 +17,16 @@
 set -euo pipefail
 REPO=${1:?usage: scripts/tritonserver.sh MODEL_REPOSITORY [tritonserver flags...]}
 shift
-PY=${PYTHON:-$(dirname "$0")/../.venv/bin/python}
-[ -x "$PY" ] || PY=$(command -v python3)
+if [ -n "${PYTHON:-}" ]; then
+  PY=$PYTHON
+  [ -x "$PY" ] || { echo "tritonserver.sh: PYTHON=$PY is not an executable" >&2; exit 2; }
+else
+  PY=$(dirname "$0")/../.venv/bin/python
+  [ -x "$PY" ] || PY=$(command -v python3)
+fi
+[ -d "$REPO" ] || { echo "tritonserver.sh: $REPO is not a folder (embedtab export triton writes ARTIFACTS/exports/<name>)" >&2; exit 2; }
 read -r TRITON PYVER LIBDIR < <("$PY" -c 'import os, sys, sysconfig, pytriton
-print(os.path.join(os.path.dirname(pytriton.__file__), "tritonserver"), "%d.%d" % sys.version_info[:2], sysconfig.get_config_var("LIBDIR"))') || {
+print(os.path.join(os.path.dirname(pytriton.__file__), "tritonserver"), "%d.%d" % sys.version_info[:2], sysconfig.get_config_var("LIBDIR"))' 2>/dev/null) || {
   echo "tritonserver.sh: $PY has no nvidia-pytriton; install embedtab[serve] there" >&2; exit 2; }
 BACKENDS=$("$PY" -c 'import sys; print(sys.prefix)')/share/embedtab/triton/backends
 if [ ! -x "$BACKENDS/python/triton_python_backend_stub" ]; then
@@ -28,7 +34,9 @@ if [ ! -x "$BACKENDS/python/triton_python_backend_stub" ]; then
   ln -sf "$TRITON/backends/python/libtriton_python.so" "$TRITON/backends/python/triton_python_backend_utils.py" "$BACKENDS/python/"
   ln -sf "$TRITON/python_backend_stubs/$PYVER/triton_python_backend_stub" "$BACKENDS/python/"
 fi
-# (and the CUDA runtime pytriton bundles, which the stub links even on CPU)
+# (and the CUDA runtime pytriton bundles, which the stub links even on CPU); no bytecode written
+# into the repository (it is an artifact: `embedtab status --verify` checks its files)
+export PYTHONDONTWRITEBYTECODE=1
 export PATH="$(dirname "$PY"):$PATH" LD_LIBRARY_PATH="$LIBDIR:$TRITON/../../nvidia_pytriton.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 exec "$TRITON/bin/tritonserver" --model-repository="$REPO" --backend-directory="$BACKENDS" \
   --http-address=127.0.0.1 --grpc-address=127.0.0.1 --allow-metrics=false \

@@ -197,3 +197,39 @@ def test_a_damaged_missing_or_stale_input_is_refused_in_one_line_and_nothing_is_
     stale = embedtab(root, "export", "triton", "-n", "fresh", "-l", "text-train")
     assert stale.returncode == 1 and "lookups/text-train is stale (" in stale.stderr and "rerun its command" in stale.stderr
     assert len(stale.stderr.strip().splitlines()) == 1 and not (root / "exports" / "fresh").exists()
+
+
+def test_a_served_repository_stays_intact_and_damage_or_loss_never_carries_a_bad_version(demo, tmp_path):
+    root = copy_of(demo, tmp_path)
+    art, repository = Artifacts(root), root / "exports" / "one"
+    art.export_triton("one", lookups=["text-train"], workflows=[])
+    # Triton's Python backend writes bytecode beside each model.py: not damage, nothing new to serve
+    (repository / "lookup_text-train" / "1" / "__pycache__").mkdir()
+    (repository / "lookup_text-train" / "1" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"\x00")
+    assert embedtab(root, "status", "--verify").returncode == 0
+    assert art.export_triton("one", lookups=["text-train"], workflows=[]).up_to_date
+    # a damaged version is rebuilt as a new one and not carried along
+    (repository / "lookup_text-train" / "1" / "present.npy").write_bytes(b"\x93NUMPY tampered")
+    second = art.export_triton("one", lookups=["text-train"], workflows=[])
+    assert second.record.metadata["version"] == 2 and second.record.metadata["models"]["lookup_text-train"] == [2]
+    assert sorted(p.name for p in (repository / "lookup_text-train").iterdir()) == ["2", "config.pbtxt"]
+    assert embedtab(root, "status", "--verify").returncode == 0
+    # the folder deleted by hand: the numbers go on from the record, never back to 1
+    shutil.rmtree(repository)
+    assert art.export_triton("one", lookups=["text-train"], workflows=[]).record.metadata["version"] == 3
+
+
+def test_model_names_are_reachable_and_a_lookup_of_several_tables_is_left_out_of_everything(demo, tmp_path):
+    root = copy_of(demo, tmp_path)
+    for name, extra in (("text+image", ["--concat"]), ("both", [])):
+        made = embedtab(root, "lookup", "-e", "text-pca64", "-e", "image-pca16", "-w", "interactions", "-n", name, *extra)
+        assert made.returncode == 0, made.stderr
+    everything = embedtab(root, "export", "triton", "-n", "all")
+    assert everything.returncode == 0, everything.stderr
+    assert "lookups/both is not exported: it holds one table per source (built without --concat)" in everything.stderr
+    models = sorted(p.name for p in (root / "exports" / "all").iterdir())
+    assert "lookup_text_image" in models and not any("both" in m or "+" in m for m in models)  # ('+' is %2B to HTTP clients)
+    vectors = np.load(root / "exports" / "all" / "lookup_text_image" / "1" / "vectors.npy")
+    assert vectors.shape == (203, 80)
+    asked = embedtab(root, "export", "triton", "-n", "some", "-l", "both")
+    assert asked.returncode == 2 and "lookups/both holds one table per source" in asked.stderr

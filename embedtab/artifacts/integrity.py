@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from embedtab.artifacts.hashes import HashCache
-from embedtab.artifacts.layout import artifact_path
+from embedtab.artifacts.layout import artifact_path, is_server_cache
 from embedtab.artifacts.manifest import ArtifactRecord, legacy_layout
 from embedtab.errors import IntegrityError
 from embedtab.fingerprint import directory_files
@@ -42,7 +42,7 @@ class Integrity:
             if out.path not in broken and self.hashes.sha256(base / out.path, rehash) != out.sha256:
                 problems.append(f"{out.path} differs from what embedtab wrote (sha256)")
         self.hashes.save()
-        present = {str(p) for p in directory_files(base)} if base.is_dir() else set()
+        present = {str(p) for p in directory_files(base) if not is_server_cache(record.kind, str(p))} if base.is_dir() else set()
         problems += [f"{extra} is not embedtab's (an extra file)" for extra in sorted(present - {o.path for o in record.outputs})]
         return problems
 

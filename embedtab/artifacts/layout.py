@@ -123,6 +123,12 @@ def sidecar_names(kind: str, name: str) -> tuple[str, ...]:
     return (name, legacy) if legacy else (name,)
 
 
+def is_server_cache(kind: str, path: str) -> bool:
+    """Bytecode a serving process writes beside the models of an export (Triton's Python backend
+    imports each version's model.py): not embedtab's, and no damage either."""
+    return kind == "exports" and "__pycache__/" in path
+
+
 def is_legacy_file(kind: str, path: str) -> bool:
     """A file named as before sidecar files moved out of merlin.io's way."""
     return path in LEGACY_NAMES.get(kind, {}).values() or (kind == "lookups" and path.endswith(".npy") and not path.startswith("_"))

@@ -28,7 +28,7 @@ class ExportOptions:
         aliases=("workflow",),
     )
     version: ModelVersion | None = option(None, "The version number to write (default: one above the newest); an existing one is refused.")
-    keep: Versions = option(3, "Versions kept in the repository, the newest first (Triton serves the newest).", recipe=True)
+    keep: Versions = option(3, "Versions kept when a version is written, the newest first (Triton serves the newest).")
     force: bool = option(False, FORCE)
 
     def __post_init__(self) -> None:

@@ -40,6 +40,7 @@ from embedtab.options import recipe_of
 from embedtab.reporting import SILENT, Reporter
 
 _HERE = Path(__file__).parent
+_MAX_VERSION = 2**63 - 1  # Triton reads version folders as int64
 
 
 @dataclass
@@ -56,10 +57,15 @@ class Model:
 
 
 # ----------------------------------------------------------------------------- what to export
-def _selected(store: ArtifactStore, kind: str, names: list[str]) -> list[ArtifactRecord]:
+def _selected(store: ArtifactStore, kind: str, names: list[str], warn: Any) -> list[ArtifactRecord]:
     if names:
         return [store.require(kind, name) for name in names]
-    return sorted((r for r in store.records() if r.kind == kind), key=lambda r: r.name)
+    found = sorted((r for r in store.records() if r.kind == kind), key=lambda r: r.name)
+    if kind == "lookups":  # every lookup that can be served: one table (a single source, or --concat)
+        for record in [r for r in found if not r.metadata.get("dim")]:
+            warn(f"lookups/{record.name} is not exported: it holds one table per source (built without --concat); see --lookup")
+        found = [r for r in found if r.metadata.get("dim")]
+    return found
 
 
 def _refuse_stale(store: ArtifactStore, records: list[ArtifactRecord]) -> None:
@@ -72,14 +78,23 @@ def _refuse_stale(store: ArtifactStore, records: list[ArtifactRecord]) -> None:
             raise DataError(f"{record.kind}/{record.name} is stale ({'; '.join(reasons)}): rerun its command before exporting it")
 
 
+def _model_name(*parts: str) -> str:
+    # tritonclient.http sends '+' as %2B, which Triton does not decode: such a model is unreachable
+    return "_".join(parts).replace("+", "_")
+
+
 def _models(store: ArtifactStore, lookups: list[ArtifactRecord], workflows: list[ArtifactRecord]) -> list[Model]:
-    models = [Model(f"nvt_{r.name}", r, _workflow_writer(store, r)) for r in workflows]
+    models = [Model(_model_name("nvt", r.name), r, _workflow_writer(store, r)) for r in workflows]
     spaces: dict[tuple[str, str], ArtifactRecord] = {}
     for record in lookups:
-        models.append(Model(f"lookup_{record.name}", record, _lookup_writer(store, record)))
+        models.append(Model(_model_name("lookup", record.name), record, _lookup_writer(store, record)))
         spaces.setdefault((record.params["workflow"], record.metadata["column"]), record)
     for (workflow, column), record in spaces.items():
-        models.append(Model(f"decode_{workflow}_{column}", record, _decoder_writer(store, record)))
+        models.append(Model(_model_name("decode", workflow, column), record, _decoder_writer(store, record)))
+    names = [m.name for m in models]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise UsageError(f"two artifacts would serve as model {clash[0]!r} ('+' becomes '_' in model names): rename one")
     return models
 
 
@@ -98,7 +113,8 @@ def _config(name: str, inputs: list[tuple[str, str, str]], outputs: list[tuple[s
 
 
 def _link(source: str | Path, target: str | Path) -> None:
-    """Artifact files are replaced, never edited in place, so a hard link is a safe copy."""
+    """Between versions of one export (never with another artifact, whose files an in-place edit
+    would damage too): files are replaced, not edited, so a hard link is a copy that costs nothing."""
     try:
         os.link(source, target)
     except OSError:
@@ -116,7 +132,7 @@ def _lookup_writer(store: ArtifactStore, record: ArtifactRecord) -> Any:
         import pyarrow.parquet as pq
 
         folder = store.path("lookups", record.name)
-        _link(folder / lookup_dense_name(), version / "vectors.npy")
+        shutil.copyfile(folder / lookup_dense_name(), version / "vectors.npy")
         np.save(version / "present.npy", pq.read_table(folder / LOOKUP_TABLE, columns=["present"]).column(0).to_numpy())
         shutil.copyfile(_HERE / "lookup_model.py", version / "model.py")
         return _config(model.name, [("ids", "TYPE_INT64", "-1")], [("vectors", "TYPE_FP32", "-1, -1"), ("present", "TYPE_BOOL", "-1")])
@@ -147,13 +163,15 @@ def _workflow_writer(store: ArtifactStore, record: ArtifactRecord) -> Any:
     def write(model: Path, version: Path) -> str:
         """merlin-systems writes the model (its name and version fixed) in a scratch folder; it is
         moved into place under this model's name."""
-        try:
-            from merlin.schema import Tags
-            from merlin.systems.dag.ensemble import Ensemble
-            from merlin.systems.dag.ops.workflow import TransformWorkflow
-        except ImportError:
-            raise UsageError("exporting workflows needs merlin-systems: pip install 'embedtab[serve]'") from None
         from embedtab.workflow.merlin import load_workflow, quiet_merlin
+
+        with quiet_merlin():  # (Merlin's import-time notices about TensorFlow)
+            try:
+                from merlin.schema import Tags
+                from merlin.systems.dag.ensemble import Ensemble
+                from merlin.systems.dag.ops.workflow import TransformWorkflow
+            except ImportError:
+                raise UsageError("exporting workflows needs merlin-systems: pip install 'embedtab[serve]'") from None
 
         workflow, _ = load_workflow(store, record.name)
         targets = workflow.output_schema.select_by_tag(Tags.TARGET).column_names
@@ -183,24 +201,42 @@ def _versions(folder: Path) -> dict[str, list[int]]:
     return found
 
 
-def _carry_over(previous: Path, staging: Path, configs: dict[str, str], keep: int) -> dict[str, list[int]]:
-    """The earlier versions of each model still exported with the same interface, linked into
-    staging; the `keep` newest versions (the new one included) remain. Returns model -> versions."""
+def _carry_over(previous: Path, staging: Path, configs: dict[str, str], keep: int, damaged: set[str]) -> dict[str, list[int]]:
+    """The earlier versions of each model still exported with the same interface and intact (none
+    of `damaged`, the damaged files' model/version), linked into staging; the `keep` newest versions
+    (the new one included) remain. Returns model -> versions."""
     kept: dict[str, list[int]] = {}
     for model, config in configs.items():
         new = [int(v.name) for v in (staging / model).iterdir() if v.name.isdigit()]
-        old = _versions(previous).get(model, []) if (previous / model / "config.pbtxt").is_file() else []
-        same = old and (previous / model / "config.pbtxt").read_text() == config
+        old = [v for v in _versions(previous).get(model, []) if f"{model}/{v}" not in damaged]
+        same = old and (previous / model / "config.pbtxt").read_text() == config and f"{model}/config.pbtxt" not in damaged
         older = sorted(old)[-(keep - 1) :] if same and keep > 1 else []
         for number in older:
-            shutil.copytree(previous / model / str(number), staging / model / str(number), copy_function=_link)
+            source, target = previous / model / str(number), staging / model / str(number)
+            shutil.copytree(source, target, copy_function=_link, ignore=shutil.ignore_patterns("__pycache__"))
         kept[model] = sorted(older + new)
     return kept
 
 
+def _damaged_versions(store: ArtifactStore, record: ArtifactRecord | None) -> set[str]:
+    """model/version (and model/config.pbtxt) of every damaged file of the export as it stands."""
+    if record is None:
+        return set()
+    found = set()
+    for problem in store.damaged_files(record):
+        parts = problem.split(" ")[0].split("/")
+        found.add("/".join(parts[:2]))
+    return found
+
+
 def _next_version(store: ArtifactStore, name: str, asked: int | None) -> int:
+    """Above every version the repository holds or its record knows (a folder deleted by hand does
+    not send the numbers back), and within Triton's int64."""
     record = store.get("exports", name)
-    newest = max((v for vs in _versions(store.path("exports", name)).values() for v in vs), default=0) if record else 0
+    held = max((v for vs in _versions(store.path("exports", name)).values() for v in vs), default=0) if record else 0
+    newest = max(held, int(record.metadata.get("version", 0)) if record else 0)
+    if asked is None and newest >= _MAX_VERSION:
+        raise UsageError(f"exports/{name} is at version {newest}, Triton's last: export under another --name")
     if asked is not None and asked <= newest:
         raise UsageError(
             f"exports/{name} already has version {newest}: a new version must be above it (Triton serves the highest); "
@@ -212,8 +248,8 @@ def _next_version(store: ArtifactStore, name: str, asked: int | None) -> int:
 # ----------------------------------------------------------------------------- run
 def run(store: ArtifactStore, options: ExportOptions, reporter: Reporter = SILENT, mode: RunMode | None = None) -> ExportResult:
     options.check()
-    lookups = _selected(store, "lookups", list(options.lookups))
-    workflows = _selected(store, "workflows", list(options.workflows))
+    lookups = _selected(store, "lookups", list(options.lookups), reporter.warn)
+    workflows = _selected(store, "workflows", list(options.workflows), reporter.warn)
     if not lookups and not workflows:
         raise UsageError(f"nothing to export: {store.root} has no lookups and no workflows")
     _refuse_stale(store, [*lookups, *workflows])
@@ -223,7 +259,7 @@ def run(store: ArtifactStore, options: ExportOptions, reporter: Reporter = SILEN
         "exports",
         options.name,
         "export triton",
-        recipe_of(options),  # lookups, workflows, keep
+        recipe_of(options),  # lookups, workflows
         input_artifacts=[*workflows, *lookups],
         force=options.force,
         packages=("numpy", "pyarrow", "merlin-systems"),
@@ -242,7 +278,8 @@ def run(store: ArtifactStore, options: ExportOptions, reporter: Reporter = SILEN
                 configs[model.name] = model.write(folder, folder / str(version))
                 (folder / "config.pbtxt").write_text(configs[model.name])
                 advance(1)
-        kept = _carry_over(store.path("exports", options.name), staging[0], configs, options.keep)
+        earlier = store.get("exports", options.name)
+        kept = _carry_over(store.path("exports", options.name), staging[0], configs, options.keep, _damaged_versions(store, earlier))
         return [
             Made(_metadata(store, options.name, version, models, kept), {"version": version, "seconds": round(time.time() - started, 3)})
         ]
