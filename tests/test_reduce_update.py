@@ -69,12 +69,18 @@ def test_a_grown_source_is_projected_with_the_saved_projection_and_old_rows_keep
     assert refit.projection.metadata["fit_on"]["fingerprint"] != day1.projection.metadata["fit_on"]["fingerprint"]
 
 
-def test_vectors_of_another_encoder_are_never_projected_with_the_kept_projection(store, tmp_path):
+def reduced_catalog(store, tmp_path) -> tuple:
+    """Day 1 of a small catalog: 40 titled items encoded as `text` and reduced to 4 dims."""
     path = tmp_path / "catalog.parquet"
     ids = list(range(40))
     write_catalog(path, ids, titled(ids))
     run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))
     reduce.run(store, ReduceOptions("text", dims=4))
+    return path, ids
+
+
+def test_vectors_of_another_encoder_are_never_projected_with_the_kept_projection(store, tmp_path):
+    path, ids = reduced_catalog(store, tmp_path)
     # The same items through another encoder setting: another vector space.
     run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"], normalize=False, force=True))
     with pytest.raises(ArtifactExists, match="embeddings/text changed|made from other inputs"):
@@ -84,12 +90,8 @@ def test_vectors_of_another_encoder_are_never_projected_with_the_kept_projection
 
 
 def test_ids_of_another_type_are_projected_afresh_not_reused(store, tmp_path):
-    path = tmp_path / "catalog.parquet"
-    ids = list(range(40))
+    path, ids = reduced_catalog(store, tmp_path)
     titles = titled(ids)
-    write_catalog(path, ids, titles)
-    run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))
-    reduce.run(store, ReduceOptions("text", dims=4))
     pq.write_table(pa.table({"item_id": pa.array([str(i) for i in ids]), "title": pa.array(titles)}), path)
     run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"], force=True))
     updated = reduce.run(store, ReduceOptions("text", dims=4))
@@ -97,11 +99,7 @@ def test_ids_of_another_type_are_projected_afresh_not_reused(store, tmp_path):
 
 
 def test_damaged_reduced_vectors_are_projected_again_not_reused(store, tmp_path):
-    path = tmp_path / "catalog.parquet"
-    ids = list(range(40))
-    write_catalog(path, ids, titled(ids))
-    run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))
-    reduce.run(store, ReduceOptions("text", dims=4))
+    path, ids = reduced_catalog(store, tmp_path)
     (store.path("embeddings", "text-pca4") / "_source_keys.parquet").unlink()
     write_catalog(path, [*ids, 99], [*titled(ids), "a new thing"])
     run_text(store, TextOptions(inputs=[str(path)], name="text", text_columns=["title"]))

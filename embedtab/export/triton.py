@@ -6,9 +6,9 @@ any other), laid out as Triton reads it:
     nvt_<workflow>/               a fitted workflow as merlin-systems' TransformWorkflow model
                                   (raw columns in, the transformed columns out; targets left out)
     lookup_<lookup>/              ids (INT64) -> vectors (FP32, n x dim), present (BOOL): the rows of
-                                  the lookup's dense table (lookup_model.py)
+                                  the lookup's dense table (table_model.py)
     decode_<workflow>_<column>/   ids -> raw ids, known (BOOL), for the id space of each exported
-                                  lookup (decoder_model.py)
+                                  lookup (table_model.py too)
     <model>/config.pbtxt          one per model; <model>/<version>/ the files of each version
 
 Each export that has something new to serve adds a version (one above the newest) to every model and
@@ -134,7 +134,7 @@ def _lookup_writer(store: ArtifactStore, record: ArtifactRecord) -> Any:
         folder = store.path("lookups", record.name)
         shutil.copyfile(folder / lookup_dense_name(), version / "vectors.npy")
         np.save(version / "present.npy", pq.read_table(folder / LOOKUP_TABLE, columns=["present"]).column(0).to_numpy())
-        shutil.copyfile(_HERE / "lookup_model.py", version / "model.py")
+        shutil.copyfile(_HERE / "table_model.py", version / "model.py")
         return _config(model.name, [("ids", "TYPE_INT64", "-1")], [("vectors", "TYPE_FP32", "-1, -1"), ("present", "TYPE_BOOL", "-1")])
 
     return write
@@ -152,7 +152,7 @@ def _decoder_writer(store: ArtifactStore, record: ArtifactRecord) -> Any:
         values = np.array([v if v is not None else ("" if text else 0) for v in raw.to_pylist()], dtype=str if text else np.int64)
         np.save(version / "raw.npy", values)
         np.save(version / "known.npy", known)
-        shutil.copyfile(_HERE / "decoder_model.py", version / "model.py")
+        shutil.copyfile(_HERE / "table_model.py", version / "model.py")
         kind = "TYPE_STRING" if text else "TYPE_INT64"
         return _config(model.name, [("ids", "TYPE_INT64", "-1")], [("raw", kind, "-1"), ("known", "TYPE_BOOL", "-1")])
 
@@ -206,9 +206,10 @@ def _carry_over(previous: Path, staging: Path, configs: dict[str, str], keep: in
     of `damaged`, the damaged files' model/version), linked into staging; the `keep` newest versions
     (the new one included) remain. Returns model -> versions."""
     kept: dict[str, list[int]] = {}
+    earlier = _versions(previous)
     for model, config in configs.items():
         new = [int(v.name) for v in (staging / model).iterdir() if v.name.isdigit()]
-        old = [v for v in _versions(previous).get(model, []) if f"{model}/{v}" not in damaged]
+        old = [v for v in earlier.get(model, []) if f"{model}/{v}" not in damaged]
         same = old and (previous / model / "config.pbtxt").read_text() == config and f"{model}/config.pbtxt" not in damaged
         older = sorted(old)[-(keep - 1) :] if same and keep > 1 else []
         for number in older:

@@ -87,7 +87,8 @@ def check_groupby(config: WorkflowConfig, workflow_features: Any, paths: Sequenc
     from merlin.io import Dataset
 
     schema = Dataset([str(paths[0])], engine="parquet" if paths[0].suffix == ".parquet" else "csv", cpu=True).schema
-    outputs = nvt.Workflow(workflow_features).fit_schema(schema).output_schema.column_names
+    produced = nvt.Workflow(workflow_features).fit_schema(schema).output_schema
+    outputs = produced.column_names
     spec = config.groupby
     missing = [c for c in [*spec.by, *spec.sort, *spec.aggs] if c not in outputs]
     if missing:
@@ -95,7 +96,6 @@ def check_groupby(config: WorkflowConfig, workflow_features: Any, paths: Sequenc
             f"{config_path}: groupby: {names(missing)} not produced by the feature groups (they produce {names(outputs, 30)})"
         )
     if spec.max_length is not None:  # padded with 0: a list of text cannot hold it
-        produced = nvt.Workflow(workflow_features).fit_schema(schema).output_schema
         text = [c for c, aggs in spec.aggs.items() if "list" in aggs and not np.issubdtype(np.dtype(produced[c].dtype.to_numpy), np.number)]
         if text:
             raise ConfigError(f"{config_path}: groupby.max_length pads lists with 0, and {names(text)} hold text: categorify them first")
